@@ -1,0 +1,71 @@
+"""Shared flags and strict gin parsing for the binaries."""
+
+import os
+import sys
+
+from absl import flags
+from absl import logging
+import gin
+
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "gin")
+
+
+class ConfigError(ValueError):
+  pass
+
+
+def define_gin_flags():
+  flags.DEFINE_multi_string("gin_file", [], "gin config file (repeatable); relative paths "
+                            "are also looked up in the repo's gin/ folder.")
+  flags.DEFINE_multi_string("gin_bindings", [], "gin binding, e.g. "
+                            "'meta_train.num_iterations = 10' (repeatable).")
+
+
+def register_configurables():
+  """Imports every module that defines gin configurables so configs can name them."""
+  # pylint: disable=g-import-not-at-top,unused-import
+  from tf_metainit import evaluate
+  from tf_metainit import train
+  from tf_metainit.fields import mlp
+  from tf_metainit.fields import siren
+  from tf_metainit.meta import optimizers
+  from tf_metainit.tasks import registry
+  registry.import_all()
+
+
+def _resolve(path):
+  if os.path.exists(path):
+    return path
+  candidate = os.path.join(GIN_DIR, path)
+  if os.path.exists(candidate):
+    return candidate
+  raise ConfigError(f"gin file {path!r} not found (also looked in {GIN_DIR}). "
+                    "Check the path; shipped configs live under gin/<task>/.")
+
+
+def parse_gin(gin_files, gin_bindings, extra_files=()):
+  """Strict gin parsing: unknown names are errors that say what to fix."""
+  register_configurables()
+  gin.add_config_file_search_path(GIN_DIR)
+  files = [_resolve(f) for f in list(extra_files) + list(gin_files)]
+  try:
+    gin.parse_config_files_and_bindings(files, gin_bindings, skip_unknown=False)
+  except (ValueError, KeyError, SyntaxError) as e:
+    raise ConfigError(
+        f"Bad gin configuration: {e}\nFix the name or value in the gin file / "
+        "--gin_bindings (names are case-sensitive: e.g. meta_train.num_iterations, "
+        "ImageRegression.resolution, Siren.w0).") from e
+
+
+def run_and_report(fn):
+  """Runs fn(); user errors become one clear message and exit status 1."""
+  from tf_metainit import checkpoints  # pylint: disable=g-import-not-at-top
+  from tf_metainit import train  # pylint: disable=g-import-not-at-top
+  try:
+    return fn()
+  except (ConfigError, ValueError, FileNotFoundError, checkpoints.CheckpointError,
+          train.DivergenceError) as e:
+    logging.error("%s", e)
+    print(f"ERROR: {e}", file=sys.stderr)
+    sys.exit(1)

@@ -1,0 +1,72 @@
+"""The inner loop: K optimizer steps from given weights, batched over signals.
+
+`params` carry a leading signal dimension, and the loss summed over signals has
+per-signal gradients, so one call adapts a whole batch of signals independently.
+Short loops can be unrolled (needed for second-order MAML); long ones run as a
+tf.while_loop so 12-64 Reptile steps or 1000 test-time steps stay one small graph.
+"""
+
+import tensorflow as tf
+
+
+def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
+          first_order=False, trace_fn=None):
+  """Runs `num_steps` optimizer steps.
+
+  Args:
+    loss_fn: (params, inputs, targets) -> per-signal losses (B,).
+    params: list of tensors (B, ...) to start from.
+    batch_fn: step (int32 tensor) -> (inputs, targets) for that inner step.
+    num_steps: Python int number of steps.
+    optimizer: a functional optimizer from meta/optimizers.py.
+    unroll: unroll in Python (differentiable by an enclosing tape) instead of a
+      tf.while_loop.
+    first_order: stop gradients through the inner gradients (first-order MAML).
+    trace_fn: optional params -> (B,) tensor recorded before every step and after the
+      last one; its stack (num_steps + 1, B) is returned.
+
+  Returns:
+    (adapted params, trace or None).
+  """
+  params = list(params)
+  state = optimizer.init(params)
+
+  def step(i, params, state):
+    inputs, targets = batch_fn(i)
+    with tf.GradientTape() as tape:
+      tape.watch(params)
+      loss = tf.reduce_sum(loss_fn(params, inputs, targets))
+    grads = tape.gradient(loss, params)
+    if first_order:
+      grads = [tf.stop_gradient(g) for g in grads]
+    return optimizer.update(grads, state, params, i)
+
+  if unroll:
+    trace = []
+    for i in range(num_steps):
+      if trace_fn is not None:
+        trace.append(trace_fn(params))
+      params, state = step(tf.constant(i), params, state)
+    if trace_fn is None:
+      return params, None
+    trace.append(trace_fn(params))
+    return params, tf.stack(trace)
+
+  if trace_fn is None:
+    trace = ()
+  else:
+    trace = tf.TensorArray(tf.float32, size=num_steps + 1)
+
+  def body(i, params, state, trace):
+    if trace_fn is not None:
+      trace = trace.write(i, trace_fn(params))
+    params, state = step(i, params, state)
+    return i + 1, params, state, trace
+
+  _, params, state, trace = tf.while_loop(
+      lambda i, *_: i < num_steps, body, (tf.constant(0), params, state, trace),
+      parallel_iterations=1)
+  if trace_fn is None:
+    return params, None
+  trace = trace.write(num_steps, trace_fn(params))
+  return params, trace.stack()

@@ -1,0 +1,44 @@
+"""MAML (Finn et al. 2017) as the paper's image experiments use it.
+
+Support = query: the meta-loss is the loss of the adapted weights on the batch the
+inner loop saw (the whole image, for images). Second order by default: the inner loop
+is unrolled under the outer tape, so the meta-gradient flows through every inner
+gradient; `first_order` stops those gradients (FOMAML).
+"""
+
+import tensorflow as tf
+
+from tf_metainit.fields import base as fields_base
+from tf_metainit.meta import inner
+from tf_metainit.tasks import base as tasks_base
+
+
+def meta_loss_and_grads(task, theta0, signals, seed, inner_steps, inner_optimizer,
+                        first_order=False):
+  """Meta-gradient of the post-adaptation loss w.r.t. theta0 (variables or tensors).
+
+  Returns (loss before adaptation (B,), meta-loss after (B,), grads per theta0 entry).
+  """
+  batch = tasks_base.batch_size_of(signals)
+  obs = task.observe(signals, seed)
+  batch_fn = lambda i: task.inner_batch(obs, i, seed)
+  query = task.inner_batch(obs, tf.constant(inner_steps), seed)
+  with tf.GradientTape() as tape:
+    tape.watch(theta0)
+    params = fields_base.batch_params([tf.convert_to_tensor(t) for t in theta0], batch)
+    adapted, _ = inner.adapt(task.loss, params, batch_fn, inner_steps, inner_optimizer,
+                             unroll=True, first_order=first_order)
+    after = task.loss(adapted, *query)
+    meta_loss = tf.reduce_mean(after)
+  grads = tape.gradient(meta_loss, theta0)
+  before = task.loss(params, *query)
+  return before, after, grads
+
+
+def step(field, task, optimizer, signals, seed, inner_steps, inner_optimizer,
+         first_order=False):
+  variables = field.trainable_variables
+  before, after, grads = meta_loss_and_grads(
+      task, variables, signals, seed, inner_steps, inner_optimizer, first_order)
+  optimizer.apply_gradients(zip(grads, variables))
+  return before, after

@@ -1,0 +1,36 @@
+"""Reptile (Nichol et al. 2018) as the paper's reference notebooks run it.
+
+Each signal of the outer batch is adapted K steps from theta0; (theta0 - mean adapted
+theta) is handed to the outer optimiser (Adam in the reference) as if it were a
+gradient. No gradient flows through the inner loop, so it runs as a tf.while_loop and
+memory is flat in K.
+"""
+
+import tensorflow as tf
+
+from tf_metainit.fields import base as fields_base
+from tf_metainit.meta import inner
+from tf_metainit.tasks import base as tasks_base
+
+
+def reptile_grads(task, theta0, signals, seed, inner_steps, inner_optimizer):
+  """Returns (loss before (B,), loss after (B,), theta0 - mean adapted theta)."""
+  batch = tasks_base.batch_size_of(signals)
+  obs = task.observe(signals, seed)
+  theta0 = [tf.convert_to_tensor(t) for t in theta0]
+  params = fields_base.batch_params(theta0, batch)
+  adapted, _ = inner.adapt(task.loss, params, lambda i: task.inner_batch(obs, i, seed),
+                           inner_steps, inner_optimizer, unroll=False)
+  query = task.inner_batch(obs, tf.constant(inner_steps), seed)
+  before = task.loss(params, *query)
+  after = task.loss(adapted, *query)
+  grads = [t - tf.reduce_mean(a, 0) for t, a in zip(theta0, adapted)]
+  return before, after, grads
+
+
+def step(field, task, optimizer, signals, seed, inner_steps, inner_optimizer):
+  variables = field.trainable_variables
+  before, after, grads = reptile_grads(task, variables, signals, seed, inner_steps,
+                                       inner_optimizer)
+  optimizer.apply_gradients(zip(grads, variables))
+  return before, after

@@ -1,0 +1,95 @@
+"""What the meta code needs to know about a task, and nothing else.
+
+A task hides its signal type (image, CT phantom, 3D object) behind five functions the
+meta-training loop and the evaluation tool call. Every tensor carries a leading signal
+batch dimension B, and `params` are per-signal (B, ...) weight lists.
+
+  observe(signals, seed, setting)   raw signals -> what the optimiser may see
+                                     (all pixels; N projections; rays of some views)
+  inner_batch(obs, step, seed)      -> (inputs, targets) for one inner step
+  loss(params, inputs, targets)     -> per-signal loss (B,)
+  metrics(params, signals)          -> {'psnr': (B,), ...} on the full held-out signal
+  render(params, signals)           -> (B, H, W, C) pictures for summaries and grids
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def psnr_from_mse(mse):
+  """PSNR in dB for signals with peak 1: -10 log10(MSE)."""
+  return -10.0 * tf.math.log(mse) / tf.math.log(10.0)
+
+
+def stateless_seed(seed, *salts):
+  """A (2,) int32 stateless-random seed derived from a base seed and integer salts."""
+  seed = tf.cast(tf.reshape(seed, [-1])[:2], tf.int32) if tf.is_tensor(seed) else (
+      tf.constant([seed, 0], tf.int32))
+  if seed.shape[0] == 1:
+    seed = tf.concat([seed, [0]], 0)
+  for salt in salts:
+    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(salt, tf.int32))
+  return seed
+
+
+def shuffled_dataset(arrays, seed):
+  """Endless shuffled stream of the rows of in-memory `arrays` (a dict).
+
+  Only indices pass through the shuffle buffer, so a checkpointed iterator stays small
+  and resumes exactly where it stopped.
+  """
+  n = len(next(iter(arrays.values())))
+  tensors = {k: tf.constant(v) for k, v in arrays.items()}
+  return (tf.data.Dataset.range(n).repeat().shuffle(n, seed=seed)
+          .map(lambda i: {k: tf.gather(v, i) for k, v in tensors.items()}))
+
+
+class Task:
+  """Base class; see the module docstring for the contract."""
+
+  field = None
+  # Observation settings the evaluation tool loops over (e.g. CT view counts).
+  settings = ("full",)
+  default_setting = "full"
+
+  def train_dataset(self, seed):
+    raise NotImplementedError
+
+  def test_signals(self):
+    """Held-out signals as a dict of numpy arrays with a leading index dimension."""
+    raise NotImplementedError
+
+  def mean_signals(self):
+    """The training set's mean signal, shaped like one element of test_signals."""
+    raise NotImplementedError
+
+  def observe(self, signals, seed, setting=None):
+    raise NotImplementedError
+
+  def inner_batch(self, observations, step, seed):
+    raise NotImplementedError
+
+  def loss(self, params, inputs, targets):
+    raise NotImplementedError
+
+  def metrics(self, params, signals):
+    raise NotImplementedError
+
+  def render(self, params, signals):
+    raise NotImplementedError
+
+  def targets_for_display(self, signals):
+    raise NotImplementedError
+
+  def describe(self):
+    """Conventions a re-implementation needs (coordinates, value range)."""
+    return {}
+
+
+def batch_size_of(signals):
+  return tf.shape(next(iter(signals.values())))[0]
+
+
+def take(signals, index):
+  """Rows `index` of a dict of numpy arrays."""
+  return {k: np.asarray(v)[index] for k, v in signals.items()}

@@ -1,0 +1,179 @@
+"""Image regression: a SIREN fitted to the pixels of one image (Tancik et al. 2021, 4.1).
+
+Coordinates follow the reference: (row, col) / resolution, so both lie in [0, 1).
+The forward model is the identity: the field's output at a pixel's coordinate is that
+pixel's RGB. Inner loops see every pixel unless `pixels_per_step` asks for a subset.
+"""
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from tf_metainit.data import image_folder
+from tf_metainit.data import text
+from tf_metainit.data import tfds_images
+from tf_metainit.fields import siren
+from tf_metainit.tasks import base
+
+DATASETS = ("text", "folder", "celeb_a", "imagenette")
+
+
+def pixel_grid(resolution):
+  """(resolution^2, 2) coordinates k/resolution in (row, col) order, rows major."""
+  x = np.arange(resolution, dtype=np.float32) / resolution
+  rows, cols = np.meshgrid(x, x, indexing="ij")
+  return np.stack([rows, cols], -1).reshape(-1, 2)
+
+
+def check_images(images, resolution, channels, where):
+  """Fails early, with the fix, when a dataset's images don't fit the field."""
+  images = np.asarray(images)
+  if images.ndim != 4 or images.shape[1:3] != (resolution, resolution):
+    raise ValueError(
+        f"{where}: expected images of shape (N, {resolution}, {resolution}, {channels}), "
+        f"got {images.shape}. Set ImageRegression.resolution to the data's size or "
+        "resize the images.")
+  if images.shape[-1] != channels:
+    raise ValueError(
+        f"{where}: images have {images.shape[-1]} channels but the field outputs "
+        f"{channels}. Convert the images to {channels} channels or bind the field's "
+        f"out_dim (e.g. Siren.out_dim = {images.shape[-1]}).")
+  if len(images) == 0:
+    raise ValueError(f"{where}: no images.")
+  if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
+    raise ValueError(f"{where}: pixel values must be finite and in [0, 1]; "
+                     f"got range [{images.min()}, {images.max()}].")
+  return images.astype(np.float32)
+
+
+@gin.configurable
+class ImageRegression(base.Task):
+  """Meta-learns a field over a class of images.
+
+  Args:
+    dataset: 'text' (procedural, no download), 'folder', 'celeb_a' or 'imagenette'.
+    resolution: images are square, resolution x resolution (178 in the paper).
+    num_train: training images (text/folder; None = all for folders/TFDS).
+    num_test: held-out images used for evaluation and validation.
+    folder: image folder for dataset='folder' (the last num_test files are held out
+      unless test_folder is given).
+    test_folder: optional folder of held-out images.
+    data_dir: TFDS data directory.
+    pixels_per_step: inner-batch size in pixels; None = all pixels (the paper).
+    field: a callable building the field (gin: @Siren).
+    seed: data seed (text rendering, shuffling).
+  """
+
+  def __init__(self, dataset="text", resolution=64, num_train=2000, num_test=16,
+               folder=None, test_folder=None, data_dir=None, pixels_per_step=None,
+               field=siren.Siren, seed=0):
+    if dataset not in DATASETS:
+      raise ValueError(f"Unknown image dataset {dataset!r}; use one of {DATASETS}.")
+    self.dataset, self.resolution = dataset, int(resolution)
+    self.num_train, self.num_test = num_train, int(num_test)
+    self.folder, self.test_folder, self.data_dir = folder, test_folder, data_dir
+    self.pixels_per_step, self.seed = pixels_per_step, seed
+    self.field = field()
+    if self.field.in_dim != 2:
+      raise ValueError(f"Image fields take 2-D coordinates; the field has in_dim "
+                       f"{self.field.in_dim}.")
+    self.channels = self.field.out_dim
+    self.coords = tf.constant(pixel_grid(self.resolution))
+    self._train_images = None
+    self._test_images = None
+
+  # --- data ---------------------------------------------------------------------------
+
+  def _load_arrays(self):
+    if self._test_images is not None:
+      return
+    res, where = self.resolution, f"ImageRegression(dataset={self.dataset!r})"
+    if self.dataset == "text":
+      train = text.text_images("train", self.num_train, res, self.seed)
+      test = text.text_images("test", self.num_test, res, self.seed)
+    elif self.dataset == "folder":
+      if not self.folder:
+        raise ValueError("dataset='folder' needs ImageRegression.folder = '/path/to/images'.")
+      images = image_folder.folder_images(self.folder, res)
+      if self.test_folder:
+        train = images[:self.num_train]
+        test = image_folder.folder_images(self.test_folder, res, self.num_test)
+      else:
+        if len(images) <= self.num_test:
+          raise ValueError(
+              f"Folder {self.folder} has {len(images)} images; with num_test="
+              f"{self.num_test} none are left for training. Add images, lower "
+              "ImageRegression.num_test or give ImageRegression.test_folder.")
+        train, test = images[:-self.num_test], images[-self.num_test:]
+        train = train[:self.num_train]
+    else:
+      train = None  # streamed from TFDS
+      # Both TFDS sets have a 'validation' split; the reference evaluates CelebA
+      # images held out from training.
+      test = np.stack(list(tfds_images.tfds_dataset(
+          self.dataset, f"validation[:{self.num_test}]", res, self.data_dir)
+                           .as_numpy_iterator()))
+    if train is not None:
+      train = check_images(train, res, self.channels, where + " train")
+    self._train_images = train
+    self._test_images = check_images(test, res, self.channels, where + " test")
+
+  def train_dataset(self, seed):
+    self._load_arrays()
+    if self._train_images is not None:
+      return base.shuffled_dataset({"image": self._train_images}, seed)
+    split = "train" if self.num_train is None else f"train[:{self.num_train}]"
+    ds = tfds_images.tfds_dataset(self.dataset, split, self.resolution, self.data_dir,
+                                  shuffle_files=True)
+    return ds.repeat().shuffle(256, seed=seed).map(lambda im: {"image": im})
+
+  def test_signals(self):
+    self._load_arrays()
+    return {"image": self._test_images}
+
+  def mean_signals(self):
+    self._load_arrays()
+    if self._train_images is not None:
+      return {"image": self._train_images.mean(0)}
+    images = tfds_images.tfds_dataset(self.dataset, "train[:2000]", self.resolution,
+                                      self.data_dir)
+    total = images.reduce(tf.zeros([self.resolution] * 2 + [3]), lambda a, b: a + b)
+    return {"image": (total / 2000.0).numpy()}
+
+  # --- the task seam ------------------------------------------------------------------
+
+  def observe(self, signals, seed, setting=None):
+    del seed, setting  # every pixel is observed
+    images = tf.convert_to_tensor(signals["image"])
+    pixels = tf.reshape(images, [tf.shape(images)[0], -1, self.channels])
+    return {"coords": self.coords[None], "pixels": pixels}
+
+  def inner_batch(self, observations, step, seed):
+    coords, pixels = observations["coords"], observations["pixels"]
+    if self.pixels_per_step is None:
+      return coords, pixels
+    idx = tf.random.stateless_uniform(
+        [self.pixels_per_step], base.stateless_seed(seed, step, 7),
+        maxval=self.resolution ** 2, dtype=tf.int32)
+    return tf.gather(coords, idx, axis=1), tf.gather(pixels, idx, axis=1)
+
+  def loss(self, params, inputs, targets):
+    pred = self.field.apply(params, inputs)
+    return tf.reduce_mean(tf.square(pred - targets), axis=[1, 2])
+
+  def metrics(self, params, signals):
+    obs = self.observe(signals, None)
+    return {"psnr": base.psnr_from_mse(self.loss(params, obs["coords"], obs["pixels"]))}
+
+  def render(self, params, signals):
+    del signals
+    out = self.field.apply(params, self.coords[None])
+    return tf.reshape(out, [-1, self.resolution, self.resolution, self.channels])
+
+  def targets_for_display(self, signals):
+    return np.asarray(signals["image"])
+
+  def describe(self):
+    return {"task": "image", "resolution": self.resolution,
+            "coordinates": "(row, col) / resolution in [0, 1), row-major grid",
+            "values": f"{self.channels}-channel pixel values in [0, 1]"}

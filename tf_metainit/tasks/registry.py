@@ -1,0 +1,10 @@
+"""Imports every task module so gin configs can name their configurables."""
+
+import importlib
+
+TASK_MODULES = ("tf_metainit.tasks.image",)
+
+
+def import_all():
+  for name in TASK_MODULES:
+    importlib.import_module(name)
