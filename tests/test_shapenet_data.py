@@ -1,0 +1,274 @@
+"""ShapeNet reader on hand-written files, and the procedural generator."""
+
+import json
+import logging
+import math
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from tf_metainit.data import procedural_shapes
+from tf_metainit.data import shapenet
+from tf_metainit.physics import rays
+
+# A 2x2 RGBA image: opaque red, transparent blue, half green, 20% grey-blue.
+PIXELS = np.array([[[255, 0, 0, 255], [0, 0, 255, 0]],
+                   [[0, 255, 0, 128], [51, 102, 204, 51]]], np.uint8)
+# rgb * a + (1 - a), worked by hand.
+COMPOSITED = np.array([[[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]],
+                       [[127 / 255, 1.0, 127 / 255],
+                        [0.84, 0.88, 0.96]]])
+MATRIX = [[0.0, -1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 3.0],
+          [0.0, 0.0, 0.0, 1.0]]
+
+
+def _write_object(object_dir, num_views=4, pixels=PIXELS):
+  """Frames k < 2 show PIXELS, others a tinted copy; mixed path styles."""
+  os.makedirs(os.path.join(object_dir), exist_ok=True)
+  styles = ['./r_{}', 'r_{}.png', './train/r_{}', 'r_{}']
+  frames = []
+  for k in range(num_views):
+    image = pixels.copy()
+    image[..., 0] = k * 10 if k >= 2 else image[..., 0]
+    Image.fromarray(image, 'RGBA').save(os.path.join(object_dir, f'r_{k}.png'))
+    matrix = np.array(MATRIX)
+    matrix[0, 3] += k
+    frames.append({'file_path': styles[k % 4].format(k),
+                   'transform_matrix': matrix.tolist()})
+  # camera_angle_x = pi/2 gives focal = 0.5 W / tan(pi/4) = W/2.
+  with open(os.path.join(object_dir, 'transforms.json'), 'w') as f:
+    json.dump({'camera_angle_x': math.pi / 2, 'frames': frames}, f)
+
+
+def _write_category(root, ids=('b', 'a', 'c'), splits=None):
+  category = os.path.join(root, 'chairs')
+  for object_id in ids:
+    _write_object(os.path.join(category, object_id))
+  splits = splits or {'train': ['b', 'a'], 'val': ['c'], 'test': []}
+  with open(os.path.join(category, 'chairs_splits.json'), 'w') as f:
+    json.dump(splits, f)
+  return category
+
+
+def test_load_object_composites_on_white_and_reads_poses(tmp_path):
+  _write_object(str(tmp_path))
+  obj = shapenet.load_object(str(tmp_path))
+  assert obj['images'].shape == (4, 2, 2, 3)
+  assert obj['images'].dtype == np.float32
+  np.testing.assert_allclose(obj['images'][0], COMPOSITED, atol=1e-6)
+  np.testing.assert_allclose(obj['images'][1], COMPOSITED, atol=1e-6)
+  np.testing.assert_allclose(obj['c2w'][0], MATRIX)
+  np.testing.assert_allclose(obj['c2w'][3, 0, 3], 4.0)  # Frame order kept.
+  assert obj['focal'] == pytest.approx(1.0)
+  train, test = shapenet.split_views(obj, num_train_views=2)
+  assert train['images'].shape[0] == 2 and test['c2w'].shape[0] == 2
+  np.testing.assert_allclose(test['c2w'][0, 0, 3], 3.0)
+  assert train['focal'] == test['focal'] == obj['focal']
+
+
+def test_downsampling_averages_blocks_and_rescales_focal(tmp_path):
+  big = np.repeat(np.repeat(PIXELS, 2, axis=0), 2, axis=1)  # 4x4 blocks.
+  _write_object(str(tmp_path), num_views=1, pixels=big)
+  full = shapenet.load_object(str(tmp_path))
+  assert full['focal'] == pytest.approx(2.0)
+  half = shapenet.load_object(str(tmp_path), resolution=2)
+  assert half['images'].shape == (1, 2, 2, 3)
+  np.testing.assert_allclose(half['images'][0], COMPOSITED, atol=1e-6)
+  assert half['focal'] == pytest.approx(1.0)
+
+
+def test_list_objects_dataset_and_empty_folder_warning(tmp_path, caplog):
+  category = _write_category(str(tmp_path), ids=('b', 'a', 'c', 'empty'))
+  os.remove(os.path.join(category, 'empty', 'transforms.json'))
+  with open(os.path.join(category, 'chairs_splits.json'), 'w') as f:
+    json.dump({'train': ['b', 'empty', 'a'], 'val': ['c'], 'test': []}, f)
+  with caplog.at_level(logging.WARNING):
+    paths = shapenet.list_objects(category, 'train')
+  assert [os.path.basename(p) for p in paths] == ['a', 'b']  # Sorted.
+  assert 'empty' in caplog.text
+  dataset = shapenet.object_dataset(category, 'train')
+  elements = list(dataset.as_numpy_iterator())
+  assert [e['object_id'] for e in elements] == [b'a', b'b']
+  assert elements[0]['images'].shape == (4, 2, 2, 3)
+  assert elements[0]['focal'] == pytest.approx(1.0)
+  stacked = shapenet.load_split(category, 'val')
+  assert stacked['images'].shape == (1, 4, 2, 2, 3)
+
+
+def test_splits_file_beside_category_with_singular_name(tmp_path):
+  category = _write_category(str(tmp_path))
+  os.rename(os.path.join(category, 'chairs_splits.json'),
+            os.path.join(str(tmp_path), 'chair_splits.json'))
+  assert len(shapenet.list_objects(category, 'train')) == 2
+
+
+def test_clear_errors(tmp_path):
+  root = str(tmp_path)
+  with pytest.raises(FileNotFoundError, match='category folder .* does not'):
+    shapenet.list_objects(os.path.join(root, 'nowhere'), 'train')
+  category = _write_category(root)
+  with pytest.raises(shapenet.DataFormatError, match="no split 'training'"):
+    shapenet.list_objects(category, 'training')
+  with open(os.path.join(category, 'chairs_splits.json'), 'w') as f:
+    json.dump({'train': ['a', 'ghost'], 'val': [], 'test': []}, f)
+  with pytest.raises(FileNotFoundError, match=r"ghost.*splits file belongs"):
+    shapenet.list_objects(category, 'train')
+  with open(os.path.join(category, 'chairs_splits.json'), 'w') as f:
+    f.write('{"train": [')
+  with pytest.raises(shapenet.DataFormatError, match='not valid JSON'):
+    shapenet.list_objects(category, 'train')
+  os.remove(os.path.join(category, 'chairs_splits.json'))
+  with pytest.raises(FileNotFoundError, match='no splits file'):
+    shapenet.list_objects(category, 'train')
+  with open(os.path.join(category, 'a', 'r_1.png'), 'wb') as f:
+    f.write(b'\x89PNG\r\n\x1a\nnot really')
+  with pytest.raises(shapenet.DataFormatError, match=r'r_1\.png.*corrupt'):
+    shapenet.load_object(os.path.join(category, 'a'))
+  os.remove(os.path.join(category, 'b', 'r_0.png'))
+  with pytest.raises(FileNotFoundError, match='no image for frame'):
+    shapenet.load_object(os.path.join(category, 'b'))
+  with open(os.path.join(category, 'c', 'transforms.json'), 'w') as f:
+    f.write('{"camera_angle_x": 0.5, "frames": [{"file_path": "r_0"}]}')
+  with pytest.raises(shapenet.DataFormatError, match='transform_matrix'):
+    shapenet.load_object(os.path.join(category, 'c'))
+
+
+# ----------------------------------------------------------------------------
+# Procedural stand-in.
+
+SMALL = dict(num_train=2, num_val=1, num_test=1, resolution=16, num_views=4)
+
+
+def _png_bytes(category_dir):
+  out = {}
+  for root, _, files in os.walk(category_dir):
+    for name in files:
+      if name.endswith('.png'):
+        path = os.path.join(root, name)
+        with open(path, 'rb') as f:
+          out[os.path.relpath(path, category_dir)] = f.read()
+  return out
+
+
+def test_generator_is_deterministic_idempotent_and_disjoint(tmp_path):
+  first = procedural_shapes.write_category(str(tmp_path / 'a'), 'cars', **SMALL)
+  second = procedural_shapes.write_category(str(tmp_path / 'b'), 'cars',
+                                            **SMALL)
+  files = _png_bytes(first)
+  assert len(files) == 4 * 4 and files == _png_bytes(second)
+  with open(os.path.join(first, 'cars_splits.json')) as f:
+    splits = json.load(f)
+  ids = [i for s in shapenet.SPLITS for i in splits[s]]
+  assert len(ids) == len(set(ids)) == 4
+  # Splits come from different seed streams: different shapes and views.
+  images = {i: files[os.path.join(i, 'r_0.png')] for i in ids}
+  assert len(set(images.values())) == 4
+  # Idempotent: a second call keeps the finished objects untouched.
+  stamp = os.path.getmtime(os.path.join(first, ids[0], 'transforms.json'))
+  procedural_shapes.write_category(str(tmp_path / 'a'), 'cars', **SMALL)
+  assert os.path.getmtime(
+      os.path.join(first, ids[0], 'transforms.json')) == stamp
+  with pytest.raises(ValueError, match='generated with'):
+    procedural_shapes.write_category(str(tmp_path / 'a'), 'cars',
+                                     **dict(SMALL, resolution=8))
+  # A different seed gives different objects.
+  other = procedural_shapes.write_category(str(tmp_path / 'c'), 'cars',
+                                           **dict(SMALL, seed=1))
+  assert _png_bytes(other) != files
+
+
+def test_interrupted_generation_leaves_no_object(tmp_path, monkeypatch):
+  category = os.path.join(str(tmp_path), 'lamps')
+  os.makedirs(os.path.join(category, '.tmp_train_0000_999999999'))
+
+  def crash(*unused_args):
+    raise RuntimeError("interrupted")
+
+  monkeypatch.setattr(procedural_shapes, '_write_object', crash)
+  with pytest.raises(RuntimeError, match="interrupted"):
+    procedural_shapes.write_category(str(tmp_path), 'lamps', **SMALL)
+  assert not any(n.startswith('train_') for n in os.listdir(category))
+  assert not os.path.exists(os.path.join(category, 'lamps_splits.json'))
+  monkeypatch.undo()
+  procedural_shapes.write_category(str(tmp_path), 'lamps', **SMALL)
+  # Stale temporaries of dead writers are cleaned up on the next run.
+  assert not any(n.startswith('.tmp_') for n in os.listdir(category))
+  assert len(shapenet.list_objects(category, 'train')) == 2
+
+
+def test_round_trip_through_reader(tmp_path):
+  category = procedural_shapes.write_category(str(tmp_path), 'chairs', **SMALL)
+  data = shapenet.load_split(category, 'train')
+  assert data['images'].shape == (2, 4, 16, 16, 3)
+  assert data['object_id'] == ['train_0000', 'train_0001']
+  np.testing.assert_allclose(data['focal'],
+                             procedural_shapes.focal_length(16), rtol=1e-6)
+  assert procedural_shapes.focal_length(128) == pytest.approx(177.78, abs=0.01)
+  expected = procedural_shapes.generate_object('chairs', 'train', 1,
+                                               resolution=16, num_views=4)
+  np.testing.assert_allclose(data['c2w'][1], expected['c2w'], atol=1e-6)
+  alpha = expected['rgba'][..., 3:] / 255.0
+  white = expected['rgba'][..., :3] / 255.0 * alpha + 1 - alpha
+  np.testing.assert_allclose(data['images'][1], white, atol=1e-6)
+  # Cameras sit at radius 4.031 on the upper hemisphere facing the origin.
+  centres = data['c2w'][..., :3, 3]
+  np.testing.assert_allclose(np.linalg.norm(centres, axis=-1), 4.031,
+                             rtol=1e-6)
+  assert np.all(centres[..., 2] >= 0)
+  forward = -data['c2w'][..., :3, 2]
+  np.testing.assert_allclose(forward, -centres / 4.031, atol=1e-6)
+
+
+def _silhouette(parts, c2w, focal, size, pixel_offset=0.0):
+  """Hit mask of TF camera_rays re-intersected with the object's primitives."""
+  origins, directions = rays.camera_rays(tf.constant(c2w, tf.float64),
+                                         focal, size, size)
+  if pixel_offset:
+    # What a +0.5 pixel-centre convention would have produced instead.
+    shift = np.array([pixel_offset / focal, -pixel_offset / focal, 0.0])
+    directions = directions + tf.einsum('vab,b->va', c2w[:, :3, :3],
+                                        shift)[:, None, None]
+  o = origins.numpy().reshape(-1, 3)
+  d = directions.numpy().reshape(-1, 3)
+  t, _, _ = procedural_shapes.intersect(parts, o, d)
+  return np.isfinite(t).reshape(len(c2w), size, size)
+
+
+@pytest.mark.parametrize('category', procedural_shapes.CATEGORIES)
+def test_png_silhouette_matches_camera_rays(tmp_path, category):
+  size = 32
+  category_dir = procedural_shapes.write_category(
+      str(tmp_path), category, 1, 0, 0, resolution=size, num_views=6)
+  object_dir = os.path.join(category_dir, 'train_0000')
+  with open(os.path.join(object_dir, 'transforms.json')) as f:
+    meta = json.load(f)
+  c2w = np.array([fr['transform_matrix'] for fr in meta['frames']])
+  focal = 0.5 * size / np.tan(0.5 * meta['camera_angle_x'])
+  alpha = np.stack([
+      np.asarray(Image.open(os.path.join(object_dir, f'r_{k}.png')))[..., 3]
+      for k in range(6)]) > 127
+  parts = procedural_shapes.make_object(
+      category, procedural_shapes.object_rng(category, 'train', 0))
+  np.testing.assert_array_equal(_silhouette(parts, c2w, focal, size), alpha)
+  # The check has teeth: half-pixel-centred rays change the silhouette.
+  shifted = _silhouette(parts, c2w, focal, size, pixel_offset=0.5)
+  assert np.sum(shifted != alpha) > 6
+
+
+@pytest.mark.parametrize('category', procedural_shapes.CATEGORIES)
+def test_objects_are_non_empty_and_inside_the_image(category):
+  for index in range(4):
+    obj = procedural_shapes.generate_object(category, 'val', index,
+                                            resolution=24, num_views=50)
+    alpha = obj['rgba'][..., 3] > 0
+    coverage = alpha.mean(axis=(1, 2))
+    assert np.all(coverage > 0.01), coverage.min()
+    border = np.concatenate([alpha[:, 0], alpha[:, -1], alpha[:, :, 0],
+                             alpha[:, :, -1]], axis=1)
+    assert not border.any()
+    # Transparent pixels carry no colour; hit pixels are shaded, not black.
+    assert np.all(obj['rgba'][~alpha][:, :3] == 0)
+    assert obj['rgba'][alpha][:, :3].max() > 0

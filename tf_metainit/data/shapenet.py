@@ -1,0 +1,286 @@
+"""Reader for the ShapeNet view-synthesis data of the public reference.
+
+Layout (REFERENCE.md section 1.3): a category folder of object folders, each
+holding a NeRF-Blender `transforms.json` (`camera_angle_x`, `frames` with
+`file_path` and a 4x4 camera-to-world `transform_matrix`) and RGBA PNGs
+(128x128, 50 views: 0-24 for training, 25-49 held out), plus
+`<category>_splits.json` = {'train': [...], 'val': [...], 'test': [...]}.
+
+The splits file is looked for inside the category folder (the procedural
+stand-in writes it there) and beside it, also under the singular name, as the
+released data is arranged (`chairs/` next to `chair_splits.json`).
+"""
+
+import json
+import os
+
+from absl import logging
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+NEAR = 2.0
+FAR = 6.0
+NUM_TRAIN_VIEWS = 25
+SPLITS = ('train', 'val', 'test')
+_FIX_DATA = ('download the ShapeNet data of the learnit project (see '
+             'REFERENCE.md 1.3) or write a procedural stand-in with '
+             'tf_metainit.data.procedural_shapes.write_category')
+
+
+class DataFormatError(ValueError):
+  """A file exists but does not hold what the ShapeNet format promises."""
+
+
+def _read_json(path):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise DataFormatError(
+        f'{path} is not valid JSON ({e}); re-download or regenerate it.') from e
+
+
+def _resolve_image(object_dir, file_path):
+  """Finds a frame's PNG; NeRF-Blender paths may lack '.png' or a flat dir."""
+  names = [file_path, os.path.basename(file_path)]
+  for name in names:
+    for candidate in (name, name + '.png'):
+      path = os.path.join(object_dir, candidate)
+      if os.path.isfile(path):
+        return path
+  raise FileNotFoundError(
+      f'no image for frame file_path={file_path!r} in {object_dir} (tried it '
+      'with and without .png and its directory); the object is incomplete: '
+      're-download or regenerate it.')
+
+
+def _read_rgba(path):
+  """uint8 image as float RGBA in [0, 1]; opaque if the PNG has no alpha."""
+  try:
+    with Image.open(path) as image:
+      image.load()
+      rgba = np.asarray(image.convert('RGBA'), dtype=np.float32)
+  except (OSError, SyntaxError, ValueError) as e:
+    raise DataFormatError(
+        f'cannot decode image {path} ({e}); the file is corrupt or truncated: '
+        're-download or regenerate the object.') from e
+  return rgba / 255.0
+
+
+def composite_on_white(rgba):
+  """rgb * alpha + (1 - alpha): the reference's white-background targets."""
+  rgb, alpha = rgba[..., :3], rgba[..., 3:]
+  return rgb * alpha + (1.0 - alpha)
+
+
+def _resize(images, size):
+  """Area resampling (block mean for integer factors), as cv2.INTER_AREA."""
+  if images.shape[1:3] == tuple(size):
+    return images
+  return tf.image.resize(images, size, method='area').numpy()
+
+
+def _target_size(resolution, height, width):
+  if resolution is None:
+    return height, width
+  if isinstance(resolution, int):
+    return resolution, resolution
+  return tuple(int(r) for r in resolution)
+
+
+def _frame_matrix(frame, transforms_path, index):
+  try:
+    matrix = np.asarray(frame['transform_matrix'], dtype=np.float64)
+    file_path = frame['file_path']
+  except (KeyError, TypeError, ValueError) as e:
+    raise DataFormatError(
+        f'frame {index} of {transforms_path} lacks a valid file_path or 4x4 '
+        f'transform_matrix ({e!r}); re-download or regenerate it.') from e
+  if matrix.shape not in ((4, 4), (3, 4)):
+    raise DataFormatError(
+        f'frame {index} of {transforms_path}: transform_matrix has shape '
+        f'{matrix.shape}, expected 4x4.')
+  if matrix.shape == (3, 4):
+    matrix = np.concatenate([matrix, [[0.0, 0.0, 0.0, 1.0]]])
+  return matrix, file_path
+
+
+def load_object(object_dir, resolution=None):
+  """Loads one object: all views composited on white, poses and focal.
+
+  Args:
+    object_dir: folder with transforms.json and the PNGs.
+    resolution: None keeps the stored size; an int (square) or (H, W)
+      resamples the images and rescales the focal length accordingly.
+
+  Returns:
+    dict(images=(V, H, W, 3) float32 in [0, 1], c2w=(V, 4, 4) float32,
+    focal=float pixels at the returned resolution).
+  """
+  transforms_path = os.path.join(object_dir, 'transforms.json')
+  if not os.path.isfile(transforms_path):
+    raise FileNotFoundError(f'{transforms_path} does not exist; the object '
+                            'folder is empty or incomplete.')
+  meta = _read_json(transforms_path)
+  try:
+    camera_angle_x = float(meta['camera_angle_x'])
+    frames = list(meta['frames'])
+  except (KeyError, TypeError, ValueError) as e:
+    raise DataFormatError(
+        f'{transforms_path} needs camera_angle_x and a frames list ({e!r}); '
+        're-download or regenerate it.') from e
+  if not frames:
+    raise DataFormatError(f'{transforms_path} lists no frames.')
+  images, poses = [], []
+  for index, frame in enumerate(frames):
+    matrix, file_path = _frame_matrix(frame, transforms_path, index)
+    rgba = _read_rgba(_resolve_image(object_dir, file_path))
+    if images and rgba.shape[:2] != images[0].shape[:2]:
+      raise DataFormatError(
+          f'{object_dir}: frame {index} is {rgba.shape[:2]} but frame 0 is '
+          f'{images[0].shape[:2]}; all views of an object must match.')
+    images.append(composite_on_white(rgba))
+    poses.append(matrix)
+  images = np.stack(images).astype(np.float32)
+  height, width = images.shape[1:3]
+  focal = 0.5 * width / np.tan(0.5 * camera_angle_x)
+  size = _target_size(resolution, height, width)
+  images = _resize(images, size)
+  return {'images': images.astype(np.float32),
+          'c2w': np.stack(poses).astype(np.float32),
+          'focal': float(focal * size[1] / width)}
+
+
+def split_views(obj, num_train_views=NUM_TRAIN_VIEWS):
+  """Frames [0, num_train_views) for fitting, the rest held out (reference)."""
+  train = {k: v[:num_train_views] for k, v in obj.items() if k != 'focal'}
+  test = {k: v[num_train_views:] for k, v in obj.items() if k != 'focal'}
+  train['focal'] = test['focal'] = obj['focal']
+  return train, test
+
+
+def _splits_candidates(category_dir):
+  category_dir = os.path.normpath(category_dir)
+  name = os.path.basename(category_dir)
+  parent = os.path.dirname(category_dir)
+  names = [name] + ([name[:-1]] if name.endswith('s') else [])
+  return ([os.path.join(category_dir, f'{n}_splits.json') for n in names] +
+          [os.path.join(parent, f'{n}_splits.json') for n in names])
+
+
+def _check_category_dir(category_dir):
+  if not os.path.isdir(category_dir):
+    raise FileNotFoundError(
+        f'ShapeNet category folder {category_dir} does not exist; '
+        f'{_FIX_DATA}, or fix the path.')
+
+
+def find_splits_file(category_dir):
+  """Path of `<category>_splits.json` inside or beside the category folder."""
+  _check_category_dir(category_dir)
+  candidates = _splits_candidates(category_dir)
+  for path in candidates:
+    if os.path.isfile(path):
+      return path
+  raise FileNotFoundError(
+      f'no splits file for {category_dir}; looked for {candidates}. Put the '
+      "category's <category>_splits.json ({'train': [...], 'val': [...], "
+      "'test': [...]}) in one of those places, or pass splits_file.")
+
+
+def list_objects(category_dir, split, splits_file=None):
+  """Sorted object folders of a split that hold a transforms.json.
+
+  Folders without transforms.json are skipped with a warning (some released
+  car folders are empty, learnit issue #13); ids without any folder are an
+  error, since then the splits file and the category folder disagree.
+
+  Args:
+    category_dir: the category folder (object folders inside).
+    split: 'train', 'val' or 'test'.
+    splits_file: optional explicit path of the splits JSON.
+
+  Returns:
+    list of object folder paths, sorted by object id.
+  """
+  _check_category_dir(category_dir)
+  splits_file = splits_file or find_splits_file(category_dir)
+  splits = _read_json(splits_file)
+  if not isinstance(splits, dict) or split not in splits:
+    keys = sorted(splits) if isinstance(splits, dict) else type(splits)
+    raise DataFormatError(
+        f'{splits_file} has no split {split!r} (found {keys}); use one of '
+        f'{SPLITS} or fix the file.')
+  ids = sorted(str(i) for i in splits[split])
+  missing = [i for i in ids if not os.path.isdir(os.path.join(category_dir, i))]
+  if missing:
+    raise FileNotFoundError(
+        f'{len(missing)} of {len(ids)} {split!r} objects named in '
+        f'{splits_file} have no folder in {category_dir} (e.g. {missing[:3]}); '
+        'the splits file belongs to another category or the download is '
+        f'incomplete: {_FIX_DATA}.')
+  paths = []
+  for object_id in ids:
+    path = os.path.join(category_dir, object_id)
+    if os.path.isfile(os.path.join(path, 'transforms.json')):
+      paths.append(path)
+    else:
+      logging.warning('Skipping %s: no transforms.json (empty object folder).',
+                      path)
+  if not paths:
+    raise FileNotFoundError(
+        f'no {split!r} object of {category_dir} has a transforms.json; '
+        f'{_FIX_DATA}.')
+  return paths
+
+
+def load_split(category_dir, split, resolution=None, max_objects=None,
+               splits_file=None):
+  """All objects of a split stacked in memory (small or procedural sets).
+
+  Returns:
+    dict(images=(N, V, H, W, 3), c2w=(N, V, 4, 4), focal=(N,),
+    object_id=list of N ids).
+  """
+  paths = list_objects(category_dir, split, splits_file)[:max_objects]
+  objects = [load_object(p, resolution) for p in paths]
+  _check_same_shapes(objects, paths)
+  return {'images': np.stack([o['images'] for o in objects]),
+          'c2w': np.stack([o['c2w'] for o in objects]),
+          'focal': np.asarray([o['focal'] for o in objects], np.float32),
+          'object_id': [os.path.basename(p) for p in paths]}
+
+
+def _check_same_shapes(objects, paths):
+  for obj, path in zip(objects[1:], paths[1:]):
+    if obj['images'].shape != objects[0]['images'].shape:
+      raise DataFormatError(
+          f'{path} has images {obj["images"].shape} but {paths[0]} has '
+          f'{objects[0]["images"].shape}; pass resolution= to resample, and '
+          'give every object the same number of views.')
+
+
+def object_dataset(category_dir, split, resolution=None, splits_file=None):
+  """tf.data.Dataset of objects, read lazily in sorted-id order.
+
+  Elements: dict(images (V, H, W, 3) float32, c2w (V, 4, 4) float32,
+  focal () float32, object_id () string). The first object fixes V, H, W.
+  """
+  paths = list_objects(category_dir, split, splits_file)
+  first = load_object(paths[0], resolution)
+
+  def generate():
+    for path in paths:
+      obj = first if path == paths[0] else load_object(path, resolution)
+      _check_same_shapes([first, obj], [paths[0], path])
+      yield dict(obj, focal=np.float32(obj['focal']),
+                 object_id=os.path.basename(path))
+
+  signature = {
+      'images': tf.TensorSpec(first['images'].shape, tf.float32),
+      'c2w': tf.TensorSpec(first['c2w'].shape, tf.float32),
+      'focal': tf.TensorSpec([], tf.float32),
+      'object_id': tf.TensorSpec([], tf.string),
+  }
+  return tf.data.Dataset.from_generator(generate, output_signature=signature)
