@@ -15,6 +15,15 @@ class CheckpointError(RuntimeError):
   pass
 
 
+def field_trackable(field):
+  """The field's variables (incl. fixed ones such as a Fourier matrix) by name.
+
+  Keras 3 does not expose a subclassed model's add_weight variables to
+  tf.train.Checkpoint, so they are tracked explicitly.
+  """
+  return tf.train.Checkpoint(**{v.name: v for v in field.variables})
+
+
 class Checkpointer:
   """tf.train.Checkpoint + CheckpointManager over `directory`, restored on creation."""
 

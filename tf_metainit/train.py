@@ -93,7 +93,7 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
   iterator = iter(dataset.prefetch(2))
   ckpt = checkpoints.Checkpointer(
       os.path.join(root_dir, "train", "checkpoints"), max_checkpoints,
-      field=field, optimizer=optimizer, step=step_var, iterator=iterator)
+      field=checkpoints.field_trackable(field), optimizer=optimizer, step=step_var, iterator=iterator)
   start = int(step_var.numpy())
   if ckpt.restored_from:
     logging.info("Resuming from step %d (%s)", start, ckpt.restored_from)
@@ -109,7 +109,11 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
     else:
       before, after = reptile.step(field, task, optimizer, signals, step_seed,
                                    inner_steps, inner_opt)
-    return tf.reduce_mean(before), tf.reduce_mean(after)
+    # The losses are those of the weights before this update; the update itself can
+    # still produce inf/NaN weights, which must not be checkpointed either.
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                            for v in field.trainable_variables])
+    return tf.reduce_mean(before), tf.reduce_mean(after), finite
 
   train_step = function(train_step, jit_compile)
   val_signals = tasks_base.take(task.test_signals(), slice(0, num_val_signals))
@@ -120,13 +124,15 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
   with writer.as_default():
     for step in range(start, num_iterations):
       signals = next(iterator)
-      before, after = train_step(signals, tf.constant(step, tf.int64))
+      before, after, finite = train_step(signals, tf.constant(step, tf.int64))
       step_var.assign(step + 1)
       steps_timed += 1
       before, after = float(before), float(after)
-      if not (math.isfinite(after) and math.isfinite(before)):
+      if not (math.isfinite(after) and math.isfinite(before) and bool(finite)):
+        what = (f"The loss became {after}" if bool(finite) else
+                f"The weights became inf/NaN (loss {after})")
         raise DivergenceError(
-            f"The loss became {after} at outer step {step}: training diverged. Lower "
+            f"{what} at outer step {step}: training diverged. Lower "
             f"meta_train.outer_learning_rate (now {outer_learning_rate}) or "
             f"meta_train.inner_learning_rate (now {inner_learning_rate}). The last good "
             f"checkpoint ({last_good or 'none yet'}) was kept; the diverged weights "

@@ -50,7 +50,8 @@ def parse_gin(gin_files, gin_bindings, extra_files=()):
   gin.add_config_file_search_path(GIN_DIR)
   files = [_resolve(f) for f in list(extra_files) + list(gin_files)]
   try:
-    gin.parse_config_files_and_bindings(files, gin_bindings, skip_unknown=False)
+    gin.parse_config_files_and_bindings(files, gin_bindings, finalize_config=False,
+                                        skip_unknown=False)
   except (ValueError, KeyError, SyntaxError) as e:
     raise ConfigError(
         f"Bad gin configuration: {e}\nFix the name or value in the gin file / "

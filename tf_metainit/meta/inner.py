@@ -10,7 +10,7 @@ import tensorflow as tf
 
 
 def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
-          first_order=False, trace_fn=None):
+          first_order=False, trace_fn=None, trace_every=1):
   """Runs `num_steps` optimizer steps.
 
   Args:
@@ -22,8 +22,11 @@ def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
     unroll: unroll in Python (differentiable by an enclosing tape) instead of a
       tf.while_loop.
     first_order: stop gradients through the inner gradients (first-order MAML).
-    trace_fn: optional params -> (B,) tensor recorded before every step and after the
-      last one; its stack (num_steps + 1, B) is returned.
+    trace_fn: optional params -> (B,) tensor recorded before steps 0, e, 2e, ...
+      (e = trace_every) and after the last step; its stack
+      (ceil(num_steps / e) + 1, B) is returned. Row j holds the value after j*e steps,
+      the last row the value after num_steps.
+    trace_every: record the trace every this many steps (it may cost a full render).
 
   Returns:
     (adapted params, trace or None).
@@ -44,7 +47,7 @@ def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
   if unroll:
     trace = []
     for i in range(num_steps):
-      if trace_fn is not None:
+      if trace_fn is not None and i % trace_every == 0:
         trace.append(trace_fn(params))
       params, state = step(tf.constant(i), params, state)
     if trace_fn is None:
@@ -55,11 +58,15 @@ def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
   if trace_fn is None:
     trace = ()
   else:
-    trace = tf.TensorArray(tf.float32, size=num_steps + 1)
+    num_traced = -(-num_steps // trace_every)
+    trace = tf.TensorArray(tf.float32, size=num_traced + 1)
 
   def body(i, params, state, trace):
     if trace_fn is not None:
-      trace = trace.write(i, trace_fn(params))
+      trace = tf.cond(
+          i % trace_every == 0,
+          lambda: trace.write(i // trace_every, tf.cast(trace_fn(params), tf.float32)),
+          lambda: trace)
     params, state = step(i, params, state)
     return i + 1, params, state, trace
 
@@ -68,5 +75,5 @@ def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
       parallel_iterations=1)
   if trace_fn is None:
     return params, None
-  trace = trace.write(num_steps, trace_fn(params))
+  trace = trace.write(num_traced, tf.cast(trace_fn(params), tf.float32))
   return params, trace.stack()

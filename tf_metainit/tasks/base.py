@@ -51,6 +51,8 @@ class Task:
   # Observation settings the evaluation tool loops over (e.g. CT view counts).
   settings = ("full",)
   default_setting = "full"
+  # Observation used to fit the Mean and Matched baselines to a known signal.
+  fit_setting = "full"
 
   def train_dataset(self, seed):
     raise NotImplementedError
@@ -79,6 +81,10 @@ class Task:
     raise NotImplementedError
 
   def targets_for_display(self, signals):
+    raise NotImplementedError
+
+  def output_as_signal(self, params):
+    """A batch-of-1 signal equal to what unbatched `params` output (for Matched)."""
     raise NotImplementedError
 
   def describe(self):

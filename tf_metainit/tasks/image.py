@@ -173,6 +173,9 @@ class ImageRegression(base.Task):
   def targets_for_display(self, signals):
     return np.asarray(signals["image"])
 
+  def output_as_signal(self, params):
+    return {"image": self.render(params, None).numpy()}
+
   def describe(self):
     return {"task": "image", "resolution": self.resolution,
             "coordinates": "(row, col) / resolution in [0, 1), row-major grid",

@@ -1,0 +1,315 @@
+"""Test-time optimisation from several initializations: the paper's comparison.
+
+For every observation setting of the task (images: all pixels; CT: 1/2/4/8 views; ...)
+and every init, the held-out signals are optimised with that init's own optimizer,
+learning rate and step budget, all signals of a chunk at once (per-signal batched
+weights, one compiled while_loop). Writes under <root_dir>/eval/:
+  results.json   per init, setting and test signal: the metric after every traced step
+  results.md     the table (PSNR after `report_step` steps and steps to match the
+                 reference init, or PSNR after each init's budget when report_step=None)
+  curves_<setting>.png, grid_<setting>.png, and TensorBoard scalars under eval/.
+"""
+
+import json
+import os
+import time
+
+from absl import logging
+import gin
+import numpy as np
+import tensorflow as tf
+
+from tf_metainit import checkpoints
+from tf_metainit import figures
+from tf_metainit.fields import base as fields_base
+from tf_metainit.meta import inits as inits_lib
+from tf_metainit.meta import inner
+from tf_metainit.meta import optimizers
+from tf_metainit.tasks import base as tasks_base
+
+BASELINES = ("standard", "mean", "matched", "shuffled")
+
+# Seed Table 1 (images): Meta with SGD 1e-2, every baseline with Adam 1e-4.
+DEFAULT_OPTIMIZERS = {
+    "standard": ("adam", 1e-4), "mean": ("adam", 1e-4), "matched": ("adam", 1e-4),
+    "shuffled": ("adam", 1e-4), "meta": ("sgd", 1e-2),
+}
+
+
+def steps_to_reach(curves, targets, steps):
+  """First traced step at which each curve reaches its target; inf where it never does.
+
+  curves: (num_traced, N) metric after steps[j]; targets: (N,).
+  """
+  reached = np.asarray(curves) >= np.asarray(targets)[None]
+  first = np.argmax(reached, axis=0)
+  out = np.asarray(steps, np.float64)[first]
+  out[~reached.any(axis=0)] = np.inf
+  return out
+
+
+def format_match(values, budget):
+  """'mean ± std' of steps-to-match, or '>budget (k/N)' when some never match."""
+  values = np.asarray(values, np.float64)
+  finite = np.isfinite(values)
+  if finite.all():
+    return f"{values.mean():.2f} ± {values.std():.2f}"
+  return f">{budget} ({int(finite.sum())}/{len(values)} matched)"
+
+
+def traced_steps(num_steps, trace_every):
+  steps = list(range(0, num_steps, trace_every)) + [num_steps]
+  return np.asarray(steps)
+
+
+def _lookup(table, name, setting):
+  """A per-init value that may itself be per-setting ({setting: value})."""
+  value = table[name] if name in table else table[name.split(":")[0]]
+  if isinstance(value, dict):
+    if setting in value:
+      return value[setting]
+    return value[str(setting)]
+  return value
+
+
+class TestTimeOptimizer:
+  """Batched test-time optimisation with compiled functions reused across chunks."""
+
+  def __init__(self, task, metric="psnr", seed=0):
+    self.task, self.metric, self.seed = task, metric, seed
+    self._fns = {}
+
+  def _fn(self, optimizer, num_steps, setting, trace_every):
+    key = (optimizer, num_steps, setting, trace_every)
+    if key not in self._fns:
+      task, metric = self.task, self.metric
+
+      def run(params, signals):
+        obs = task.observe(signals, tasks_base.stateless_seed(self.seed, 1), setting)
+        return inner.adapt(
+            task.loss, params,
+            lambda i: task.inner_batch(obs, i, tasks_base.stateless_seed(self.seed, 2)),
+            num_steps, optimizer, trace_fn=lambda p: task.metrics(p, signals)[metric],
+            trace_every=trace_every)
+
+      self._fns[key] = tf.function(run, reduce_retracing=True)
+    return self._fns[key]
+
+  def run(self, params, signals, optimizer, num_steps, setting, trace_every=1,
+          chunk=16):
+    """Returns (trace (num_traced, N), list of final params per chunk)."""
+    n = len(next(iter(signals.values())))
+    fn = self._fn(optimizer, num_steps, setting, trace_every)
+    traces, finals = [], []
+    for start in range(0, n, chunk):
+      part = tasks_base.take(signals, slice(start, start + chunk))
+      size = len(next(iter(part.values())))
+      batched = fields_base.batch_params(params, size)
+      final, trace = fn(batched, {k: tf.constant(v) for k, v in part.items()})
+      traces.append(trace.numpy())
+      finals.append(final)
+    return np.concatenate(traces, axis=1), finals
+
+
+def load_meta_params(task, run_dir):
+  """The field weights of the latest checkpoint of a meta-training run."""
+  path = checkpoints.latest_checkpoint(run_dir)
+  saved = task.field.params()
+  checkpoints.restore(tf.train.Checkpoint(field=checkpoints.field_trackable(task.field)),
+                      path, partial=True)
+  meta = task.field.params()
+  task.field.set_params(saved)
+  return meta
+
+
+def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate, seed):
+  """name -> unbatched params, in table order; baselines derive from the first Meta."""
+  standard = task.field.params()
+  meta = load_meta_params(task, root_dir)
+  out = {}
+  for name in names:
+    t0 = time.time()
+    if name == "standard":
+      out[name] = standard
+    elif name == "meta":
+      out[name] = meta
+    elif name == "shuffled":
+      out[name] = inits_lib.shuffled(meta, seed)
+    elif name == "mean":
+      out[name], m = inits_lib.mean(task, standard, fit_steps, fit_learning_rate)
+      logging.info("Mean init fitted in %.1fs: %s", time.time() - t0, m)
+    elif name == "matched":
+      out[name], m = inits_lib.matched(task, standard, meta, fit_steps, fit_learning_rate)
+      logging.info("Matched init fitted in %.1fs: %s", time.time() - t0, m)
+    else:
+      raise ValueError(f"Unknown init {name!r}: use {BASELINES + ('meta',)} or a key of "
+                       "evaluate.extra_runs.")
+  for label, run_dir in (extra_runs or {}).items():
+    out[f"meta:{label}"] = load_meta_params(task, run_dir)
+  return out
+
+
+def _write_text(path, text):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+@gin.configurable(denylist=["root_dir"])
+def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
+                                                  "shuffled", "meta"),
+             extra_runs=None, optimizer_settings=None, num_steps=100, report_step=2,
+             reference="meta", settings=None, num_test=None, chunk=16, trace_every=1,
+             fit_steps=1000, fit_learning_rate=1e-4, grid_signals=4, labels=None,
+             seed=0, output_dir=None):
+  """Runs the comparison and writes the results; returns the results dict.
+
+  Args:
+    root_dir: a finished meta-training run (its checkpoint is the Meta init).
+    task: the task (gin: the same binding as meta_train's).
+    inits: which inits to compare, in table order.
+    extra_runs: {label: root_dir} of more meta-trained inits (e.g. {'Reptile': dir});
+      they appear as 'meta:<label>' and use the 'meta' optimizer settings unless
+      optimizer_settings has their own key.
+    optimizer_settings: {init: (optimizer, learning_rate)}; defaults: seed Table 1.
+    num_steps: test-time steps; an int, or {init: int or {setting: int}}.
+    report_step: the table's step (2 in Table 1); None reports each init's final PSNR.
+    reference: the init whose report_step metric the others must match.
+    settings: observation settings to evaluate (default: all of the task's).
+    num_test: number of held-out signals (default: all the task provides).
+    chunk: signals optimised at once.
+    trace_every: record the metric every this many steps.
+    fit_steps, fit_learning_rate: Adam fit of the Mean and Matched baselines.
+    grid_signals: signals shown in the reconstruction grid.
+    labels: {init: display name}.
+    seed: shuffling seed and test-time randomness.
+    output_dir: default <root_dir>/eval.
+  """
+  if task is gin.REQUIRED or task is None:
+    raise ValueError("evaluate.task is not set: bind it in gin (e.g. evaluate.task = "
+                     "%TASK), or run on a root_dir written by meta_train.")
+  output_dir = output_dir or os.path.join(root_dir, "eval")
+  os.makedirs(output_dir, exist_ok=True)
+  optimizer_settings = dict(DEFAULT_OPTIMIZERS, **(optimizer_settings or {}))
+  if not isinstance(num_steps, dict):
+    num_steps = {name: num_steps for name in set(optimizer_settings) | set(inits)}
+  labels = dict({"standard": "Standard", "mean": "Mean", "matched": "Matched",
+                 "shuffled": "Shuffled", "meta": "Meta"}, **(labels or {}))
+  settings = list(settings or task.settings)
+  signals = task.test_signals()
+  if num_test:
+    signals = tasks_base.take(signals, slice(0, num_test))
+  params = build_inits(task, root_dir, inits, extra_runs, fit_steps, fit_learning_rate,
+                       seed)
+  tto = TestTimeOptimizer(task, seed=seed)
+  results = {"settings": [str(s) for s in settings], "report_step": report_step,
+             "reference": reference, "inits": {}}
+  writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
+  grid_rows = {}
+  for setting in settings:
+    grid_cols = [task.targets_for_display(tasks_base.take(signals, slice(0, grid_signals)))]
+    for name, init in params.items():
+      opt_name, lr = _lookup(optimizer_settings, name, setting)
+      steps = int(_lookup(num_steps, name, setting))
+      optimizer = optimizers.make(opt_name, lr)
+      t0 = time.time()
+      trace, _ = tto.run(init, signals, optimizer, steps, setting, trace_every, chunk)
+      elapsed = time.time() - t0
+      at = traced_steps(steps, trace_every)
+      entry = results["inits"].setdefault(name, {"label": labels.get(
+          name, name.split(":")[-1]), "settings": {}})
+      entry["settings"][str(setting)] = {
+          "optimizer": opt_name, "learning_rate": lr, "num_steps": steps,
+          "steps": at.tolist(), "metric": trace.T.tolist(), "seconds": elapsed}
+      logging.info("%s / %s: %s lr %g, %d steps in %.1fs: PSNR %.2f -> %.2f dB",
+                   setting, name, opt_name, lr, steps, elapsed, trace[0].mean(),
+                   trace[-1].mean())
+      with writer.as_default():
+        for j, s in enumerate(at):
+          tf.summary.scalar(f"eval/{setting}/{name}/psnr", float(trace[j].mean()), step=s)
+      shown = tasks_base.take(signals, slice(0, grid_signals))
+      k = report_step if report_step is not None else steps
+      _, finals = tto.run(init, shown, optimizer, min(k, steps), setting, max(k, 1), chunk)
+      grid_cols.append(np.clip(task.render(finals[0], shown).numpy(), 0, 1))
+    grid_rows[setting] = grid_cols
+  writer.flush()
+  _summarise(results, params)
+  _write_text(os.path.join(output_dir, "results.json"), json.dumps(results, indent=1))
+  _write_text(os.path.join(output_dir, "results.md"), results_table(results))
+  _figures(results, grid_rows, params, output_dir)
+  print(results_table(results))
+  return results
+
+
+def _summarise(results, params):
+  """Adds per-init summary numbers: PSNR at report_step and steps to match reference."""
+  k, ref = results["report_step"], results["reference"]
+  for setting in results["settings"]:
+    ref_entry = results["inits"].get(ref, {}).get("settings", {}).get(setting)
+    for name in params:
+      e = results["inits"][name]["settings"][setting]
+      curves = np.asarray(e["metric"]).T
+      steps = np.asarray(e["steps"])
+      j = len(steps) - 1 if k is None else int(np.searchsorted(steps, k))
+      if j >= len(steps) or (k is not None and steps[j] != k):
+        raise ValueError(f"report_step {k} was not traced for {name}; make it a "
+                         "multiple of evaluate.trace_every and within the step budget.")
+      e["psnr_at_report"] = curves[j].tolist()
+      e["psnr_at_report_mean"] = float(curves[j].mean())
+      e["psnr_at_report_std"] = float(curves[j].std())
+      if ref_entry is not None and name != ref and k is not None:
+        ref_curves = np.asarray(ref_entry["metric"]).T
+        rj = int(np.searchsorted(np.asarray(ref_entry["steps"]), k))
+        match = steps_to_reach(curves, ref_curves[rj], steps)
+        e["steps_to_match"] = [None if not np.isfinite(m) else float(m) for m in match]
+        e["steps_to_match_text"] = format_match(match, e["num_steps"])
+
+
+def results_table(results):
+  """Markdown table in the seed's layout."""
+  k, ref = results["report_step"], results["reference"]
+  settings = results["settings"]
+  lines = []
+  if k is not None:
+    ref_label = results["inits"].get(ref, {}).get("label", ref)
+    for setting in settings:
+      if len(settings) > 1:
+        lines.append(f"\n**{setting}**\n")
+      lines.append(f"| Init | Test-time optimizer | PSNR after {k} steps (dB) | "
+                   f"# of iters to match {ref_label} |")
+      lines.append("|---|---|---|---|")
+      for name, entry in results["inits"].items():
+        e = entry["settings"][setting]
+        match = "-" if name == ref else e.get("steps_to_match_text", "-")
+        lines.append(f"| {entry['label']} | {e['optimizer']} lr {e['learning_rate']:g} | "
+                     f"{e['psnr_at_report_mean']:.2f} ± {e['psnr_at_report_std']:.2f} | "
+                     f"{match} |")
+  else:
+    lines.append("| Init | " + " | ".join(f"{s}" for s in settings) + " |")
+    lines.append("|---|" + "---|" * len(settings))
+    for name, entry in results["inits"].items():
+      cells = []
+      for setting in settings:
+        e = entry["settings"][setting]
+        cells.append(f"{e['psnr_at_report_mean']:.2f} ({e['optimizer']} "
+                     f"{e['learning_rate']:g}, {e['num_steps']} steps)")
+      lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _figures(results, grid_rows, params, output_dir):
+  for setting, cols in grid_rows.items():
+    labels = ["target"] + [results["inits"][n]["label"] for n in params]
+    rows = [[col[i] for col in cols] for i in range(len(cols[0]))]
+    scale = max(1, 96 // max(rows[0][0].shape[0], 1))
+    figures.save_atomic(figures.image_grid(rows, labels, scale=scale),
+                        os.path.join(output_dir, f"grid_{setting}.png"))
+    curves = {}
+    for name in params:
+      e = results["inits"][name]["settings"][str(setting)]
+      m = np.asarray(e["metric"])
+      curves[results["inits"][name]["label"]] = (np.asarray(e["steps"]), m.mean(0),
+                                                 m.std(0))
+    figures.plot_curves(curves, os.path.join(output_dir, f"curves_{setting}.png"),
+                        f"Test-time optimisation ({setting})")
