@@ -8,7 +8,7 @@ from PIL import ImageDraw
 from PIL import ImageFont
 
 
-def _to_uint8(image):
+def to_uint8(image):
   image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
   if image.ndim == 2:
     image = image[..., None]
@@ -19,7 +19,7 @@ def _to_uint8(image):
 
 def image_grid(rows, column_labels=None, row_labels=None, scale=1, pad=2):
   """rows: list of lists of (H, W, C) images in [0, 1] -> PIL image with labels."""
-  cells = [[_to_uint8(im) for im in row] for row in rows]
+  cells = [[to_uint8(im) for im in row] for row in rows]
   h = max(c.shape[0] for row in cells for c in row) * scale
   w = max(c.shape[1] for row in cells for c in row) * scale
   ncols = max(len(r) for r in cells)

@@ -26,6 +26,7 @@ def register_configurables():
   """Imports every module that defines gin configurables so configs can name them."""
   # pylint: disable=g-import-not-at-top,unused-import
   from tf_metainit import evaluate
+  from tf_metainit import interpolate
   from tf_metainit import train
   from tf_metainit.fields import mlp
   from tf_metainit.fields import siren
@@ -70,3 +71,19 @@ def run_and_report(fn):
     logging.error("%s", e)
     print(f"ERROR: {e}", file=sys.stderr)
     sys.exit(1)
+
+
+def parse_run_config(root_dir, gin_files, gin_bindings):
+  """Parses <root_dir>/config.gin, then the user's overrides."""
+  config = os.path.join(root_dir, "config.gin")
+  if not os.path.exists(config):
+    raise ConfigError(
+        f"{config} not found: --root_dir must be a directory written by "
+        "tf-metainit-train (it saves config.gin there).")
+  parse_gin([], [], extra_files=[config])
+  try:
+    gin.query_parameter("evaluate.task")
+  except ValueError:
+    # The evaluated task is the trained one unless a config says otherwise.
+    gin.bind_parameter("evaluate.task", gin.query_parameter("meta_train.task"))
+  parse_gin(gin_files, gin_bindings)
