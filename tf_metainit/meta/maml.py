@@ -6,6 +6,7 @@ is unrolled under the outer tape, so the meta-gradient flows through every inner
 gradient; `first_order` stops those gradients (FOMAML).
 """
 
+import keras
 import tensorflow as tf
 
 from tf_metainit.fields import base as fields_base
@@ -24,7 +25,9 @@ def meta_loss_and_grads(task, theta0, signals, seed, inner_steps, inner_optimize
   batch_fn = lambda i: task.inner_batch(obs, i, seed)
   query = task.inner_batch(obs, tf.constant(inner_steps), seed)
   with tf.GradientTape() as tape:
-    tape.watch(theta0)
+    # tape.watch rejects Keras 3 variables; trainable ones are watched automatically,
+    # so only plain tensors (e.g. float64 theta0 in tests) are watched explicitly.
+    tape.watch([t for t in theta0 if not isinstance(t, keras.Variable)])
     params = fields_base.batch_params([tf.convert_to_tensor(t) for t in theta0], batch)
     adapted, _ = inner.adapt(task.loss, params, batch_fn, inner_steps, inner_optimizer,
                              unroll=True, first_order=first_order)
