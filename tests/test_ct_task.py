@@ -1,0 +1,86 @@
+"""CT task: observation geometry, losses against direct projections, a tiny run."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import mlp
+from tf_metainit.physics import ct
+from tf_metainit.tasks import ct as ct_task
+
+
+def small_task(**kw):
+  field = lambda: mlp.FourierMLP(width=16, depth=3, num_features=16, sigma=5.0)
+  args = dict(resolution=16, num_train=4, num_test=2, num_projections=5, field=field)
+  args.update(kw)
+  return ct_task.CTReconstruction(**args)
+
+
+def test_coordinates_follow_reference_meshgrid_xy():
+  grid = ct_task.pixel_grid_xy(4).reshape(4, 4, 2)
+  # Reference: x1 = linspace(0, 1, 5)[:-1]; meshgrid(x1, x1) -> [..., 0] varies along cols.
+  x1 = np.linspace(0, 1, 5)[:-1]
+  xx, yy = np.meshgrid(x1, x1)
+  np.testing.assert_allclose(grid[..., 0], xx)
+  np.testing.assert_allclose(grid[..., 1], yy)
+
+
+def test_test_views_are_evenly_spaced_and_targets_are_projections():
+  task = small_task()
+  signals = task.test_signals()
+  obs = task.observe(signals, tf.constant([0, 0]), 4)
+  np.testing.assert_allclose(obs["angles"][0].numpy(), np.arange(4) * np.pi / 4,
+                             atol=1e-6)
+  expected = ct.project(signals["image"], obs["angles"]).numpy()
+  np.testing.assert_allclose(obs["targets"].numpy(), expected, atol=1e-6)
+  assert obs["targets"].shape == (2, 4, 16)
+
+
+def test_training_views_are_random_per_seed_and_in_range():
+  task = small_task()
+  signals = task.test_signals()
+  a = task.observe(signals, tf.constant([1, 2]))["angles"].numpy()
+  b = task.observe(signals, tf.constant([1, 2]))["angles"].numpy()
+  c = task.observe(signals, tf.constant([1, 3]))["angles"].numpy()
+  assert a.shape == (2, 5)
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+  assert a.min() >= 0 and a.max() < np.pi
+
+
+def test_loss_is_projection_mse_and_image_mse():
+  task = small_task()
+  signals = task.test_signals()
+  params = fields_base.batch_params(task.field.params(), 2)
+  image = task.image(params).numpy()
+  obs = task.observe(signals, tf.constant([0, 0]), 2)
+  loss = task.loss(params, *task.inner_batch(obs, 0, None)).numpy()
+  by_hand = ((ct.project(image, obs["angles"]).numpy() - obs["targets"].numpy()) ** 2
+             ).mean(axis=(1, 2))
+  np.testing.assert_allclose(loss, by_hand, rtol=1e-5)
+  obs = task.observe(signals, None, "image")
+  loss = task.loss(params, *task.inner_batch(obs, 0, None)).numpy()
+  np.testing.assert_allclose(loss, ((image - signals["image"]) ** 2).mean(axis=(1, 2)),
+                             rtol=1e-5)
+  psnr = task.metrics(params, signals)["psnr"].numpy()
+  np.testing.assert_allclose(psnr, -10 * np.log10(by_hand * 0 + loss), rtol=1e-4)
+
+
+def test_bad_sources_give_clear_errors(tmp_path):
+  with pytest.raises(ValueError, match="source"):
+    small_task(source="dicom")
+  with pytest.raises(ValueError, match="CTReconstruction.path"):
+    small_task(source="npz").test_signals()
+  with pytest.raises(FileNotFoundError):
+    small_task(source="npz", path=str(tmp_path / "missing.npz")).test_signals()
+  bad = tmp_path / "ct.pkl"
+  bad.write_bytes(b"not a pickle")
+  with pytest.raises(ValueError, match="unpickle"):
+    small_task(source="reference_pickle", path=str(bad)).test_signals()
+  np.savez(tmp_path / "ct.npz", data_train=np.zeros((3, 8, 8), np.float32),
+           data_test=np.zeros((2, 8, 8), np.float32))
+  with pytest.raises(ValueError, match="resolution"):
+    small_task(source="npz", path=str(tmp_path / "ct.npz")).test_signals()
+  task = small_task(source="npz", path=str(tmp_path / "ct.npz"), resolution=8)
+  assert task.test_signals()["image"].shape == (2, 8, 8)
