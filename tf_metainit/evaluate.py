@@ -162,7 +162,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
              extra_runs=None, optimizer_settings=None, num_steps=100, report_step=2,
              reference="meta", settings=None, num_test=None, chunk=16, trace_every=1,
              fit_steps=1000, fit_learning_rate=1e-4, grid_signals=4, labels=None,
-             seed=0, output_dir=None):
+             seed=0, output_dir=None, export_fitted=()):
   """Runs the comparison and writes the results; returns the results dict.
 
   Args:
@@ -185,6 +185,9 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     labels: {init: display name}.
     seed: shuffling seed and test-time randomness.
     output_dir: default <root_dir>/eval.
+    export_fitted: inits (e.g. ('meta',)) whose fitted fields are exported, one per
+      test signal and setting, to <output_dir>/fitted/<init>/<setting>/signal_<k>/ as
+      a SavedModel + weights.npz + manifest.json (see export.py).
   """
   if task is gin.REQUIRED or task is None:
     raise ValueError("evaluate.task is not set: bind it in gin (e.g. evaluate.task = "
@@ -214,8 +217,12 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
       steps = int(_lookup(num_steps, name, setting))
       optimizer = optimizers.make(opt_name, lr)
       t0 = time.time()
-      trace, _ = tto.run(init, signals, optimizer, steps, setting, trace_every, chunk)
+      trace, finals = tto.run(init, signals, optimizer, steps, setting, trace_every,
+                              chunk)
       elapsed = time.time() - t0
+      if name in export_fitted:
+        _export_fitted(task, root_dir, output_dir, name, setting, opt_name, lr, steps,
+                       trace, finals)
       at = traced_steps(steps, trace_every)
       entry = results["inits"].setdefault(name, {"label": labels.get(
           name, name.split(":")[-1]), "settings": {}})
@@ -240,6 +247,20 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   _figures(results, grid_rows, params, output_dir)
   print(results_table(results))
   return results
+
+
+def _export_fitted(task, root_dir, output_dir, name, setting, opt_name, lr, steps,
+                   trace, finals):
+  # Imported here: export imports this module.
+  from tf_metainit import export  # pylint: disable=g-import-not-at-top
+  export.export_fitted(
+      task, export.unbatch(finals),
+      os.path.join(output_dir, "fitted", name.replace(":", "_"), str(setting)),
+      manifest_extra={"init": name, "setting": str(setting), "num_steps": steps,
+                      "test_time": {"optimizer": opt_name, "learning_rate": lr},
+                      "source": {"root_dir": os.path.abspath(root_dir)}},
+      per_signal_extra=[{"signal_index": k, "psnr": float(p)}
+                        for k, p in enumerate(trace[-1])])
 
 
 def _summarise(results, params):

@@ -26,6 +26,7 @@ def register_configurables():
   """Imports every module that defines gin configurables so configs can name them."""
   # pylint: disable=g-import-not-at-top,unused-import
   from tf_metainit import evaluate
+  from tf_metainit import export
   from tf_metainit import interpolate
   from tf_metainit import train
   from tf_metainit.fields import mlp

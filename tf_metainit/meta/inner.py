@@ -17,7 +17,8 @@ def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
     loss_fn: (params, inputs, targets) -> per-signal losses (B,).
     params: list of tensors (B, ...) to start from.
     batch_fn: step (int32 tensor) -> (inputs, targets) for that inner step.
-    num_steps: Python int number of steps.
+    num_steps: Python int number of steps (or an int32 tensor when unroll=False and
+      trace_fn=None, as in the exported `adapt` signature).
     optimizer: a functional optimizer from meta/optimizers.py.
     unroll: unroll in Python (differentiable by an enclosing tape) instead of a
       tf.while_loop.

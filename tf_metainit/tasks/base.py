@@ -91,6 +91,16 @@ class Task:
     """Conventions a re-implementation needs (coordinates, value range)."""
     return {}
 
+  def export_signatures(self, params, optimizer):
+    """SavedModel signatures beyond `render` (export.py), as {name: tf.function}.
+
+    Each tf.function has an input_signature, returns a dict of tensors and reads the
+    weights only from `params` (tf.Variables in trainable_variables order); `optimizer`
+    is the test-time optimizer to bake in. Default: none.
+    """
+    del params, optimizer
+    return {}
+
 
 def batch_size_of(signals):
   return tf.shape(next(iter(signals.values())))[0]

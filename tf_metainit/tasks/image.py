@@ -5,6 +5,7 @@ The forward model is the identity: the field's output at a pixel's coordinate is
 pixel's RGB. Inner loops see every pixel unless `pixels_per_step` asks for a subset.
 """
 
+from absl import logging
 import gin
 import numpy as np
 import tensorflow as tf
@@ -12,7 +13,9 @@ import tensorflow as tf
 from tf_metainit.data import image_folder
 from tf_metainit.data import text
 from tf_metainit.data import tfds_images
+from tf_metainit.fields import base as fields_base
 from tf_metainit.fields import siren
+from tf_metainit.meta import inner
 from tf_metainit.tasks import base
 
 DATASETS = ("text", "folder", "celeb_a", "imagenette")
@@ -23,6 +26,14 @@ def pixel_grid(resolution):
   x = np.arange(resolution, dtype=np.float32) / resolution
   rows, cols = np.meshgrid(x, x, indexing="ij")
   return np.stack([rows, cols], -1).reshape(-1, 2)
+
+
+def pixel_grid_tensor(height, width):
+  """pixel_grid for a dynamic H x W image: (row / H, col / W), rows major."""
+  rows = tf.range(height, dtype=tf.float32) / tf.cast(height, tf.float32)
+  cols = tf.range(width, dtype=tf.float32) / tf.cast(width, tf.float32)
+  grid = tf.stack(tf.meshgrid(rows, cols, indexing="ij"), -1)
+  return tf.reshape(grid, [-1, 2])
 
 
 def check_images(images, resolution, channels, where):
@@ -175,6 +186,36 @@ class ImageRegression(base.Task):
 
   def output_as_signal(self, params):
     return {"image": self.render(params, None).numpy()}
+
+  def export_signatures(self, params, optimizer):
+    """`adapt`: fits a new image from `params` with `optimizer`, on every pixel."""
+    if self.pixels_per_step is not None:
+      logging.warning("The exported adapt signature fits all pixels every step, not "
+                      "pixels_per_step=%d random ones.", self.pixels_per_step)
+    channels = self.channels
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, channels], tf.float32, name="image"),
+        tf.TensorSpec([], tf.int32, name="num_steps")])
+    def adapt(image, num_steps):
+      """Fits image [H, W, C] (values in [0, 1]) from the exported weights.
+
+      Runs num_steps steps of the test-time optimizer on all pixels; pixel (r, c) is
+      at (r / H, c / W). Returns the reconstruction [H, W, C] and the PSNR (dB) of
+      the field before and after fitting.
+      """
+      shape = tf.shape(image)
+      coords = pixel_grid_tensor(shape[0], shape[1])[None]
+      pixels = tf.reshape(image, [1, -1, channels])
+      start = fields_base.batch_params(params, 1)
+      fitted, _ = inner.adapt(self.loss, start, lambda i: (coords, pixels), num_steps,
+                              optimizer)
+      recon = tf.reshape(self.field.apply(fitted, coords), shape)
+      return {"reconstruction": tf.ensure_shape(recon, [None, None, channels]),
+              "psnr_before": base.psnr_from_mse(self.loss(start, coords, pixels))[0],
+              "psnr_after": base.psnr_from_mse(self.loss(fitted, coords, pixels))[0]}
+
+    return {"adapt": adapt}
 
   def describe(self):
     return {"task": "image", "resolution": self.resolution,

@@ -1,0 +1,419 @@
+"""Export of meta-learned inits and fitted fields for use without tf_metainit.
+
+An export directory is a SavedModel with two framework-neutral files beside it:
+
+  <export_dir>/saved_model.pb, variables/  tf.saved_model.load(export_dir); needs
+                                           neither tf_metainit nor gin
+  <export_dir>/weights.npz                 layer_{i}_kernel (fan_in, fan_out) and
+                                           layer_{i}_bias (fan_out,), plus fixed
+                                           encodings such as fourier_matrix
+  <export_dir>/manifest.json               architecture, activation constants,
+                                           coordinate convention, layer order, training
+                                           hyperparameters, versions, signatures;
+                                           written last
+
+Serving signatures, by task:
+  every field   render(coords float32 [N, in_dim]) -> {'values': [N, out_dim]}: the
+                field's raw output (NeRF: rgb logits and density logit per point)
+  image         adapt(image float32 [H, W, C], num_steps int32 []) ->
+                {'reconstruction': [H, W, C], 'psnr_before': [], 'psnr_after': []}:
+                num_steps of the run's test-time optimizer on all pixels
+  other tasks   whatever their `export_signatures` hook returns (CT and NeRF have none
+                yet, so they export `render` only)
+
+Exports are atomic: everything is written to <export_dir>.tmp-<pid> beside the target,
+which then replaces <export_dir> by two renames (the old export is moved aside first
+and deleted once the new one is in place). A killed export leaves the previous one
+intact; its leftovers are cleaned (or a moved-aside export restored) by the next
+export to the same path. Paths must be on a local filesystem (os.rename).
+"""
+
+import contextlib
+import glob
+import inspect
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import time
+
+from absl import logging
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tf_metainit
+from tf_metainit import checkpoints
+from tf_metainit import evaluate
+from tf_metainit import train
+from tf_metainit.meta import optimizers
+
+FORMAT = "tf_metainit.export/1"
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.npz"
+# Test hook: kill the process after this stage ('saved_model' or 'weights') to check
+# that an interrupted export leaves the previous one intact.
+CRASH_ENV = "TF_METAINIT_EXPORT_CRASH_AFTER"
+
+_KERNEL = re.compile(r"^kernel_(\d+)$")
+_BIAS = re.compile(r"^bias_(\d+)$")
+
+
+# --- atomic directories ----------------------------------------------------------------
+
+
+def _pid_alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # someone else's live process
+  return True
+
+
+def _clean_stale(export_dir):
+  """Removes leftovers of killed exports; restores a moved-aside export if needed."""
+  for kind in ("old", "tmp"):  # restore before deleting anything
+    for path in sorted(glob.glob(f"{glob.escape(export_dir)}.{kind}-*")):
+      suffix = path.rsplit("-", 1)[-1]
+      if not suffix.isdigit() or _pid_alive(int(suffix)):
+        continue
+      if kind == "old" and not os.path.exists(export_dir):
+        # Killed between its two renames: the moved-aside export is the good one.
+        os.rename(path, export_dir)
+        logging.warning("Restored %s from an interrupted export.", export_dir)
+      else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(export_dir):
+  """Yields a temporary directory that replaces `export_dir` on success."""
+  export_dir = os.path.abspath(export_dir)
+  os.makedirs(os.path.dirname(export_dir), exist_ok=True)
+  _clean_stale(export_dir)
+  pid = os.getpid()
+  tmp, old = f"{export_dir}.tmp-{pid}", f"{export_dir}.old-{pid}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    yield tmp
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  _fsync_tree(tmp)
+  # Directories can't be renamed over a non-empty one, hence the move aside.
+  if os.path.exists(export_dir):
+    os.rename(export_dir, old)
+  os.rename(tmp, export_dir)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_tree(directory):
+  """Flushes every file to disk, so a renamed export is complete after a power cut."""
+  for dirpath, _, filenames in os.walk(directory):
+    for name in filenames:
+      fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+      try:
+        os.fsync(fd)
+      finally:
+        os.close(fd)
+
+
+def _maybe_crash(stage):
+  if os.environ.get(CRASH_ENV) == stage:
+    logging.warning("%s=%s: killing the export on purpose.", CRASH_ENV, stage)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- weights and manifest --------------------------------------------------------------
+
+
+def weight_arrays(field, params):
+  """npz arrays and the manifest's layer list for `params` (trainable_variables order).
+
+  Trainable variables kernel_i / bias_i become layer_{i}_kernel / layer_{i}_bias; fixed
+  (non-trainable) variables keep their name (e.g. fourier_matrix).
+  """
+  variables = field.trainable_variables
+  if len(variables) != len(params):
+    raise ValueError(f"{len(params)} params for a field with {len(variables)} variables.")
+  arrays, layers = {}, {}
+  for v, p in zip(variables, params):
+    name = v.name
+    if tuple(p.shape) != tuple(v.shape):
+      raise ValueError(f"Param {name} has shape {tuple(p.shape)}, the field's is "
+                       f"{tuple(v.shape)}; per-signal (batched) params must be split "
+                       "first (export.unbatch).")
+    kernel, bias = _KERNEL.match(name), _BIAS.match(name)
+    if not (kernel or bias):
+      raise NotImplementedError(f"Cannot name field variable {name!r} in the export; "
+                                "fields must use kernel_<i> / bias_<i>.")
+    index = int((kernel or bias).group(1))
+    key = f"layer_{index}_{'kernel' if kernel else 'bias'}"
+    arrays[key] = np.asarray(p, np.float32)
+    layers.setdefault(index, {})[key.rsplit("_", 1)[-1]] = key
+  constants = {}
+  for v in field.non_trainable_variables:
+    arrays[v.name] = np.asarray(v, np.float32)
+    constants[v.name] = list(arrays[v.name].shape)
+  desc = field.describe()
+  order = []
+  for i in sorted(layers):
+    kernel = arrays[layers[i]["kernel"]]
+    order.append({"kernel": layers[i]["kernel"], "bias": layers[i]["bias"],
+                  "shape": list(kernel.shape),
+                  "activation": _activation(desc, i == len(layers) - 1)})
+  return arrays, order, constants
+
+
+def _activation(desc, last):
+  """The nonlinearity after one layer, as text, for the fields this package has."""
+  kind = desc.get("type")
+  if kind == "siren":
+    return "identity + output_offset" if last else "sin(w0 * z)"
+  if kind in ("fourier_mlp", "nerf_mlp"):
+    return desc["output_activation"] if last else "relu"
+  return None  # field.describe()['formula'] says it
+
+
+def _json_safe(value):
+  """Gin values (references, tuples, numpy scalars) as JSON."""
+  if isinstance(value, dict):
+    return {str(k): _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  if isinstance(value, np.generic):
+    return value.item()
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  return str(value)
+
+
+def versions():
+  return {"tf_metainit": tf_metainit.__version__, "tensorflow": tf.__version__,
+          "keras": keras.__version__, "numpy": np.__version__,
+          "python": platform.python_version()}
+
+
+def _spec_json(spec):
+  return {"shape": [d for d in spec.shape.as_list()], "dtype": spec.dtype.name}
+
+
+def _signature_json(fn):
+  """Inputs and outputs of a signature as the SavedModel records them."""
+  concrete = fn.get_concrete_function()
+  inputs = {s.name: _spec_json(s) for s in concrete.structured_input_signature[0]}
+  outputs = {k: _spec_json(tf.TensorSpec.from_tensor(t))
+             for k, t in concrete.structured_outputs.items()}
+  doc = (fn.python_function.__doc__ or "").strip()
+  return {"inputs": inputs, "outputs": outputs, "doc": " ".join(doc.split())}
+
+
+# --- the SavedModel --------------------------------------------------------------------
+
+
+class _ExportModule(tf.Module):
+  """Variables holding the weights, and signatures that trace `field.apply` over them."""
+
+  def __init__(self, field, params):
+    super().__init__(name="field")
+    self.params = [tf.Variable(np.asarray(p, np.float32), trainable=False,
+                               name=f"param_{i}") for i, p in enumerate(params)]
+    # Fixed encodings the field reads itself (e.g. the Fourier matrix); tracked so
+    # the traced functions may capture them.
+    self.constants = list(field.non_trainable_variables)
+    out_dim = field.out_dim
+
+    @tf.function(input_signature=[tf.TensorSpec([None, field.in_dim], tf.float32,
+                                                name="coords")])
+    def render(coords):
+      """The field at coords [N, in_dim] (convention: manifest 'task') -> [N, out_dim]."""
+      values = field.apply(self.params, coords)
+      return {"values": tf.ensure_shape(values, [None, out_dim])}
+
+    self.render = render
+
+
+def export_params(field, params, export_dir, task=None, optimizer=None,
+                  manifest_extra=None, config_text=None):
+  """Exports one set of field weights; returns the manifest.
+
+  Args:
+    field: the Keras field the weights belong to (its architecture and constants).
+    params: unbatched weights in `field.trainable_variables` order.
+    export_dir: target directory, replaced atomically.
+    task: optional task: its `describe()` (coordinates) goes into the manifest and,
+      with `optimizer`, its `export_signatures` hook adds signatures such as `adapt`.
+    optimizer: functional optimizer (meta/optimizers.py) baked into `adapt`; None
+      exports `render` (and nothing needing an optimizer) only.
+    manifest_extra: more manifest entries (source, hyperparameters, ...).
+    config_text: the gin config of the run, stored verbatim in the manifest.
+  """
+  module = _ExportModule(field, params)
+  signatures = {"render": module.render}
+  hook = getattr(task, "export_signatures", None)
+  if hook is not None and optimizer is not None:
+    extra = hook(module.params, optimizer)
+    for name, fn in extra.items():
+      setattr(module, name, fn)
+    signatures.update(extra)
+  arrays, layers, constants = weight_arrays(field, params)
+  manifest = {
+      "format": FORMAT,
+      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+      "field": field.describe(),
+      "task": task.describe() if task is not None else {},
+      "weights": WEIGHTS,
+      "layers": layers,
+      "constants": constants,
+      "signatures": {name: _signature_json(fn) for name, fn in signatures.items()},
+      "versions": versions(),
+  }
+  if "adapt" in manifest["signatures"]:
+    manifest["signatures"]["adapt"]["optimizer"] = _optimizer_json(optimizer)
+  manifest.update(_json_safe(manifest_extra or {}))
+  if config_text is not None:
+    manifest["gin_config"] = config_text
+  with atomic_directory(export_dir) as tmp:
+    tf.saved_model.save(module, tmp, signatures=signatures)
+    _maybe_crash("saved_model")
+    np.savez(os.path.join(tmp, WEIGHTS), **arrays)
+    _maybe_crash("weights")
+    with open(os.path.join(tmp, MANIFEST), "w") as f:
+      json.dump(_json_safe(manifest), f, indent=1)
+  logging.info("Exported %s (signatures: %s)", export_dir, ", ".join(signatures))
+  return manifest
+
+
+def _optimizer_json(optimizer):
+  name = type(optimizer).__name__.lower()
+  return dict({"name": name}, **{k: _json_safe(v) for k, v in vars(optimizer).items()})
+
+
+def unbatch(finals):
+  """TestTimeOptimizer.run's per-chunk batched params -> one params list per signal."""
+  out = []
+  for chunk in finals:
+    for j in range(int(chunk[0].shape[0])):
+      out.append([p[j] for p in chunk])
+  return out
+
+
+def export_fitted(task, params_list, out_dir, names=None, manifest_extra=None,
+                  per_signal_extra=None, optimizer=None):
+  """Exports fitted fields, one directory per signal: <out_dir>/<name>/.
+
+  Args:
+    task: the task the fields were fitted in.
+    params_list: one unbatched params list per signal (see `unbatch`).
+    out_dir: parent directory of the exports.
+    names: directory names (default signal_000, signal_001, ...).
+    manifest_extra: manifest entries shared by all (init, optimizer, steps, ...).
+    per_signal_extra: optional list of one dict per signal (e.g. its PSNR).
+    optimizer: if given, also export `adapt` (fine-tuning from the fitted field).
+  Returns:
+    the export directories.
+  """
+  names = list(names or [f"signal_{k:03d}" for k in range(len(params_list))])
+  per_signal_extra = list(per_signal_extra or [{}] * len(params_list))
+  if not len(names) == len(per_signal_extra) == len(params_list):
+    raise ValueError(f"{len(params_list)} fitted fields, {len(names)} names and "
+                     f"{len(per_signal_extra)} per-signal manifest entries.")
+  dirs = []
+  for name, params, own in zip(names, params_list, per_signal_extra):
+    extra = {"kind": "fitted", "name": name, **(manifest_extra or {}), **own}
+    path = os.path.join(out_dir, name)
+    export_params(task.field, params, path, task=task, optimizer=optimizer,
+                  manifest_extra=extra)
+    dirs.append(path)
+  return dirs
+
+
+# --- the run's meta-learned init -------------------------------------------------------
+
+
+def _per_setting(value, setting):
+  if isinstance(value, dict):
+    return value.get(setting, value.get(str(setting)))
+  return value
+
+
+def adapt_settings(task, optimizer=None, num_steps=None):
+  """(optimizer name, learning rate, suggested steps) of the Meta init.
+
+  Defaults follow evaluate: its gin-bound optimizer_settings / num_steps for 'meta'
+  if the config has them, else evaluate.DEFAULT_OPTIMIZERS and the run's inner steps.
+  """
+  setting = task.default_setting
+  if optimizer is None:
+    table = dict(evaluate.DEFAULT_OPTIMIZERS,
+                 **(_bound("evaluate.optimizer_settings") or {}))
+    optimizer = _per_setting(table["meta"], setting)
+  name, learning_rate = optimizer
+  if num_steps is None:
+    steps = _bound("evaluate.num_steps")
+    if isinstance(steps, dict):
+      steps = _per_setting(steps.get("meta"), setting)
+    num_steps = steps or training_hyperparameters()["inner_steps"]
+  return str(name), float(learning_rate), (int(num_steps) if num_steps else None)
+
+
+def training_hyperparameters():
+  """meta_train's arguments as the current gin config sets them (defaults included)."""
+  params = inspect.signature(train.meta_train).parameters
+  values = {k: p.default for k, p in params.items()
+            if k != "root_dir" and p.default is not inspect.Parameter.empty}
+  # Unresolved, so references print as '@ImageRegression()' instead of being built.
+  values.update(gin.get_bindings("meta_train", resolve_references=False))
+  return values
+
+
+def _bound(selector):
+  """A gin binding's value, or None if unbound (without evaluating references)."""
+  try:
+    return gin.query_parameter(selector)
+  except ValueError:
+    return None
+
+
+@gin.configurable(denylist=["root_dir", "export_dir"])
+def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=None):
+  """Exports the meta-learned init of the run in `root_dir` to `export_dir`.
+
+  Args:
+    root_dir: a meta-training run (its latest checkpoint is the init).
+    export_dir: output directory (replaced atomically if it exists).
+    task: the run's task (the binary binds the evaluated task).
+    optimizer: (name, learning_rate) of the `adapt` signature; default: the Meta
+      init's test-time optimizer as evaluate would use it (SGD 1e-2 in the paper).
+    num_steps: suggested number of adapt steps recorded in the manifest; default
+      evaluate's Meta budget if bound, else the meta-training inner steps.
+  Returns:
+    the manifest.
+  """
+  if task is gin.REQUIRED or task is None:
+    raise ValueError("export.task is not set: bind it in gin (export.task = %TASK), or "
+                     "run tf-metainit-export on a root_dir written by meta_train.")
+  name, learning_rate, steps = adapt_settings(task, optimizer, num_steps)
+  params = evaluate.load_meta_params(task, root_dir)
+  config_path = os.path.join(root_dir, "config.gin")
+  config_text = None
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      config_text = f.read()
+  extra = {
+      "kind": "meta_init",
+      "source": {"root_dir": os.path.abspath(root_dir),
+                 "checkpoint": checkpoints.latest_checkpoint(root_dir)},
+      "test_time": {"optimizer": name, "learning_rate": learning_rate,
+                    "num_steps": steps},
+      "training": training_hyperparameters(),
+  }
+  return export_params(task.field, params, export_dir, task=task,
+                       optimizer=optimizers.make(name, learning_rate),
+                       manifest_extra=extra, config_text=config_text)
