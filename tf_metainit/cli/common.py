@@ -1,5 +1,6 @@
 """Shared flags and strict gin parsing for the binaries."""
 
+import logging as std_logging
 import os
 import sys
 
@@ -36,6 +37,15 @@ def register_configurables():
   registry.import_all()
 
 
+class _QuietGinLookups(std_logging.Filter):
+  """gin logs 'Path not found' at ERROR while it tries each search path for an
+  include, even when a later path succeeds; a real miss still raises an error."""
+
+  def filter(self, record):
+    return not (record.msg == "Path not found: %s" and
+                record.pathname.endswith("resource_reader.py"))
+
+
 def _resolve(path):
   if os.path.exists(path):
     return path
@@ -49,6 +59,7 @@ def _resolve(path):
 def parse_gin(gin_files, gin_bindings, extra_files=()):
   """Strict gin parsing: unknown names are errors that say what to fix."""
   register_configurables()
+  std_logging.getLogger().addFilter(_QuietGinLookups())
   gin.add_config_file_search_path(GIN_DIR)
   files = [_resolve(f) for f in list(extra_files) + list(gin_files)]
   try:
