@@ -236,9 +236,13 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
         for j, s in enumerate(at):
           tf.summary.scalar(f"eval/{setting}/{name}/psnr", float(trace[j].mean()), step=s)
       shown = tasks_base.take(signals, slice(0, grid_signals))
-      k = report_step if report_step is not None else steps
-      _, finals = tto.run(init, shown, optimizer, min(k, steps), setting, max(k, 1), chunk)
-      grid_cols.append(np.clip(task.render(finals[0], shown).numpy(), 0, 1))
+      if report_step is None:  # the grid shows the final fit: reuse it
+        shown_params = [p[:grid_signals] for p in finals[0]]
+      else:
+        k = min(report_step, steps)
+        _, shown_finals = tto.run(init, shown, optimizer, k, setting, max(k, 1), chunk)
+        shown_params = shown_finals[0]
+      grid_cols.append(np.clip(task.render(shown_params, shown).numpy(), 0, 1))
     grid_rows[setting] = grid_cols
   writer.flush()
   _summarise(results, params)

@@ -2,7 +2,11 @@
 
 import importlib
 
-TASK_MODULES = ("tf_metainit.tasks.image",)
+TASK_MODULES = (
+    "tf_metainit.tasks.image",
+    "tf_metainit.tasks.ct",
+    "tf_metainit.tasks.shapenet",
+)
 
 
 def import_all():

@@ -1,0 +1,329 @@
+"""ShapeNet view synthesis: a NeRF fitted to the views of one object (Sec. 4.3).
+
+A signal is one object: its 50 posed views composited on white. Frames 0-24 may be
+observed (the training views of the reference), frames 25-49 are held out for the
+metric. An observation is the set of camera rays of the first N views and their
+pixel colours; each inner step renders a fresh random batch of those rays
+(REFERENCE.md 1.3 and 4: 128 stratified samples in [2, 6], unnormalised directions,
+white background, last interval 1e-3) and regresses the colours.
+
+Settings (the number of observed views) follow the paper: meta-training sees
+`num_train_views` views per object (25 = MV Meta, 1 = SV Meta); evaluation loops
+over `settings` = (1, 25). The inner batch size depends on who observed: the
+training observation (setting None) uses `rays_per_step` (128, the reference's
+meta-training batch), an evaluation observation (an explicit setting) uses
+`test_rays_per_step` (64, seed supplement 1.3). The observation carries that size,
+so `inner_batch` needs no other state.
+
+The metric is the mean over held-out views of each view's PSNR, on full renders with
+evenly spaced samples clipped to [0, 1] (the reference's test function).
+"""
+
+import os
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from tf_metainit.data import procedural_shapes
+from tf_metainit.data import shapenet as shapenet_data
+from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import mlp
+from tf_metainit.physics import rays
+from tf_metainit.physics import volume
+from tf_metainit.tasks import base
+
+# Frames [0, 25) may be observed; [25, 50) are held out (reference np.split at 25).
+NUM_INPUT_VIEWS = shapenet_data.NUM_TRAIN_VIEWS
+VIEW_CHOICES = ("first", "random")
+DEFAULT_CACHE = os.path.join("~", ".cache", "tf_metainit", "shapenet")
+
+
+@gin.configurable
+class ShapeNetViews(base.Task):
+  """Meta-learns a NeRF initialization over one ShapeNet category.
+
+  Args:
+    category: 'chairs', 'cars' or 'lamps' (procedural), or the category folder's
+      name under data_dir for the real data.
+    data_dir: folder holding the category folder. Default for procedural data:
+      ~/.cache/tf_metainit/shapenet/procedural_r<res>_v<views>_s<seed>.
+    procedural: generate the stand-in data (no download) before reading it.
+    resolution: image side in pixels (128 in the paper; the reader resamples).
+    num_train, num_val, num_test: objects per split (None = all; procedural data
+      needs numbers). num_val objects are only generated, never read.
+    num_views: views per procedural object (50 as in the released data).
+    num_train_views: views observed per object while meta-training (25 = MV Meta,
+      1 = SV Meta).
+    train_view_choice: which views meta-training observes when num_train_views < 25:
+      'first' (frames 0..N-1, what the reference loop does with num_views = N) or
+      'random' (N of the 25 input frames, drawn per object and outer step).
+    settings: view counts the evaluation loops over (paper: 1 and 25).
+    rays_per_step: inner-batch rays during meta-training (128).
+    test_rays_per_step: inner-batch rays for observations made with a setting
+      (test-time optimisation, Matched fit; 64 in the paper).
+    num_samples: samples per ray (128).
+    near, far: depth bounds of the samples (2 and 6).
+    num_eval_views: held-out frames (from frame 25 on) the metric renders; None =
+      all of them. The reference demo renders 5.
+    render_chunk_points: points evaluated at once when rendering full images (one
+      signal's chunk of rays at a time), so memory stays bounded.
+    field: a callable building the field (gin: @NerfMLP).
+    seed: procedural data seed.
+  """
+
+  def __init__(self, category="chairs", data_dir=None, procedural=True,
+               resolution=32, num_train=100, num_val=0, num_test=8, num_views=50,
+               num_train_views=25, train_view_choice="first", settings=(1, 25),
+               rays_per_step=128, test_rays_per_step=64, num_samples=128,
+               near=shapenet_data.NEAR, far=shapenet_data.FAR, num_eval_views=None,
+               render_chunk_points=2 ** 17, field=mlp.NerfMLP, seed=0):
+    if train_view_choice not in VIEW_CHOICES:
+      raise ValueError(f"ShapeNetViews.train_view_choice must be one of "
+                       f"{VIEW_CHOICES}, got {train_view_choice!r}.")
+    for n in (num_train_views,) + tuple(settings):
+      _check_view_count(n)
+    if procedural and category not in procedural_shapes.CATEGORIES:
+      raise ValueError(
+          f"Procedural ShapeNet has categories {procedural_shapes.CATEGORIES}, not "
+          f"{category!r}; for real data set ShapeNetViews.procedural = False and "
+          "ShapeNetViews.data_dir.")
+    if procedural and (num_train is None or num_test is None):
+      raise ValueError("Procedural ShapeNet needs ShapeNetViews.num_train and "
+                       "num_test as numbers of objects to generate.")
+    if not procedural and not data_dir:
+      raise ValueError("ShapeNetViews.procedural = False needs ShapeNetViews.data_dir, "
+                       "the folder holding the category folder (REFERENCE.md 1.3).")
+    self.category, self.procedural = category, bool(procedural)
+    self.resolution = int(resolution)
+    self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
+    self.num_views, self.seed = int(num_views), seed
+    self.data_dir = data_dir
+    self.num_train_views = int(num_train_views)
+    self.train_view_choice = train_view_choice
+    self.settings = tuple(int(s) for s in settings)
+    self.default_setting = self.settings[0]
+    self.fit_setting = NUM_INPUT_VIEWS  # Matched fits the Meta renders of 25 views.
+    self.rays_per_step = int(rays_per_step)
+    self.test_rays_per_step = int(test_rays_per_step)
+    self.num_samples = int(num_samples)
+    self.near, self.far = float(near), float(far)
+    if num_eval_views is not None and int(num_eval_views) < 1:
+      raise ValueError(f"ShapeNetViews.num_eval_views must be >= 1 or None (all held-out "
+                       f"views), got {num_eval_views}.")
+    self.num_eval_views = num_eval_views
+    self.render_chunk_points = int(render_chunk_points)
+    self.field = field()
+    if self.field.in_dim != 3 or self.field.out_dim != 4:
+      raise ValueError(
+          f"ShapeNet fields map 3-D points to (r, g, b, sigma) logits; the field has "
+          f"in_dim {self.field.in_dim} and out_dim {self.field.out_dim} (use NerfMLP).")
+    self._train = None
+    self._test = None
+    # Eager callers (grids, the Matched target) would run the chunk loop op by op.
+    self._render_views_fn = tf.function(self._render_views, reduce_retracing=True)
+
+  # --- data ---------------------------------------------------------------------------
+
+  def category_dir(self):
+    """The category folder, generated first for procedural data (idempotent)."""
+    if not self.procedural:
+      return os.path.join(os.path.expanduser(self.data_dir), self.category)
+    # The generator refuses to mix settings in one folder, so they name the cache.
+    data_dir = os.path.expanduser(self.data_dir or os.path.join(
+        DEFAULT_CACHE, f"procedural_r{self.resolution}_v{self.num_views}_s{self.seed}"))
+    return procedural_shapes.write_category(
+        data_dir, self.category, self.num_train, self.num_val, self.num_test,
+        resolution=self.resolution, num_views=self.num_views, seed=self.seed)
+
+  def _load(self):
+    if self._test is not None:
+      return
+    category_dir = self.category_dir()
+    res = self.resolution
+    self._train = _arrays(shapenet_data.load_split(category_dir, "train", res,
+                                                   self.num_train))
+    self._test = _arrays(shapenet_data.load_split(category_dir, "test", res,
+                                                  self.num_test))
+    for name, split in (("train", self._train), ("test", self._test)):
+      views = split["images"].shape[1]
+      if views <= NUM_INPUT_VIEWS:
+        raise ValueError(
+            f"{category_dir} {name} objects have {views} views; ShapeNet needs more "
+            f"than {NUM_INPUT_VIEWS} (frames 0-24 observed, 25+ held out).")
+
+  def train_dataset(self, seed):
+    self._load()
+    return base.shuffled_dataset(self._train, seed)
+
+  def test_signals(self):
+    self._load()
+    return dict(self._test)
+
+  def mean_signals(self):
+    raise NotImplementedError(
+        "ShapeNet has no Mean baseline (the paper compares Standard, Matched, "
+        "Shuffled, MV Meta and SV Meta, seed Table 3): drop 'mean' from "
+        "evaluate.inits.")
+
+  # --- the task seam ------------------------------------------------------------------
+
+  def observe(self, signals, seed, setting=None):
+    """Rays and colours of the observed views, flattened to (B, N*H*W, 3).
+
+    setting None is the meta-training observation (num_train_views views, chosen by
+    train_view_choice); an int is a test-time view count (frames 0..N-1).
+    """
+    training = setting is None
+    num = self.num_train_views if training else _check_view_count(setting)
+    images = tf.convert_to_tensor(signals["images"])[:, :NUM_INPUT_VIEWS]
+    c2w = tf.convert_to_tensor(signals["c2w"])[:, :NUM_INPUT_VIEWS]
+    if training and self.train_view_choice == "random" and num < NUM_INPUT_VIEWS:
+      scores = tf.random.stateless_uniform(tf.shape(images)[:2],
+                                           base.stateless_seed(seed, 11))
+      views = tf.argsort(scores, axis=1)[:, :num]
+      images = tf.gather(images, views, axis=1, batch_dims=1)
+      c2w = tf.gather(c2w, views, axis=1, batch_dims=1)
+    else:
+      images, c2w = images[:, :num], c2w[:, :num]
+    origins, directions = self._rays(c2w, signals["focal"])
+    return {"origins": _flatten_rays(origins), "directions": _flatten_rays(directions),
+            "colours": _flatten_rays(images),
+            # A Python int: observations never cross a tf.function boundary.
+            "rays_per_step": self.rays_per_step if training else self.test_rays_per_step}
+
+  def inner_batch(self, observations, step, seed):
+    """A fresh batch of random rays (with replacement) and stratified samples."""
+    colours = observations["colours"]
+    shape = tf.shape(colours)
+    index = tf.random.stateless_uniform(
+        [shape[0], observations["rays_per_step"]], base.stateless_seed(seed, step, 1),
+        minval=0, maxval=shape[1], dtype=tf.int32)
+    origins = tf.gather(observations["origins"], index, batch_dims=1)
+    directions = tf.gather(observations["directions"], index, batch_dims=1)
+    z_vals, points = rays.sample_along_rays(
+        origins, directions, self.near, self.far, self.num_samples, randomized=True,
+        seed=base.stateless_seed(seed, step, 2))
+    return ({"points": points, "z_vals": z_vals},
+            tf.gather(colours, index, batch_dims=1))
+
+  def loss(self, params, inputs, targets):
+    pred = self._composite(params, inputs["points"], inputs["z_vals"])
+    return tf.reduce_mean(tf.square(pred - targets), axis=[1, 2])
+
+  def metrics(self, params, signals):
+    """Mean over held-out views of each view's PSNR (renders clipped to [0, 1])."""
+    images, c2w = self._held_out(signals)
+    pred = self._render_views(params, c2w, signals["focal"])
+    mse = tf.reduce_mean(tf.square(pred - images), axis=[2, 3, 4])
+    return {"psnr": tf.reduce_mean(base.psnr_from_mse(mse), axis=1)}
+
+  def render(self, params, signals):
+    """The first held-out view (frame 25) of every signal, (B, H, W, 3)."""
+    c2w = tf.convert_to_tensor(signals["c2w"])[:, NUM_INPUT_VIEWS:NUM_INPUT_VIEWS + 1]
+    return self._render_views_fn(params, c2w, signals["focal"])[:, 0]
+
+  def targets_for_display(self, signals):
+    return np.asarray(signals["images"])[:, NUM_INPUT_VIEWS]
+
+  def output_as_signal(self, params):
+    """The Meta init rendered from every camera of the first training object."""
+    self._load()
+    c2w, focal = self._train["c2w"][:1], self._train["focal"][:1]
+    images = self._render_views_fn(fields_base.batch_params(params, 1),
+                                   tf.constant(c2w), tf.constant(focal))
+    return {"images": images.numpy(), "c2w": c2w, "focal": focal}
+
+  def describe(self):
+    return {"task": "shapenet", "category": self.category,
+            "procedural": self.procedural, "resolution": self.resolution,
+            "rays": "NeRF-Blender camera, pixel (col, row) at integer coordinates, "
+                    "d = R ((i - W/2)/f, -(j - H/2)/f, -1), not normalised",
+            "sampling": f"{self.num_samples} samples in [{self.near}, {self.far}], "
+                        "stratified (upward jitter) for training, even for renders",
+            "rendering": "rgb = sigmoid(raw[:3]), sigma = relu(raw[3]); last interval "
+                         f"{volume.SHAPENET_LAST_DELTA}; white background",
+            "views": f"frames 0-{NUM_INPUT_VIEWS - 1} observable, "
+                     f"{NUM_INPUT_VIEWS}+ held out",
+            "values": "rgb in [0, 1] composited on white"}
+
+  # --- rendering ----------------------------------------------------------------------
+
+  def _rays(self, c2w, focal):
+    """(B, V, H, W, 3) origins and directions; focal is (B,)."""
+    focal = tf.convert_to_tensor(focal)[:, None]
+    return rays.camera_rays(c2w, focal, self.resolution, self.resolution)
+
+  def _composite(self, params, points, z_vals):
+    raw = self.field.apply(params, points)
+    rendered = volume.volume_render(
+        tf.sigmoid(raw[..., :3]), tf.nn.relu(raw[..., 3]), z_vals,
+        last_delta=volume.SHAPENET_LAST_DELTA, white_background=True)
+    return rendered["rgb"]
+
+  def _held_out(self, signals):
+    end = None if self.num_eval_views is None else (
+        NUM_INPUT_VIEWS + int(self.num_eval_views))
+    images = tf.convert_to_tensor(signals["images"])[:, NUM_INPUT_VIEWS:end]
+    c2w = tf.convert_to_tensor(signals["c2w"])[:, NUM_INPUT_VIEWS:end]
+    return images, c2w
+
+  def _render_views(self, params, c2w, focal):
+    """Full images (B, V, H, W, 3) with evenly spaced samples, clipped to [0, 1]."""
+    origins, directions = self._rays(c2w, focal)
+    shape = tf.shape(origins)
+    colours = self._render_rays(params, _flatten_rays(origins),
+                                _flatten_rays(directions))
+    return tf.clip_by_value(tf.reshape(colours, shape), 0.0, 1.0)
+
+  def _render_rays(self, params, origins, directions):
+    """(B, R, 3) rays with per-signal params -> (B, R, 3) colours.
+
+    Each signal's rays are cut into chunks and all (signal, chunk) pairs rendered in
+    turn by one map_fn, so at most render_chunk_points points are in flight whatever
+    B and R are, and the graph holds the field once (cheap to trace inside the
+    evaluation's while_loop).
+    """
+    chunk = max(1, self.render_chunk_points // self.num_samples)
+    params = [tf.convert_to_tensor(p) for p in params]
+    shape = tf.shape(origins)
+    num_chunks = (shape[1] + chunk - 1) // chunk
+    # Zero-padded rays sample the origin only; their colours are dropped below.
+    padding = [[0, 0], [0, num_chunks * chunk - shape[1]], [0, 0]]
+
+    def chunked(x):
+      return tf.reshape(tf.pad(x, padding), [-1, chunk, 3])
+
+    signal = tf.repeat(tf.range(shape[0]), num_chunks)
+
+    def render_chunk(elems):
+      index, chunk_origins, chunk_directions = elems
+      z_vals, points = rays.sample_along_rays(
+          chunk_origins, chunk_directions, self.near, self.far, self.num_samples,
+          randomized=False)
+      return self._composite([tf.gather(p, index) for p in params], points, z_vals)
+
+    colours = tf.map_fn(render_chunk, (signal, chunked(origins), chunked(directions)),
+                        fn_output_signature=tf.TensorSpec([chunk, 3], tf.float32),
+                        parallel_iterations=1)
+    return tf.reshape(colours, [shape[0], -1, 3])[:, :shape[1]]
+
+
+def _check_view_count(num_views):
+  num_views = int(num_views)
+  if not 1 <= num_views <= NUM_INPUT_VIEWS:
+    raise ValueError(f"ShapeNet observes 1 to {NUM_INPUT_VIEWS} views (frames 0-24; "
+                     f"25+ are held out), got {num_views}.")
+  return num_views
+
+
+def _flatten_rays(x):
+  """(B, V, H, W, C) -> (B, V*H*W, C)."""
+  return tf.reshape(x, tf.concat([tf.shape(x)[:1], [-1], tf.shape(x)[-1:]], 0))
+
+
+def _arrays(split):
+  """Signal arrays of a split; object ids stay out (tf.data wants tensors)."""
+  return {"images": split["images"].astype(np.float32),
+          "c2w": split["c2w"].astype(np.float32),
+          "focal": split["focal"].astype(np.float32)}
