@@ -1,0 +1,116 @@
+"""The benchmark: FLOP counts by hand, quick workloads in-process, the report."""
+
+import numpy as np
+import pytest
+
+from tf_metainit import benchmark
+from tf_metainit.fields import mlp
+from tf_metainit.fields import siren
+
+
+def _tiny_field():
+  # Layers 2x4, 4x4, 4x3: forward matmul FLOPs per point 16 + 32 + 24 = 72.
+  return siren.Siren(in_dim=2, out_dim=3, width=4, depth=3, w0=1.0)
+
+
+def test_layer_flops():
+  assert benchmark.layer_flops(_tiny_field()) == [16, 32, 24]
+
+
+@pytest.mark.parametrize("kind, steps, per_point", [
+    ("forward", 1, 72),
+    # One step: forward 72; backward dW of every layer 72, dx of layers 2-3 (56).
+    ("adapt", 5, 5 * 200),
+    # K steps + the losses before and after adaptation.
+    ("reptile", 3, 3 * 200 + 2 * 72),
+    # K steps, query forward 72 and its backward 72 + 56, loss before 72.
+    ("maml_fo", 3, 3 * 200 + 72 + 128 + 72),
+    # Second order: backward through an inner step needs one matmul per input that
+    # depends on theta0: forward matmuls 16 + 2*56, dW matmuls 16 + 2*56 (the
+    # coordinates need none), dx matmuls 2*56: 368 on top of the step's 200.
+    ("maml_so", 2, 2 * (200 + 368) + 72 + 128 + 72),
+])
+def test_flops_by_hand(kind, steps, per_point):
+  assert benchmark.flops(_tiny_field(), 10, kind, steps) == 10 * per_point
+
+
+def test_flops_paper_siren_matches_simple_rule():
+  # With a 2-input first layer, 9FK + 4F is within 0.5% of the exact count.
+  field = siren.Siren()
+  f = sum(benchmark.layer_flops(field))
+  assert f == 395776
+  exact = benchmark.flops(field, 3 * 64 * 64, "maml_so", 2)
+  assert exact == pytest.approx(3 * 64 * 64 * (9 * f * 2 + 4 * f), rel=5e-3)
+
+
+def test_report_states_the_paper_fields_flops():
+  text = benchmark.markdown({}, {}, "cmd")
+  for field in (siren.Siren(), mlp.FourierMLP(), mlp.NerfMLP()):
+    per_layer = benchmark.layer_flops(field)
+    assert f"F = {sum(per_layer):,}, F1 = {per_layer[0]:,}" in text
+
+
+def test_select_groups_and_peak_first():
+  names = benchmark.select("tto,maml_so_r16_graph", quick=True)
+  assert names[0] == "matmul_peak"
+  assert "maml_so_r16_graph" in names and "tto_siren_r32_xla" in names
+  with pytest.raises(ValueError, match="Unknown workload"):
+    benchmark.select("nope", quick=True)
+
+
+def test_package_maml_matches_hand_written_step():
+  # The baseline must be the same math: same losses before and after adaptation.
+  package = benchmark.build_image_meta("maml_so", 4, 3, 2, jit=False)
+  plain = benchmark.build_plain_maml(4, 3, 2, jit=False)
+  assert package.flops == plain.flops
+  np.testing.assert_allclose(package.call(), plain.call(), rtol=1e-4)
+
+
+def test_quick_workloads_in_process_and_report():
+  results = {}
+  for name in ("matmul_peak", "maml_so_r16_graph"):
+    results[name] = benchmark.run_one(name, quick=True, repeats=1, warmup=0)
+  maml = results["maml_so_r16_graph"]
+  assert maml["gflops"] > 0 and maml["median_s"] > 0
+  assert maml["flops"] == benchmark.flops(siren.Siren(), 3 * 16 * 16, "maml_so", 2)
+  assert maml["peak_rss_mb"] >= maml["baseline_rss_mb"] > 0
+  text = benchmark.markdown(results, benchmark.machine_facts(), "cmd", quick=True)
+  assert "| workload | mode | compile s | median ms (min–max) |" in text
+  assert "MAML (2nd order) outer step, SIREN 5x256, 16²" in text
+  assert "## How FLOPs are counted" in text
+
+
+def _fake(name, group, gflops, **extra):
+  config = extra.pop("config", {})
+  return dict(name=name, group=group, kind=extra.pop("kind", "x"), mode="graph",
+              title=name, config=config, per_call=extra.pop("per_call", {}),
+              flops=gflops * 1e9, first_call_s=2.0, compile_s=1.0, median_s=1.0,
+              min_s=1.0, max_s=1.0, gflops=gflops, baseline_rss_mb=500.0,
+              peak_rss_mb=600.0, workload_mb=extra.pop("mb", 100.0), **extra)
+
+
+def test_markdown_goals_and_memory_tables():
+  results = {"matmul_peak": _fake("matmul_peak", "peak", 500.0, kind="matmul",
+                                  config={"numpy_gflops": 480.0}),
+             "maml_so_r64_graph": _fake("maml_so_r64_graph", "maml", 300.0),
+             "plain_maml_r64_graph": _fake("plain_maml_r64_graph", "plain", 310.0),
+             "tto_siren_r64_graph": _fake("tto_siren_r64_graph", "tto", 200.0,
+                                          per_call={"steps": 50})}
+  for algorithm, per_step in (("maml_so", 100.0), ("maml_fo", 0.5), ("reptile", 0.0)):
+    for k in (1, 2, 4, 8, 16):
+      name = f"k_{algorithm}_k{k}"
+      results[name] = _fake(name, "scaling_k", 300.0, mb=200.0 + per_step * k,
+                            config={"algorithm": algorithm, "inner_steps": k,
+                                    "points": 3 * 64 * 64, "resolution": 64})
+  text = benchmark.markdown(results, {"cores": 2}, "cmd")
+  assert ("| MAML outer step at 64² ≥ 55% of the matmul peak | "
+          "300 GFLOP/s = 60% of 500") in text
+  assert "(hand-written: 310 GFLOP/s = 62%) | yes |" in text
+  assert "≥ 250 GFLOP/s | 200 GFLOP/s, 50.0 steps/s | **no** |" in text
+  assert "| Reptile memory flat in K | +0.0 MB per inner step" in text
+  assert "| MAML (2nd order) memory at most linear in K |" in text
+  assert "### Does second-order MAML fit on one 80 GB GPU at paper scale?" in text
+  verdicts = benchmark.memory_verdicts(results)
+  assert verdicts["maml_so"]["slope_mb_per_step"] == pytest.approx(100.0)
+  assert verdicts["maml_so"]["linear"] and verdicts["reptile"]["flat"]
+  assert verdicts["maml_fo"]["flat"]

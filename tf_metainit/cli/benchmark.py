@@ -1,0 +1,142 @@
+r"""Benchmarks meta-training and test-time speed and memory; writes BENCHMARKS.md.
+
+  tf-metainit-benchmark --output=BENCHMARKS.md            # everything: ~30 min on an
+                                                          # idle 2-core CPU
+  tf-metainit-benchmark --quick --output=/tmp/bench.md    # tiny sizes: checks the tool
+  tf-metainit-benchmark --workloads=maml,tto --output=/tmp/bench.md
+  tf-metainit-benchmark --list
+
+Workloads run one at a time, each in its own process (its peak memory is its own);
+see tf_metainit/benchmark.py for what each measures and how FLOPs are counted.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from tf_metainit import benchmark
+
+flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown report to write.")
+flags.DEFINE_string("workloads", "all", "Comma list of groups (" +
+                    ", ".join(benchmark.GROUPS) + ") and/or workload names, or 'all'.")
+flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats: checks the tool in "
+                  "minutes; the figures are not the ones the goals refer to.")
+flags.DEFINE_integer("repeats", None, "Timed calls per workload (default 5, quick 2).")
+flags.DEFINE_integer("warmup", None, "Untimed calls after the first (default 1).")
+flags.DEFINE_integer("timeout", 3600, "Seconds before a workload is abandoned.")
+flags.DEFINE_string("results_json", None, "Also write the raw results here "
+                    "(default: the output path with .json).")
+flags.DEFINE_string("from_json", None, "Only rewrite the report from a results JSON.")
+flags.DEFINE_bool("list", False, "List the workloads and exit.")
+FLAGS = flags.FLAGS
+
+
+def _child(name):
+  cmd = [sys.executable, "-m", "tf_metainit.benchmark", f"--one={name}"]
+  if FLAGS.quick:
+    cmd.append("--quick")
+  if FLAGS.repeats:
+    cmd.append(f"--repeats={FLAGS.repeats}")
+  if FLAGS.warmup is not None:
+    cmd.append(f"--warmup={FLAGS.warmup}")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  t0 = time.time()
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.timeout,
+                          env=env, check=False)
+  except subprocess.TimeoutExpired:
+    return {"error": f"timed out after {FLAGS.timeout} s", "wall_s": time.time() - t0}
+  result = benchmark.parse_result(proc.stdout)
+  if result is None:
+    tail = (proc.stderr or proc.stdout or "no output").strip().splitlines()[-20:]
+    return {"error": "\n".join(tail) or f"exit status {proc.returncode}",
+            "wall_s": time.time() - t0}
+  result["process_s"] = time.time() - t0  # includes the TensorFlow import
+  return result
+
+
+def _write(path, text):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def _command():
+  args = [a for a in sys.argv[1:] if not a.startswith(("--from_json", "--results_json"))]
+  return " ".join(["tf-metainit-benchmark"] + [shlex.quote(a) for a in args])
+
+
+def _report(data):
+  return benchmark.markdown(data["results"], data["machine"], data["command"],
+                            data["quick"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.from_json:
+    with open(FLAGS.from_json) as f:
+      data = json.load(f)
+    _write(FLAGS.output, _report(data))
+    print(f"Wrote {FLAGS.output}")
+    return
+  specs = benchmark.workload_specs(FLAGS.quick)
+  try:
+    names = benchmark.select(FLAGS.workloads, FLAGS.quick)
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  if FLAGS.list:
+    for name in names:
+      print(f"{specs[name]['group']:12s} {name}")
+    return
+  # The peak is measured again at the end: other jobs may load the CPU unevenly.
+  names.append("matmul_peak_end")
+  json_path = FLAGS.results_json or os.path.splitext(FLAGS.output)[0] + ".json"
+  data = {"machine": benchmark.machine_facts(), "command": _command(),
+          "quick": FLAGS.quick, "results": {}}
+  measured = {}
+  t0 = time.time()
+  for i, name in enumerate(names):
+    run_name = "matmul_peak" if name == "matmul_peak_end" else name
+    key = benchmark.spec_key(specs[run_name])
+    if key in measured and name != "matmul_peak_end":
+      result = dict(measured[key], name=name, group=specs[name]["group"], alias=True)
+      print(f"[{i + 1}/{len(names)}] {name}: same as {measured[key]['name']}",
+            flush=True)
+    else:
+      print(f"[{i + 1}/{len(names)}] {name} ...", end=" ", flush=True)
+      result = _child(run_name)
+      result.setdefault("name", name)
+      result.setdefault("group", specs[run_name]["group"])
+      if name == "matmul_peak_end":
+        result["name"] = name
+      if "error" in result:
+        print(f"FAILED ({result['wall_s']:.0f} s): {result['error'].splitlines()[-1]}",
+              flush=True)
+      else:
+        measured.setdefault(key, result)
+        rate = result.get("gflops") or result.get("signals_per_second")
+        print(f"{result['process_s']:.0f} s ({rate:.0f} "
+              f"{'GFLOP/s' if 'gflops' in result else 'signals/s'})", flush=True)
+    data["results"][name] = result
+    data["machine"]["run_minutes"] = (time.time() - t0) / 60
+    # Rewritten after every workload so an interrupted run keeps what it measured.
+    _write(json_path, json.dumps(data, indent=1))
+    _write(FLAGS.output, _report(data))
+  print(f"Wrote {FLAGS.output} and {json_path} in {(time.time() - t0) / 60:.1f} min")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
