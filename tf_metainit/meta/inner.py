@@ -10,7 +10,7 @@ import tensorflow as tf
 
 
 def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
-          first_order=False, trace_fn=None, trace_every=1):
+          trace_fn=None, trace_every=1):
   """Runs `num_steps` optimizer steps.
 
   Args:
@@ -22,7 +22,6 @@ def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
     optimizer: a functional optimizer from meta/optimizers.py.
     unroll: unroll in Python (differentiable by an enclosing tape) instead of a
       tf.while_loop.
-    first_order: stop gradients through the inner gradients (first-order MAML).
     trace_fn: optional params -> (B,) tensor recorded before steps 0, e, 2e, ...
       (e = trace_every) and after the last step; its stack
       (ceil(num_steps / e) + 1, B) is returned. Row j holds the value after j*e steps,
@@ -41,8 +40,6 @@ def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
       tape.watch(params)
       loss = tf.reduce_sum(loss_fn(params, inputs, targets))
     grads = tape.gradient(loss, params)
-    if first_order:
-      grads = [tf.stop_gradient(g) for g in grads]
     return optimizer.update(grads, state, params, i)
 
   if unroll:

@@ -24,18 +24,38 @@ def meta_loss_and_grads(task, theta0, signals, seed, inner_steps, inner_optimize
   obs = task.observe(signals, seed)
   batch_fn = lambda i: task.inner_batch(obs, i, seed)
   query = task.inner_batch(obs, tf.constant(inner_steps), seed)
+  if first_order:
+    return _first_order(task, theta0, batch, batch_fn, query, inner_steps,
+                        inner_optimizer)
   with tf.GradientTape() as tape:
     # tape.watch rejects Keras 3 variables; trainable ones are watched automatically,
     # so only plain tensors (e.g. float64 theta0 in tests) are watched explicitly.
     tape.watch([t for t in theta0 if not isinstance(t, keras.Variable)])
     params = fields_base.batch_params([tf.convert_to_tensor(t) for t in theta0], batch)
     adapted, _ = inner.adapt(task.loss, params, batch_fn, inner_steps, inner_optimizer,
-                             unroll=True, first_order=first_order)
+                             unroll=True)
     after = task.loss(adapted, *query)
     meta_loss = tf.reduce_mean(after)
   grads = tape.gradient(meta_loss, theta0)
   before = task.loss(params, *query)
   return before, after, grads
+
+
+def _first_order(task, theta0, batch, batch_fn, query, inner_steps, inner_optimizer):
+  """FOMAML: d(adapted)/d(theta0) taken as the identity.
+
+  The meta-gradient is then the query-loss gradient at the adapted weights, summed over
+  the batch (the mean over signals is inside the loss). Nothing of the inner loop is
+  recorded, so it runs as a while_loop and memory stays flat in K.
+  """
+  params = fields_base.batch_params([tf.convert_to_tensor(t) for t in theta0], batch)
+  adapted, _ = inner.adapt(task.loss, params, batch_fn, inner_steps, inner_optimizer)
+  with tf.GradientTape() as tape:
+    tape.watch(adapted)
+    after = task.loss(adapted, *query)
+    meta_loss = tf.reduce_mean(after)
+  grads = [tf.reduce_sum(g, 0) for g in tape.gradient(meta_loss, adapted)]
+  return task.loss(params, *query), after, grads
 
 
 def step(field, task, optimizer, signals, seed, inner_steps, inner_optimizer,
