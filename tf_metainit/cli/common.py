@@ -4,6 +4,7 @@ import logging as std_logging
 import os
 import sys
 
+from absl import app
 from absl import flags
 from absl import logging
 import gin
@@ -14,6 +15,18 @@ GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 
 class ConfigError(ValueError):
   pass
+
+
+def define_run_flags(root_dir_help="A meta-training run directory."):
+  """--root_dir (required) plus the gin flags: what every binary takes."""
+  flags.DEFINE_string("root_dir", None, root_dir_help)
+  define_gin_flags()
+  flags.mark_flag_as_required("root_dir")
+
+
+def check_no_args(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
 
 
 def define_gin_flags():
@@ -85,8 +98,12 @@ def run_and_report(fn):
     sys.exit(1)
 
 
-def parse_run_config(root_dir, gin_files, gin_bindings):
-  """Parses <root_dir>/config.gin, then the user's overrides."""
+def parse_run_config(root_dir, gin_files, gin_bindings, task_for=()):
+  """Parses <root_dir>/config.gin, then the user's overrides.
+
+  The evaluated task is the trained one unless a config says otherwise; `task_for`
+  names more configurables (e.g. 'export') whose `task` is bound to it as well.
+  """
   config = os.path.join(root_dir, "config.gin")
   if not os.path.exists(config):
     raise ConfigError(
@@ -96,6 +113,7 @@ def parse_run_config(root_dir, gin_files, gin_bindings):
   try:
     gin.query_parameter("evaluate.task")
   except ValueError:
-    # The evaluated task is the trained one unless a config says otherwise.
     gin.bind_parameter("evaluate.task", gin.query_parameter("meta_train.task"))
   parse_gin(gin_files, gin_bindings)
+  for name in task_for:
+    gin.bind_parameter(f"{name}.task", gin.query_parameter("evaluate.task"))

@@ -11,15 +11,12 @@ from absl import flags
 
 from tf_metainit.cli import common
 
-flags.DEFINE_string("root_dir", None, "A meta-training run directory.")
-common.define_gin_flags()
-flags.mark_flag_as_required("root_dir")
+common.define_run_flags()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  common.check_no_args(argv)
   from tf_metainit import evaluate  # pylint: disable=g-import-not-at-top
   common.run_and_report(
       lambda: common.parse_run_config(FLAGS.root_dir, FLAGS.gin_file, FLAGS.gin_bindings))
