@@ -93,7 +93,8 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
   iterator = iter(dataset.prefetch(2))
   ckpt = checkpoints.Checkpointer(
       os.path.join(root_dir, "train", "checkpoints"), max_checkpoints,
-      field=checkpoints.field_trackable(field), optimizer=optimizer, step=step_var, iterator=iterator)
+      field=checkpoints.field_trackable(field), optimizer=optimizer, step=step_var,
+      iterator=iterator)
   start = int(step_var.numpy())
   if ckpt.restored_from:
     logging.info("Resuming from step %d (%s)", start, ckpt.restored_from)
@@ -152,16 +153,18 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
                      "  %.2f steps/s", done, num_iterations, before, after,
                      _psnr(before), _psnr(after), rate)
         t0, steps_timed = time.time(), 0
-      if (val_every and done % val_every == 0) or done == num_iterations:
+      want_val = (val_every and done % val_every == 0) or done == num_iterations
+      want_images = done % image_summary_every == 0 or done == num_iterations
+      if want_val or want_images:  # one adaptation serves both
         metrics, renders = validate(val_signals)
+      if want_val:
         for name, values in metrics.items():
           tf.summary.scalar(f"val/{name}_after_{inner_steps}_steps",
                             float(tf.reduce_mean(values)), step=done)
         logging.info("step %d  held-out %s after %d inner steps: %s", done,
                      "/".join(metrics), inner_steps,
                      " ".join(f"{float(tf.reduce_mean(v)):.2f}" for v in metrics.values()))
-      if done % image_summary_every == 0 or done == num_iterations:
-        _, renders = validate(val_signals)
+      if want_images:
         tf.summary.image("val/adapted", tf.clip_by_value(renders, 0, 1), step=done,
                          max_outputs=4)
         tf.summary.image("val/target", task.targets_for_display(val_signals), step=done,

@@ -49,7 +49,6 @@ class CTReconstruction(base.Task):
   """
 
   fit_setting = "image"
-  default_setting = 8
 
   def __init__(self, source="procedural", path=None, allow_pickle=False,
                resolution=256, num_train=2048, num_test=8, num_projections=20,

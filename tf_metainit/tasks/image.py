@@ -21,19 +21,17 @@ from tf_metainit.tasks import base
 DATASETS = ("text", "folder", "celeb_a", "imagenette")
 
 
-def pixel_grid(resolution):
-  """(resolution^2, 2) coordinates k/resolution in (row, col) order, rows major."""
-  x = np.arange(resolution, dtype=np.float32) / resolution
-  rows, cols = np.meshgrid(x, x, indexing="ij")
-  return np.stack([rows, cols], -1).reshape(-1, 2)
-
-
 def pixel_grid_tensor(height, width):
-  """pixel_grid for a dynamic H x W image: (row / H, col / W), rows major."""
+  """(H*W, 2) coordinates (row / H, col / W) in [0, 1), rows major (the reference's)."""
   rows = tf.range(height, dtype=tf.float32) / tf.cast(height, tf.float32)
   cols = tf.range(width, dtype=tf.float32) / tf.cast(width, tf.float32)
   grid = tf.stack(tf.meshgrid(rows, cols, indexing="ij"), -1)
   return tf.reshape(grid, [-1, 2])
+
+
+def pixel_grid(resolution):
+  """pixel_grid_tensor of a square image, as numpy."""
+  return pixel_grid_tensor(resolution, resolution).numpy()
 
 
 def check_images(images, resolution, channels, where):
