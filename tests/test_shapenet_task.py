@@ -195,6 +195,21 @@ def test_matched_signal_and_no_mean(task):
     task.mean_signals()
 
 
+def test_streamed_training_data_equals_in_memory(task, data_dir):
+  streamed = shapenet.ShapeNetViews(
+      category="chairs", data_dir=data_dir, resolution=RES, num_train=2, num_test=2,
+      num_samples=SAMPLES, in_memory=False, field=_field)
+  assert task.in_memory and not streamed.in_memory  # Procedural default: in RAM.
+  ram, disk = iter(task.train_dataset(4)), iter(streamed.train_dataset(4))
+  for _ in range(3):
+    a, b = next(ram), next(disk)
+    for key in ("images", "c2w", "focal"):
+      np.testing.assert_allclose(a[key], b[key], atol=1e-6)
+  params = task.field.params()
+  np.testing.assert_allclose(streamed.output_as_signal(params)["images"],
+                             task.output_as_signal(params)["images"], atol=1e-6)
+
+
 @pytest.fixture
 def clean_gin():
   gin.clear_config()

@@ -62,14 +62,16 @@ def traced_steps(num_steps, trace_every):
   return np.asarray(steps)
 
 
-def _lookup(table, name, setting):
-  """A per-init value that may itself be per-setting ({setting: value})."""
-  value = table[name] if name in table else table[name.split(":")[0]]
+def per_setting(value, setting):
+  """A value that may be given per setting ({setting: value}, keys int or str)."""
   if isinstance(value, dict):
-    if setting in value:
-      return value[setting]
-    return value[str(setting)]
+    return value[setting] if setting in value else value[str(setting)]
   return value
+
+
+def _lookup(table, name, setting):
+  """A per-init value ('meta:SV' falls back to 'meta') that may be per-setting."""
+  return per_setting(table[name] if name in table else table[name.split(":")[0]], setting)
 
 
 class TestTimeOptimizer:

@@ -337,12 +337,6 @@ def export_fitted(task, params_list, out_dir, names=None, manifest_extra=None,
 # --- the run's meta-learned init -------------------------------------------------------
 
 
-def _per_setting(value, setting):
-  if isinstance(value, dict):
-    return value.get(setting, value.get(str(setting)))
-  return value
-
-
 def adapt_settings(task, optimizer=None, num_steps=None):
   """(optimizer name, learning rate, suggested steps) of the Meta init.
 
@@ -353,12 +347,12 @@ def adapt_settings(task, optimizer=None, num_steps=None):
   if optimizer is None:
     table = dict(evaluate.DEFAULT_OPTIMIZERS,
                  **(_bound("evaluate.optimizer_settings") or {}))
-    optimizer = _per_setting(table["meta"], setting)
+    optimizer = evaluate.per_setting(table["meta"], setting)
   name, learning_rate = optimizer
   if num_steps is None:
     steps = _bound("evaluate.num_steps")
     if isinstance(steps, dict):
-      steps = _per_setting(steps.get("meta"), setting)
+      steps = evaluate.per_setting(steps["meta"], setting) if "meta" in steps else None
     num_steps = steps or training_hyperparameters()["inner_steps"]
   return str(name), float(learning_rate), (int(num_steps) if num_steps else None)
 

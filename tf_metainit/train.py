@@ -176,7 +176,7 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
 
 
 def _psnr(mse):
-  return -10.0 * math.log10(mse) if mse > 0 else float("inf")
+  return float(tasks_base.psnr_from_mse(mse)) if mse > 0 else float("inf")
 
 
 def _adapted_metrics(task, signals, seed, inner_steps, inner_opt):

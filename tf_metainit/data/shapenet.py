@@ -106,18 +106,8 @@ def _frame_matrix(frame, transforms_path, index):
   return matrix, file_path
 
 
-def load_object(object_dir, resolution=None):
-  """Loads one object: all views composited on white, poses and focal.
-
-  Args:
-    object_dir: folder with transforms.json and the PNGs.
-    resolution: None keeps the stored size; an int (square) or (H, W)
-      resamples the images and rescales the focal length accordingly.
-
-  Returns:
-    dict(images=(V, H, W, 3) float32 in [0, 1], c2w=(V, 4, 4) float32,
-    focal=float pixels at the returned resolution).
-  """
+def read_transforms(object_dir):
+  """(camera_angle_x, (V, 4, 4) float64 poses, V image paths) of one object."""
   transforms_path = os.path.join(object_dir, 'transforms.json')
   if not os.path.isfile(transforms_path):
     raise FileNotFoundError(f'{transforms_path} does not exist; the object '
@@ -132,16 +122,35 @@ def load_object(object_dir, resolution=None):
         're-download or regenerate it.') from e
   if not frames:
     raise DataFormatError(f'{transforms_path} lists no frames.')
-  images, poses = [], []
+  poses, files = [], []
   for index, frame in enumerate(frames):
     matrix, file_path = _frame_matrix(frame, transforms_path, index)
-    rgba = _read_rgba(_resolve_image(object_dir, file_path))
+    poses.append(matrix)
+    files.append(_resolve_image(object_dir, file_path))
+  return camera_angle_x, np.stack(poses), files
+
+
+def load_object(object_dir, resolution=None):
+  """Loads one object: all views composited on white, poses and focal.
+
+  Args:
+    object_dir: folder with transforms.json and the PNGs.
+    resolution: None keeps the stored size; an int (square) or (H, W)
+      resamples the images and rescales the focal length accordingly.
+
+  Returns:
+    dict(images=(V, H, W, 3) float32 in [0, 1], c2w=(V, 4, 4) float32,
+    focal=float pixels at the returned resolution).
+  """
+  camera_angle_x, poses, files = read_transforms(object_dir)
+  images = []
+  for index, path in enumerate(files):
+    rgba = _read_rgba(path)
     if images and rgba.shape[:2] != images[0].shape[:2]:
       raise DataFormatError(
           f'{object_dir}: frame {index} is {rgba.shape[:2]} but frame 0 is '
           f'{images[0].shape[:2]}; all views of an object must match.')
     images.append(composite_on_white(rgba))
-    poses.append(matrix)
   images = np.stack(images).astype(np.float32)
   height, width = images.shape[1:3]
   focal = 0.5 * width / np.tan(0.5 * camera_angle_x)
@@ -261,26 +270,72 @@ def _check_same_shapes(objects, paths):
           'give every object the same number of views.')
 
 
-def object_dataset(category_dir, split, resolution=None, splits_file=None):
-  """tf.data.Dataset of objects, read lazily in sorted-id order.
+def index_split(category_dir, split, resolution=None, max_objects=None,
+                splits_file=None):
+  """Poses, focal lengths and image paths of a split, without decoding any image.
 
-  Elements: dict(images (V, H, W, 3) float32, c2w (V, 4, 4) float32,
-  focal () float32, object_id () string). The first object fixes V, H, W.
+  For splits too large for memory (the released chairs: ~10 MB per object at
+  128 px): `streamed_dataset` decodes the images of one object when it is drawn.
+
+  Args as load_split; resolution None keeps the first object's stored size.
+
+  Returns:
+    dict(paths=(N, V) str array of PNG paths, c2w=(N, V, 4, 4) float32,
+    focal=(N,) float32 in pixels at the returned size, size=(H, W) the images will
+    be resampled to, object_id=list of N ids).
   """
-  paths = list_objects(category_dir, split, splits_file)
-  first = load_object(paths[0], resolution)
+  object_dirs = list_objects(category_dir, split, splits_file)[:max_objects]
+  paths, poses, focal, size = [], [], [], None
+  for object_dir in object_dirs:
+    camera_angle_x, matrices, files = read_transforms(object_dir)
+    if paths and len(files) != len(paths[0]):
+      raise DataFormatError(
+          f'{object_dir} has {len(files)} frames but {object_dirs[0]} has '
+          f'{len(paths[0])}; every object of a split needs the same number of views.')
+    try:  # Header only: the stored size sets the focal length in pixels.
+      with Image.open(files[0]) as image:
+        w, h = image.size
+    except (OSError, SyntaxError, ValueError) as e:
+      raise DataFormatError(f'cannot read image {files[0]} ({e}); the file is '
+                            'corrupt: re-download or regenerate the object.') from e
+    size = size or _target_size(resolution, h, w)
+    paths.append(files)
+    poses.append(matrices)
+    focal.append(0.5 * size[1] / np.tan(0.5 * camera_angle_x))
+  return {'paths': np.asarray(paths), 'c2w': np.stack(poses).astype(np.float32),
+          'focal': np.asarray(focal, np.float32), 'size': size,
+          'object_id': [os.path.basename(p) for p in object_dirs]}
 
-  def generate():
-    for path in paths:
-      obj = first if path == paths[0] else load_object(path, resolution)
-      _check_same_shapes([first, obj], [paths[0], path])
-      yield dict(obj, focal=np.float32(obj['focal']),
-                 object_id=os.path.basename(path))
 
-  signature = {
-      'images': tf.TensorSpec(first['images'].shape, tf.float32),
-      'c2w': tf.TensorSpec(first['c2w'].shape, tf.float32),
-      'focal': tf.TensorSpec([], tf.float32),
-      'object_id': tf.TensorSpec([], tf.string),
-  }
-  return tf.data.Dataset.from_generator(generate, output_signature=signature)
+def decode_views(paths, size):
+  """PNG files -> (V, H, W, 3) float32 composited on white, resampled as load_object."""
+
+  def decode(path):
+    rgba = tf.io.decode_png(tf.io.read_file(path), channels=4)
+    rgb = composite_on_white(tf.cast(rgba, tf.float32) / 255.0)
+    return tf.image.resize(rgb, size, method='area')
+
+  return tf.map_fn(decode, paths,
+                   fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
+
+
+def streamed_dataset(index, seed):
+  """Endless shuffled objects of an `index_split` index, images read from disk.
+
+  Only object indices pass through the shuffle buffer and the images are decoded by
+  TF ops, so the iterator checkpoints (and resumes exactly) like the in-memory one.
+  A PNG that fails to decode stops the stream with TensorFlow's decode error.
+
+  Elements: dict(images (V, H, W, 3) at index['size'], c2w (V, 4, 4), focal ()).
+  """
+  paths = tf.constant(index['paths'])
+  c2w = tf.constant(index['c2w'])
+  focal = tf.constant(index['focal'])
+
+  def load(i):
+    return {'images': decode_views(tf.gather(paths, i), index['size']),
+            'c2w': tf.gather(c2w, i), 'focal': tf.gather(focal, i)}
+
+  n = len(index['paths'])
+  return (tf.data.Dataset.range(n).repeat().shuffle(n, seed=seed)
+          .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))

@@ -68,6 +68,10 @@ class ShapeNetViews(base.Task):
       all of them. The reference demo renders 5.
     render_chunk_points: points evaluated at once when rendering full images (one
       signal's chunk of rays at a time), so memory stays bounded.
+    in_memory: hold the training objects' images in RAM (True) or decode each drawn
+      object's PNGs from disk (False; the released chairs need ~10 MB per object at
+      128 px). None = in RAM for procedural data, from disk otherwise. Test objects
+      are always held in RAM.
     field: a callable building the field (gin: @NerfMLP).
     seed: procedural data seed.
   """
@@ -77,7 +81,7 @@ class ShapeNetViews(base.Task):
                num_train_views=25, train_view_choice="first", settings=(1, 25),
                rays_per_step=128, test_rays_per_step=64, num_samples=128,
                near=shapenet_data.NEAR, far=shapenet_data.FAR, num_eval_views=None,
-               render_chunk_points=2 ** 17, field=mlp.NerfMLP, seed=0):
+               render_chunk_points=2 ** 17, in_memory=None, field=mlp.NerfMLP, seed=0):
     if train_view_choice not in VIEW_CHOICES:
       raise ValueError(f"ShapeNetViews.train_view_choice must be one of "
                        f"{VIEW_CHOICES}, got {train_view_choice!r}.")
@@ -113,6 +117,7 @@ class ShapeNetViews(base.Task):
                        f"views), got {num_eval_views}.")
     self.num_eval_views = num_eval_views
     self.render_chunk_points = int(render_chunk_points)
+    self.in_memory = self.procedural if in_memory is None else bool(in_memory)
     self.field = field()
     if self.field.in_dim != 3 or self.field.out_dim != 4:
       raise ValueError(
@@ -141,12 +146,18 @@ class ShapeNetViews(base.Task):
       return
     category_dir = self.category_dir()
     res = self.resolution
-    self._train = _arrays(shapenet_data.load_split(category_dir, "train", res,
-                                                   self.num_train))
+    if self.in_memory:
+      self._train = _arrays(shapenet_data.load_split(category_dir, "train", res,
+                                                     self.num_train))
+      train_views = self._train["images"].shape[1]
+    else:  # Poses and focal lengths in RAM, images decoded when drawn.
+      self._train = shapenet_data.index_split(category_dir, "train", res,
+                                              self.num_train)
+      train_views = self._train["paths"].shape[1]
     self._test = _arrays(shapenet_data.load_split(category_dir, "test", res,
                                                   self.num_test))
-    for name, split in (("train", self._train), ("test", self._test)):
-      views = split["images"].shape[1]
+    for name, views in (("train", train_views),
+                        ("test", self._test["images"].shape[1])):
       if views <= NUM_INPUT_VIEWS:
         raise ValueError(
             f"{category_dir} {name} objects have {views} views; ShapeNet needs more "
@@ -154,7 +165,9 @@ class ShapeNetViews(base.Task):
 
   def train_dataset(self, seed):
     self._load()
-    return base.shuffled_dataset(self._train, seed)
+    if self.in_memory:
+      return base.shuffled_dataset(self._train, seed)
+    return shapenet_data.streamed_dataset(self._train, seed)
 
   def test_signals(self):
     self._load()
