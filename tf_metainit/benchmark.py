@@ -189,6 +189,10 @@ def workload_specs(quick=False):
   specs["pipeline_shapenet"] = dict(group="pipeline", kind="pipeline",
                                     dataset="shapenet", resolution=16 if q else 128,
                                     num=2 if q else 4, batch=1)
+  specs["pipeline_shapenet_disk"] = dict(group="pipeline", kind="pipeline",
+                                         dataset="shapenet_disk",
+                                         resolution=16 if q else 128,
+                                         num=2 if q else 4, batch=1)
   return specs
 
 
@@ -204,6 +208,7 @@ PIPELINE_CONSUMERS = {
     "imagenette": ("maml_so_r{r}_graph", "res_reptile_r{r}", "res_maml_fo_r{r}"),
     "ct": ("ct_reptile_r{r}_graph",),
     "shapenet": ("nerf_reptile_graph",),
+    "shapenet_disk": ("nerf_reptile_graph",),
 }
 
 
@@ -337,9 +342,9 @@ def _ct_task(resolution, num_train=2, projections=20):
 
 
 def _shapenet_task(data_dir, data_resolution, num_train=1, rays=128, test_rays=64,
-                   samples=128):
+                   samples=128, in_memory=True):
   return shapenet.ShapeNetViews(
-      category="chairs", data_dir=data_dir, procedural=True,
+      category="chairs", data_dir=data_dir, procedural=True, in_memory=in_memory,
       resolution=data_resolution, num_train=num_train, num_test=1, num_views=50,
       rays_per_step=rays, test_rays_per_step=test_rays, num_samples=samples,
       num_eval_views=1, field=mlp.NerfMLP,
@@ -568,14 +573,27 @@ def build_pipeline(dataset, resolution, num, batch, repeats):
     ds = _image_task(resolution, num).train_dataset(0)
   elif dataset == "ct":
     ds = _ct_task(resolution, num_train=num).train_dataset(0)
-  elif dataset == "shapenet":
+  elif dataset.startswith("shapenet"):
     data_dir = tempfile.mkdtemp(prefix="tf_metainit_bench_")
-    ds = _shapenet_task(data_dir, resolution, num_train=num).train_dataset(0)
+    in_memory = dataset == "shapenet"
+    ds = _shapenet_task(data_dir, resolution, num_train=num,
+                        in_memory=in_memory).train_dataset(0)
+    if not in_memory:
+      note = "50 PNGs per object decoded when drawn (ShapeNetViews.in_memory = False)"
   else:
     ds, note = _tfds_or_proxy(dataset, resolution)
   prep = time.perf_counter() - t0
-  if data_dir:
-    shutil.rmtree(data_dir, ignore_errors=True)
+  try:
+    rate = _signals_per_second(ds, batch, repeats)
+  finally:
+    if data_dir:
+      shutil.rmtree(data_dir, ignore_errors=True)
+  return {"dataset": dataset, "resolution": resolution, "batch": batch,
+          "num_prepared": num, "prepare_seconds": prep,
+          "signals_per_second": rate, "note": note}
+
+
+def _signals_per_second(ds, batch, repeats):
   iterator = iter(ds.batch(batch, drop_remainder=True).prefetch(2))
   for _ in range(5):
     tf.nest.map_structure(lambda t: t.numpy(), next(iterator))
@@ -586,9 +604,7 @@ def build_pipeline(dataset, resolution, num, batch, repeats):
       tf.nest.map_structure(lambda t: t.numpy(), next(iterator))
       n += 1
     rates.append(n * batch / (time.perf_counter() - t0))
-  return {"dataset": dataset, "resolution": resolution, "batch": batch,
-          "num_prepared": num, "prepare_seconds": prep,
-          "signals_per_second": statistics.median(rates), "note": note}
+  return statistics.median(rates)
 
 
 def _tfds_or_proxy(name, resolution):
