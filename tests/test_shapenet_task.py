@@ -11,6 +11,7 @@ import os
 
 import gin
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 
@@ -277,4 +278,10 @@ def test_meta_train_then_evaluate_with_an_sv_run(data_dir, tmp_path, clean_gin):
   # Same weights, same optimizer: the SV slot reproduces Meta's start exactly.
   assert inits["meta:SV"]["settings"]["1"]["metric"][0][0] == (
       inits["meta"]["settings"]["1"]["metric"][0][0])
-  assert os.path.exists(os.path.join(root, "eval", "grid_1.png"))
+  # Grid columns: input view, held-out target, five inits; 8 px tiles drawn at 12x.
+  grid = np.asarray(Image.open(os.path.join(root, "eval", "grid_1.png")))
+  assert grid.shape[1] == 7 * (RES * 12 + 2) + 2
+  first_tile = grid[16:16 + RES * 12:12, 2:2 + RES * 12:12]
+  frame0 = shapenet.ShapeNetViews(category="chairs", data_dir=data_dir, resolution=RES,
+                                  num_train=2, num_test=2).test_signals()["images"][0, 0]
+  np.testing.assert_allclose(first_tile / 255.0, frame0, atol=1 / 255.0)

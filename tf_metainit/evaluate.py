@@ -213,7 +213,11 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
   grid_rows = {}
   for setting in settings:
-    grid_cols = [task.targets_for_display(tasks_base.take(signals, slice(0, grid_signals)))]
+    shown = tasks_base.take(signals, slice(0, grid_signals))
+    grid_cols = [("target", task.targets_for_display(shown))]
+    inputs = task.inputs_for_display(shown, setting)
+    if inputs is not None:
+      grid_cols.insert(0, ("input", inputs))
     for name, init in params.items():
       opt_name, lr = _lookup(optimizer_settings, name, setting)
       steps = int(_lookup(num_steps, name, setting))
@@ -237,14 +241,14 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
       with writer.as_default():
         for j, s in enumerate(at):
           tf.summary.scalar(f"eval/{setting}/{name}/psnr", float(trace[j].mean()), step=s)
-      shown = tasks_base.take(signals, slice(0, grid_signals))
       if report_step is None:  # the grid shows the final fit: reuse it
         shown_params = [p[:grid_signals] for p in finals[0]]
       else:
         k = min(report_step, steps)
         _, shown_finals = tto.run(init, shown, optimizer, k, setting, max(k, 1), chunk)
         shown_params = shown_finals[0]
-      grid_cols.append(np.clip(task.render(shown_params, shown).numpy(), 0, 1))
+      grid_cols.append((entry["label"],
+                        np.clip(task.render(shown_params, shown).numpy(), 0, 1)))
     grid_rows[setting] = grid_cols
   writer.flush()
   _summarise(results, params)
@@ -327,8 +331,8 @@ def results_table(results):
 
 def _figures(results, grid_rows, params, output_dir):
   for setting, cols in grid_rows.items():
-    labels = ["target"] + [results["inits"][n]["label"] for n in params]
-    rows = [[col[i] for col in cols] for i in range(len(cols[0]))]
+    labels = [label for label, _ in cols]
+    rows = [[images[i] for _, images in cols] for i in range(len(cols[0][1]))]
     scale = max(1, 96 // max(rows[0][0].shape[0], 1))
     figures.save_atomic(figures.image_grid(rows, labels, scale=scale),
                         os.path.join(output_dir, f"grid_{setting}.png"))

@@ -83,6 +83,13 @@ class Task:
   def targets_for_display(self, signals):
     raise NotImplementedError
 
+  def inputs_for_display(self, signals, setting):
+    """(B, H, W, C) images of what a setting observes, for the evaluation grid; None
+    when the observation is not an image of the target's size (full images, CT
+    sinograms)."""
+    del signals, setting
+    return None
+
   def output_as_signal(self, params):
     """A batch-of-1 signal equal to what unbatched `params` output (for Matched)."""
     raise NotImplementedError

@@ -239,6 +239,11 @@ class ShapeNetViews(base.Task):
   def targets_for_display(self, signals):
     return np.asarray(signals["images"])[:, NUM_INPUT_VIEWS]
 
+  def inputs_for_display(self, signals, setting):
+    """Frame 0, the one view every setting observes."""
+    del setting
+    return np.asarray(signals["images"])[:, 0]
+
   def output_as_signal(self, params):
     """The Meta init rendered from every camera of the first training object."""
     self._load()
