@@ -89,6 +89,17 @@ def _fake(name, group, gflops, **extra):
               peak_rss_mb=600.0, workload_mb=extra.pop("mb", 100.0), **extra)
 
 
+def test_peak_is_the_fastest_matmul_of_either_library():
+  results = {"matmul_peak": _fake("matmul_peak", "peak", 64.0, kind="matmul",
+                                  config={"numpy_gflops": 133.0}),
+             "matmul_peak_end": _fake("matmul_peak_end", "peak", 71.0, kind="matmul",
+                                      config={"numpy_gflops": 153.0}),
+             "matmul_siren_b3": _fake("matmul_siren_b3", "peak", 90.0,
+                                      kind="matmul_shapes")}
+  assert benchmark.peak_gflops(results) == 153.0
+  assert benchmark.peak_gflops({}) is None
+
+
 def test_markdown_goals_and_memory_tables():
   results = {"matmul_peak": _fake("matmul_peak", "peak", 500.0, kind="matmul",
                                   config={"numpy_gflops": 480.0}),
