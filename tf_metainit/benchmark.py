@@ -305,6 +305,7 @@ def machine_facts():
       "python": platform.python_version(),
       "platform": platform.platform(),
       "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+      "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
       "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
   }
 
@@ -955,7 +956,8 @@ def explain(results, quick=False):
           "small fraction of the matmul rate, plus per-op scheduling in graph mode.")
     load = max(r.get("loadavg_before", 0), r.get("loadavg_after", 0))
     cores = os.cpu_count() or 1
-    if load > cores:
+    # A workload's own threads load every core; only more than that means sharing.
+    if load > 1.5 * cores:
       parts.append(f"The load average was {load:.1f} on {cores} cores while it ran: "
                    "other processes took CPU time and the figure is pessimistic.")
     notes += [" ".join(parts), ""]
@@ -1000,6 +1002,7 @@ def markdown(results, machine, command, quick=False, notes=None):
       f"| memory | {machine.get('memory_gb')} GB |",
       f"| GPUs | {', '.join(machine.get('gpus') or []) or 'none'} |",
       f"| TensorFlow | {machine.get('tensorflow')} (Python {machine.get('python')}) |",
+      f"| TF_ENABLE_ONEDNN_OPTS | {machine.get('onednn', 'unset')} |",
       f"| platform | {machine.get('platform')} |",
       f"| date | {machine.get('date')} |",
       f"| run time | {machine.get('run_minutes', 0):.0f} min |", ""]
