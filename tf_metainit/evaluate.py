@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metainit import checkpoints
+from tf_metainit import files
 from tf_metainit import figures
 from tf_metainit.fields import base as fields_base
 from tf_metainit.meta import inits as inits_lib
@@ -151,13 +152,6 @@ def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate,
   return out
 
 
-def _write_text(path, text):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 @gin.configurable(denylist=["root_dir"])
 def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
                                                   "shuffled", "meta"),
@@ -252,8 +246,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     grid_rows[setting] = grid_cols
   writer.flush()
   _summarise(results, params)
-  _write_text(os.path.join(output_dir, "results.json"), json.dumps(results, indent=1))
-  _write_text(os.path.join(output_dir, "results.md"), results_table(results))
+  files.write_text(os.path.join(output_dir, "results.json"), json.dumps(results, indent=1))
+  files.write_text(os.path.join(output_dir, "results.md"), results_table(results))
   _figures(results, grid_rows, params, output_dir)
   print(results_table(results))
   return results

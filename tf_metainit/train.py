@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from tf_metainit import checkpoints
+from tf_metainit import files
 from tf_metainit.fields import base as fields_base
 from tf_metainit.meta import inner
 from tf_metainit.meta import maml
@@ -40,14 +41,6 @@ def function(fn, jit_compile=False):
 def outer_optimizer(learning_rate):
   # The reference's optax.adam defaults: b1 0.9, b2 0.999, eps 1e-8 (Keras' is 1e-7).
   return keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
-
-
-def write_config(root_dir, name, text):
-  path = os.path.join(root_dir, name)
-  tmp = path + ".tmp"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    f.write(text)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 @gin.configurable(denylist=["root_dir"])
@@ -83,7 +76,7 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
     raise ValueError("meta_train.task is not set: bind it in gin, e.g. "
                      "meta_train.task = @ImageRegression().")
   tf.io.gfile.makedirs(root_dir)
-  write_config(root_dir, "config.gin", gin.config_str())
+  files.write_text(os.path.join(root_dir, "config.gin"), gin.config_str())
   field = task.field
   inner_opt = optimizers.make(inner_optimizer, inner_learning_rate)
   optimizer = outer_optimizer(outer_learning_rate)
@@ -140,7 +133,8 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
             "were not saved.")
       done = step + 1
       if done == start + 1:
-        write_config(root_dir, "operative_config.gin", gin.operative_config_str())
+        files.write_text(os.path.join(root_dir, "operative_config.gin"),
+                         gin.operative_config_str())
       if done % summary_every == 0 or done == num_iterations:
         tf.summary.scalar("outer/loss_before_inner", before, step=done)
         tf.summary.scalar("outer/loss_after_inner", after, step=done)

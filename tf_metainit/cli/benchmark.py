@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 
 from tf_metainit import benchmark
+from tf_metainit import files
 
 flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown report to write.")
 flags.DEFINE_string("workloads", "all", "Comma list of groups (" +
@@ -61,14 +62,6 @@ def _child(name):
   return result
 
 
-def _write(path, text):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def _command():
   args = [a for a in sys.argv[1:] if not a.startswith(("--from_json", "--results_json"))]
   return " ".join(["tf-metainit-benchmark"] + [shlex.quote(a) for a in args])
@@ -85,7 +78,7 @@ def main(argv):
   if FLAGS.from_json:
     with open(FLAGS.from_json) as f:
       data = json.load(f)
-    _write(FLAGS.output, _report(data))
+    files.write_text(FLAGS.output, _report(data))
     print(f"Wrote {FLAGS.output}")
     return
   specs = benchmark.workload_specs(FLAGS.quick)
@@ -129,8 +122,8 @@ def main(argv):
     data["results"][name] = result
     data["machine"]["run_minutes"] = (time.time() - t0) / 60
     # Rewritten after every workload so an interrupted run keeps what it measured.
-    _write(json_path, json.dumps(data, indent=1))
-    _write(FLAGS.output, _report(data))
+    files.write_text(json_path, json.dumps(data, indent=1))
+    files.write_text(FLAGS.output, _report(data))
   print(f"Wrote {FLAGS.output} and {json_path} in {(time.time() - t0) / 60:.1f} min")
 
 
