@@ -16,7 +16,12 @@ setuptools.setup(
                 "MLPs and NeRF in TensorFlow 2 / Keras 3.",
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["tf_metainit", "tf_metainit.*"]),
+    packages=(setuptools.find_packages(include=["tf_metainit", "tf_metainit.*"])
+              + ["tf_metainit.gin_configs"]),
+    # The configs stay in the repo's top-level gin/ and ship inside the package as
+    # tf_metainit/gin_configs (a data-only package; cli/common.py finds either).
+    package_dir={"tf_metainit.gin_configs": "gin"},
+    package_data={"tf_metainit.gin_configs": ["**/*.gin"]},
     python_requires=">=3.11",
     install_requires=[
         "tensorflow>=2.21,<2.22",
