@@ -151,7 +151,7 @@ def run(tmp_path_factory):
   common.parse_run_config(root, [], [])
   task = image.ImageRegression()
   manifest = export.export(root, out, task=task)
-  meta = evaluate.load_meta_params(task, root)
+  meta, _, _ = evaluate.load_meta_init(task, root)
   gin.clear_config()
 
   rng = np.random.default_rng(0)
@@ -381,3 +381,64 @@ def test_killed_export_leaves_the_previous_one_intact(run):
   assert not list(pathlib.Path(previous).parent.glob("previous.*-*"))
   assert json.loads((pathlib.Path(previous) / "manifest.json").read_text())[
       "signatures"].keys() == {"render"}
+
+
+CT_SMALL = (
+    "CTReconstruction.resolution = 8",
+    "CTReconstruction.num_train = 2",
+    "CTReconstruction.num_test = 1",
+    "CTReconstruction.num_projections = 3",
+    "CTReconstruction.settings = (1, 2)",
+    "FourierMLP.num_features = 8",
+    "FourierMLP.width = 8",
+    "FourierMLP.depth = 2",
+    "meta_train.num_iterations = 1",
+    "meta_train.inner_steps = 2",
+    "meta_train.num_val_signals = 1",
+)
+ADAM = "evaluate.optimizer_settings = {'meta': ('adam', 1e-3)}"
+
+
+def _tiny_run(root, gin_file, bindings):
+  gin.clear_config()
+  common.parse_gin([gin_file], list(bindings))
+  train.meta_train(root)
+  gin.clear_config()
+
+
+def _export_like_the_binary(root, export_dir, bindings=()):
+  """What bin/export.py does: the run's config.gin, the user's bindings, export."""
+  gin.clear_config()
+  common.parse_run_config(root, [], list(bindings), task_for=("export",))
+  try:
+    return export.export(root, export_dir)
+  finally:
+    gin.clear_config()
+
+
+def test_ct_export_records_the_runs_inner_optimizer(tmp_path):
+  # ct/cpu.gin trains with SGD at lr 10, not evaluate's Meta default of SGD 1e-2.
+  root, out = str(tmp_path / "run"), str(tmp_path / "export")
+  _tiny_run(root, "ct/cpu.gin", CT_SMALL)
+  manifest = _export_like_the_binary(root, out)
+  assert manifest["training"]["inner_learning_rate"] == 10.0
+  assert manifest["test_time"] == {"optimizer": "sgd", "learning_rate": 10.0,
+                                   "num_steps": 2}
+  # An evaluation config's Meta optimizer still wins.
+  manifest = _export_like_the_binary(root, out, [ADAM])
+  assert manifest["test_time"] == {"optimizer": "adam", "learning_rate": 1e-3,
+                                   "num_steps": 2}
+
+
+def test_adapt_signature_bakes_the_runs_inner_optimizer(tmp_path):
+  # CT exports `render` only, so the baked-in optimizer is checked on an image run.
+  root, out = str(tmp_path / "run"), str(tmp_path / "export")
+  _tiny_run(root, "image/text_cpu.gin",
+            SMALL + ("meta_train.inner_learning_rate = 0.5",))
+  manifest = _export_like_the_binary(root, out)
+  assert manifest["test_time"]["learning_rate"] == 0.5
+  assert manifest["signatures"]["adapt"]["optimizer"] == {"name": "sgd",
+                                                          "learning_rate": 0.5}
+  manifest = _export_like_the_binary(root, out, [ADAM])
+  baked = manifest["signatures"]["adapt"]["optimizer"]
+  assert (baked["name"], baked["learning_rate"]) == ("adam", 1e-3)

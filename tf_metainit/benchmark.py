@@ -369,10 +369,10 @@ def _outer_step(task, algorithm, inner_steps, inner_lr, outer_lr, signals, jit):
   def train_step(signals, step):
     seed = tasks_base.stateless_seed(0, step)
     if algorithm == "reptile":
-      before, after = reptile.step(field, task, optimizer, signals, seed, inner_steps,
+      before, after, _ = reptile.step(field, task, optimizer, signals, seed, inner_steps,
                                    inner_opt)
     else:
-      before, after = maml.step(field, task, optimizer, signals, seed, inner_steps,
+      before, after, _ = maml.step(field, task, optimizer, signals, seed, inner_steps,
                                 inner_opt, first_order=(algorithm == "maml_fo"))
     return tf.reduce_mean(before), tf.reduce_mean(after)
 

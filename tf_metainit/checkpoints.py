@@ -5,10 +5,16 @@ file last (atomically), so an interrupted save is never the "latest" one: the st
 file is the sentinel that marks a checkpoint complete.
 """
 
+import json
+import math
 import os
 
 from absl import logging
 import tensorflow as tf
+
+from tf_metainit import files
+
+CHECKPOINTS = ("best", "latest")
 
 
 class CheckpointError(RuntimeError):
@@ -22,6 +28,15 @@ def field_trackable(field):
   tf.train.Checkpoint, so they are tracked explicitly.
   """
   return tf.train.Checkpoint(**{v.name: v for v in field.variables})
+
+
+def meta_state(field, inner_optimizer=None):
+  """What a meta-learned init is: the field's weights, plus learned inner rates."""
+  state = {"field": field_trackable(field)}
+  rates = list(getattr(inner_optimizer, "rates", ()))
+  if rates:
+    state["inner_lr"] = tf.train.Checkpoint(**{f"rate_{i}": r for i, r in enumerate(rates)})
+  return state
 
 
 class Checkpointer:
@@ -63,6 +78,68 @@ def restore(checkpoint, path, partial):
     ) from e
   logging.info("Restored %s", path)
   return path
+
+
+class BestCheckpoint:
+  """The init with the best held-out metric so far, in <run_dir>/best.
+
+  `best.json` (step, value) is written after the checkpoint it describes, so a resumed
+  run knows the value to beat.
+  """
+
+  def __init__(self, run_dir, state):
+    self.directory = os.path.join(run_dir, "best")
+    self._manager = tf.train.CheckpointManager(tf.train.Checkpoint(**state),
+                                               self.directory, max_to_keep=1)
+    self.step, self.value = None, -math.inf
+    record = os.path.join(self.directory, "best.json")
+    if os.path.exists(record):
+      with open(record) as f:
+        saved = json.load(f)
+      self.step, self.value = saved["step"], saved["value"]
+
+  def update(self, step, value):
+    """Saves the init if `value` beats the best; returns whether it did."""
+    if not value > self.value:
+      return False
+    path = self._manager.save(checkpoint_number=step)
+    self.step, self.value = step, float(value)
+    files.write_text(os.path.join(self.directory, "best.json"), json.dumps(
+        {"step": step, "value": self.value, "checkpoint": os.path.basename(path)}))
+    logging.info("New best held-out value %.3f at step %d: %s", value, step, path)
+    return True
+
+  def describe(self):
+    if self.step is None:
+      return "No best init has been saved yet."
+    return (f"The best init (held-out value {self.value:.2f} at step {self.step}) is "
+            f"kept in {self.directory}.")
+
+
+def meta_checkpoint(root_dir, which="best"):
+  """The checkpoint holding a run's meta-learned init: 'best' (held-out validation,
+  falling back to the latest for runs without one) or 'latest'."""
+  if which not in CHECKPOINTS:
+    raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}.")
+  if which == "best":
+    path = tf.train.latest_checkpoint(os.path.join(root_dir, "train", "best"))
+    if path is not None:
+      logging.info("Using the best checkpoint by held-out validation: %s "
+                   "(--checkpoint=latest for the last one).", path)
+      return path
+    logging.warning("%s has no best checkpoint (trained without validation or before "
+                    "it existed); using the latest.", root_dir)
+  return latest_checkpoint(root_dir)
+
+
+def learned_rates(path):
+  """The meta-learned inner rates saved in checkpoint `path` (list of arrays), or None."""
+  reader = tf.train.load_checkpoint(path)
+  keys = {k.split("/")[1]: k for k in reader.get_variable_to_shape_map()
+          if k.startswith("inner_lr/rate_")}
+  if not keys:
+    return None
+  return [reader.get_tensor(keys[f"rate_{i}"]) for i in range(len(keys))]
 
 
 def latest_checkpoint(root_dir):

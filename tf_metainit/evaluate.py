@@ -25,6 +25,7 @@ from tf_metainit import figures
 from tf_metainit.fields import base as fields_base
 from tf_metainit.meta import inits as inits_lib
 from tf_metainit.meta import inner
+from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import base as tasks_base
 
@@ -114,28 +115,38 @@ class TestTimeOptimizer:
     return np.concatenate(traces, axis=1), finals
 
 
-def load_meta_params(task, run_dir):
-  """The field weights of the latest checkpoint of a meta-training run."""
-  path = checkpoints.latest_checkpoint(run_dir)
+def load_meta_init(task, run_dir, checkpoint="best"):
+  """(field weights, learned inner optimizer or None, checkpoint path) of a run.
+
+  checkpoint: 'best' (by held-out validation during training) or 'latest'.
+  """
+  path = checkpoints.meta_checkpoint(run_dir, checkpoint)
   saved = task.field.params()
   checkpoints.restore(tf.train.Checkpoint(field=checkpoints.field_trackable(task.field)),
                       path, partial=True)
   meta = task.field.params()
   task.field.set_params(saved)
-  return meta
+  rates = checkpoints.learned_rates(path)
+  learned = (None if rates is None else
+             learned_lr.from_arrays(rates, [p.shape for p in meta]))
+  return meta, learned, path
 
 
-def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate, seed):
-  """name -> unbatched params, in table order; baselines derive from the first Meta."""
+def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate, seed,
+                checkpoint="best"):
+  """Returns ({name: unbatched params} in table order, {name: learned inner optimizer}
+  for meta inits trained with learned rates); baselines derive from the first Meta."""
   standard = task.field.params()
-  meta = load_meta_params(task, root_dir)
-  out = {}
+  meta, meta_learned, _ = load_meta_init(task, root_dir, checkpoint)
+  out, learned = {}, {}
   for name in names:
     t0 = time.time()
     if name == "standard":
       out[name] = standard
     elif name == "meta":
       out[name] = meta
+      if meta_learned is not None:
+        learned[name] = meta_learned
     elif name == "shuffled":
       out[name] = inits_lib.shuffled(meta, seed)
     elif name == "mean":
@@ -148,17 +159,20 @@ def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate,
       raise ValueError(f"Unknown init {name!r}: use {BASELINES + ('meta',)} or a key of "
                        "evaluate.extra_runs.")
   for label, run_dir in (extra_runs or {}).items():
-    out[f"meta:{label}"] = load_meta_params(task, run_dir)
-  return out
+    name = f"meta:{label}"
+    out[name], extra_learned, _ = load_meta_init(task, run_dir, checkpoint)
+    if extra_learned is not None:
+      learned[name] = extra_learned
+  return out, learned
 
 
-@gin.configurable(denylist=["root_dir"])
+@gin.configurable(denylist=["root_dir", "checkpoint"])
 def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
                                                   "shuffled", "meta"),
              extra_runs=None, optimizer_settings=None, num_steps=100, report_step=2,
              reference="meta", settings=None, num_test=None, chunk=16, trace_every=1,
              fit_steps=1000, fit_learning_rate=1e-4, grid_signals=4, labels=None,
-             seed=0, output_dir=None, export_fitted=()):
+             seed=0, output_dir=None, export_fitted=(), checkpoint="best"):
   """Runs the comparison and writes the results; returns the results dict.
 
   Args:
@@ -168,7 +182,9 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     extra_runs: {label: root_dir} of more meta-trained inits (e.g. {'Reptile': dir});
       they appear as 'meta:<label>' and use the 'meta' optimizer settings unless
       optimizer_settings has their own key.
-    optimizer_settings: {init: (optimizer, learning_rate)}; defaults: seed Table 1.
+    optimizer_settings: {init: (optimizer, learning_rate)}; defaults: seed Table 1,
+      except that a Meta init trained with learned inner rates uses them (row label
+      'Meta-SGD' or 'Meta (LSLR)') unless this names it.
     num_steps: test-time steps; an int, or {init: int or {setting: int}}.
     report_step: the table's step (2 in Table 1); None reports each init's final PSNR.
     reference: the init whose report_step metric the others must match.
@@ -184,23 +200,30 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     export_fitted: inits (e.g. ('meta',)) whose fitted fields are exported, one per
       test signal and setting, to <output_dir>/fitted/<init>/<setting>/signal_<k>/ as
       a SavedModel + weights.npz + manifest.json (see export.py).
+    checkpoint: which checkpoint of each run is its Meta init: 'best' (held-out
+      validation during training) or 'latest'.
   """
   if task is gin.REQUIRED or task is None:
     raise ValueError("evaluate.task is not set: bind it in gin (e.g. evaluate.task = "
                      "%TASK), or run on a root_dir written by meta_train.")
   output_dir = output_dir or os.path.join(root_dir, "eval")
   os.makedirs(output_dir, exist_ok=True)
-  optimizer_settings = dict(DEFAULT_OPTIMIZERS, **(optimizer_settings or {}))
+  user_settings = dict(optimizer_settings or {})
+  optimizer_settings = dict(DEFAULT_OPTIMIZERS, **user_settings)
   if not isinstance(num_steps, dict):
     num_steps = {name: num_steps for name in set(optimizer_settings) | set(inits)}
+  labels_given = set(labels or {})
   labels = dict({"standard": "Standard", "mean": "Mean", "matched": "Matched",
                  "shuffled": "Shuffled", "meta": "Meta"}, **(labels or {}))
   settings = list(settings or task.settings)
   signals = task.test_signals()
   if num_test:
     signals = tasks_base.take(signals, slice(0, num_test))
-  params = build_inits(task, root_dir, inits, extra_runs, fit_steps, fit_learning_rate,
-                       seed)
+  params, learned = build_inits(task, root_dir, inits, extra_runs, fit_steps,
+                                fit_learning_rate, seed, checkpoint)
+  learned = {k: v for k, v in learned.items() if k not in user_settings}
+  if "meta" in learned and "meta" not in labels_given:
+    labels["meta"] = learned_lr.LABELS[learned["meta"].mode]
   tto = TestTimeOptimizer(task, seed=seed)
   results = {"settings": [str(s) for s in settings], "report_step": report_step,
              "reference": reference, "inits": {}}
@@ -213,9 +236,13 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     if inputs is not None:
       grid_cols.insert(0, ("input", inputs))
     for name, init in params.items():
-      opt_name, lr = _lookup(optimizer_settings, name, setting)
       steps = int(_lookup(num_steps, name, setting))
-      optimizer = optimizers.make(opt_name, lr)
+      if name in learned:
+        optimizer = learned[name]
+        opt_name, lr = f"learned SGD ({optimizer.mode}), mean", optimizer.mean_rate()
+      else:
+        opt_name, lr = _lookup(optimizer_settings, name, setting)
+        optimizer = optimizers.make(opt_name, lr)
       t0 = time.time()
       trace, finals = tto.run(init, signals, optimizer, steps, setting, trace_every,
                               chunk)

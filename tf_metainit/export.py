@@ -46,7 +46,6 @@ import numpy as np
 import tensorflow as tf
 
 import tf_metainit
-from tf_metainit import checkpoints
 from tf_metainit import evaluate
 from tf_metainit import train
 from tf_metainit.meta import optimizers
@@ -255,6 +254,8 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
     config_text: the gin config of the run, stored verbatim in the manifest.
   """
   module = _ExportModule(field, params)
+  # Meta-learned inner rates (meta/learned_lr.py) are variables `adapt` reads.
+  module.inner_rates = list(getattr(optimizer, "rates", ()))
   signatures = {"render": module.render}
   hook = getattr(task, "export_signatures", None)
   if hook is not None and optimizer is not None:
@@ -263,6 +264,8 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
       setattr(module, name, fn)
     signatures.update(extra)
   arrays, layers, constants = weight_arrays(field, params)
+  for i, rate in enumerate(module.inner_rates):
+    arrays[f"inner_lr_{i}"] = np.asarray(rate)
   manifest = {
       "format": FORMAT,
       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -291,6 +294,8 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
 
 
 def _optimizer_json(optimizer):
+  if hasattr(optimizer, "describe"):
+    return optimizer.describe()
   name = type(optimizer).__name__.lower()
   return dict({"name": name}, **{k: _json_safe(v) for k, v in vars(optimizer).items()})
 
@@ -340,14 +345,20 @@ def export_fitted(task, params_list, out_dir, names=None, manifest_extra=None,
 def adapt_settings(task, optimizer=None, num_steps=None):
   """(optimizer name, learning rate, suggested steps) of the Meta init.
 
-  Defaults follow evaluate: its gin-bound optimizer_settings / num_steps for 'meta'
-  if the config has them, else evaluate.DEFAULT_OPTIMIZERS and the run's inner steps.
+  Defaults: evaluate's gin-bound optimizer_settings / num_steps for 'meta' if the
+  config has them (e.g. an eval config given to the binary), else the run's own inner
+  loop: meta_train.inner_optimizer / inner_learning_rate and its inner steps.
   """
   setting = task.default_setting
   if optimizer is None:
-    table = dict(evaluate.DEFAULT_OPTIMIZERS,
-                 **(_bound("evaluate.optimizer_settings") or {}))
-    optimizer = evaluate.per_setting(table["meta"], setting)
+    bound = _bound("evaluate.optimizer_settings") or {}
+    if "meta" in bound:
+      optimizer = evaluate.per_setting(bound["meta"], setting)
+    else:
+      # The init was trained for this inner loop (CT: SGD at lr 10), not for
+      # evaluate's paper default of SGD 1e-2.
+      training = training_hyperparameters()
+      optimizer = training["inner_optimizer"], training["inner_learning_rate"]
   name, learning_rate = optimizer
   if num_steps is None:
     steps = _bound("evaluate.num_steps")
@@ -375,18 +386,23 @@ def _bound(selector):
     return None
 
 
-@gin.configurable(denylist=["root_dir", "export_dir"])
-def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=None):
+@gin.configurable(denylist=["root_dir", "export_dir", "checkpoint"])
+def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=None,
+           checkpoint="best"):
   """Exports the meta-learned init of the run in `root_dir` to `export_dir`.
 
   Args:
     root_dir: a meta-training run (its latest checkpoint is the init).
     export_dir: output directory (replaced atomically if it exists).
     task: the run's task (the binary binds the evaluated task).
-    optimizer: (name, learning_rate) of the `adapt` signature; default: the Meta
-      init's test-time optimizer as evaluate would use it (SGD 1e-2 in the paper).
+    optimizer: (name, learning_rate) of the `adapt` signature; default: the learned
+      inner rates if the run has them, else adapt_settings (an eval config's Meta
+      optimizer, else the run's own inner optimizer and learning rate).
     num_steps: suggested number of adapt steps recorded in the manifest; default
       evaluate's Meta budget if bound, else the meta-training inner steps.
+    checkpoint: 'best' (held-out validation during training) or 'latest'.
+  A run trained with learned inner rates exports them: `adapt` uses them unless
+  `optimizer` is given, and weights.npz holds them as inner_lr_<i>.
   Returns:
     the manifest.
   """
@@ -394,7 +410,12 @@ def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=No
     raise ValueError("export.task is not set: bind it in gin (export.task = %TASK), or "
                      "run tf-metainit-export on a root_dir written by meta_train.")
   name, learning_rate, steps = adapt_settings(task, optimizer, num_steps)
-  params = evaluate.load_meta_params(task, root_dir)
+  params, learned, path = evaluate.load_meta_init(task, root_dir, checkpoint)
+  adapt_optimizer = optimizers.make(name, learning_rate)
+  test_time = {"optimizer": name, "learning_rate": learning_rate, "num_steps": steps}
+  if learned is not None and optimizer is None:
+    adapt_optimizer = learned
+    test_time = dict(learned.describe(), num_steps=steps)
   config_path = os.path.join(root_dir, "config.gin")
   config_text = None
   if os.path.exists(config_path):
@@ -403,11 +424,10 @@ def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=No
   extra = {
       "kind": "meta_init",
       "source": {"root_dir": os.path.abspath(root_dir),
-                 "checkpoint": checkpoints.latest_checkpoint(root_dir)},
-      "test_time": {"optimizer": name, "learning_rate": learning_rate,
-                    "num_steps": steps},
+                 "checkpoint": path},
+      "test_time": test_time,
       "training": training_hyperparameters(),
   }
   return export_params(task.field, params, export_dir, task=task,
-                       optimizer=optimizers.make(name, learning_rate),
+                       optimizer=adapt_optimizer,
                        manifest_extra=extra, config_text=config_text)

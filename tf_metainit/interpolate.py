@@ -43,10 +43,10 @@ def triangle_image(images, cell):
   return canvas
 
 
-@gin.configurable(denylist=["root_dir"])
+@gin.configurable(denylist=["root_dir", "checkpoint"])
 def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps=None,
                 optimizer_settings=None, subdivisions=4, setting=None, cell=96,
-                output_dir=None):
+                output_dir=None, checkpoint="best"):
   """Writes interpolation.png (top: Standard, bottom: Meta) and interpolation.json.
 
   Args:
@@ -59,6 +59,7 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
     setting: observation setting used for fitting (default: the task's default).
     cell: pixel size of one rendered image in the figure.
     output_dir: default <root_dir>/eval.
+    checkpoint: 'best' (held-out validation during training) or 'latest'.
   """
   if len(signal_indices) != 3:
     raise ValueError(f"interpolate.signal_indices needs 3 indices, got {signal_indices}.")
@@ -68,15 +69,19 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
   num_steps = dict({"standard": 100, "meta": 100}, **(num_steps or {}))
   setting = setting if setting is not None else task.default_setting
   signals = tasks_base.take(task.test_signals(), list(signal_indices))
-  inits = evaluate.build_inits(task, root_dir, ("standard", "meta"), None, 0, 0, 0)
+  inits, learned = evaluate.build_inits(task, root_dir, ("standard", "meta"), None, 0, 0,
+                                       0, checkpoint)
   tto = evaluate.TestTimeOptimizer(task)
   panels, report = [], {}
   for name in ("standard", "meta"):
-    opt = optimizers.make(*settings[name])
+    explicit = name in (optimizer_settings or {})
+    opt = (learned[name] if name in learned and not explicit
+           else optimizers.make(*settings[name]))
     trace, finals = tto.run(inits[name], signals, opt, num_steps[name], setting,
                             num_steps[name], chunk=3)
     fitted = [[p[i] for p in finals[0]] for i in range(3)]
-    report[name] = {"optimizer": list(settings[name]), "num_steps": num_steps[name],
+    report[name] = {"optimizer": (opt.describe() if hasattr(opt, "describe")
+                                  else list(settings[name])), "num_steps": num_steps[name],
                     "corner_psnr": trace[-1].tolist()}
     rows = []
     for row in barycentric_grid(subdivisions):

@@ -21,6 +21,7 @@ from tf_metainit import checkpoints
 from tf_metainit import files
 from tf_metainit.fields import base as fields_base
 from tf_metainit.meta import inner
+from tf_metainit.meta import learned_lr
 from tf_metainit.meta import maml
 from tf_metainit.meta import optimizers
 from tf_metainit.meta import reptile
@@ -38,18 +39,51 @@ def function(fn, jit_compile=False):
   return tf.function(fn, jit_compile=jit_compile, reduce_retracing=True)
 
 
-def outer_optimizer(learning_rate):
+class OuterSchedule(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up to `peak`, then constant or cosine decay to final_fraction * peak."""
+
+  def __init__(self, peak, num_iterations, warmup_steps=0, decay="constant",
+               final_fraction=0.0):
+    if decay not in ("constant", "cosine"):
+      raise ValueError(f"meta_train.outer_lr_decay must be 'constant' or 'cosine', got "
+                       f"{decay!r}.")
+    self.peak, self.num_iterations = float(peak), int(num_iterations)
+    self.warmup_steps, self.decay = int(warmup_steps), decay
+    self.final_fraction = float(final_fraction)
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    warm = (tf.minimum(1.0, (step + 1.0) / self.warmup_steps) if self.warmup_steps
+            else tf.constant(1.0))
+    if self.decay == "constant":
+      return self.peak * warm
+    span = max(self.num_iterations - self.warmup_steps, 1)
+    progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+    cosine = 0.5 * (1.0 + tf.cos(math.pi * progress))
+    return self.peak * warm * (self.final_fraction + (1 - self.final_fraction) * cosine)
+
+  def get_config(self):
+    return dict(peak=self.peak, num_iterations=self.num_iterations,
+                warmup_steps=self.warmup_steps, decay=self.decay,
+                final_fraction=self.final_fraction)
+
+
+def outer_optimizer(learning_rate, clip_global_norm=None):
   # The reference's optax.adam defaults: b1 0.9, b2 0.999, eps 1e-8 (Keras' is 1e-7).
-  return keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+  return keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                               global_clipnorm=clip_global_norm)
 
 
 @gin.configurable(denylist=["root_dir"])
 def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=1000,
-               outer_batch_size=3, outer_learning_rate=1e-5, inner_steps=2,
-               inner_optimizer="sgd", inner_learning_rate=1e-2, first_order=False,
+               outer_batch_size=3, outer_learning_rate=1e-5, outer_warmup_steps=0,
+               outer_lr_decay="constant", outer_final_lr_fraction=0.0,
+               clip_global_norm=None, inner_steps=2, inner_optimizer="sgd",
+               inner_learning_rate=1e-2, inner_lr_mode="fixed", first_order=False,
                seed=0, jit_compile=False, log_every=50, summary_every=50,
                image_summary_every=500, checkpoint_every=500, max_checkpoints=3,
-               val_every=0, num_val_signals=4):
+               val_every=50, num_val_signals=4, collapse_margin_db=3.0,
+               stop_on_collapse=False):
   """Meta-learns an initialization of `task.field`; returns the final outer step.
 
   Args:
@@ -58,36 +92,60 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
     algorithm: 'maml' (second-order unless first_order) or 'reptile'.
     num_iterations: total outer steps (150K images / 100K CT and ShapeNet in the paper).
     outer_batch_size: signals per outer step.
-    outer_learning_rate: Adam learning rate of the outer loop.
+    outer_learning_rate: peak Adam learning rate of the outer loop.
+    outer_warmup_steps: linear warm-up of the outer learning rate from 0.
+    outer_lr_decay: 'constant' or 'cosine' (to outer_final_lr_fraction * peak at
+      num_iterations; changing num_iterations on resume changes the schedule).
+    outer_final_lr_fraction: where the cosine ends, as a fraction of the peak.
+    clip_global_norm: clip the outer gradient to this global norm (None: off).
     inner_steps: inner-loop steps K.
     inner_optimizer: 'sgd' (the paper) or 'adam'.
-    inner_learning_rate: inner-loop learning rate.
+    inner_learning_rate: inner-loop learning rate (the start, when learned).
+    inner_lr_mode: 'fixed', or meta-learned SGD rates: 'per_parameter' (Meta-SGD) or
+      'per_layer_step' (MAML++ LSLR); second-order MAML only (meta/learned_lr.py).
     first_order: FOMAML: no gradient through the inner gradients.
     seed: seeds the field init, data order and per-step randomness.
     jit_compile: compile the outer step with XLA (faster on GPU, slower on CPU).
     log_every / summary_every / image_summary_every / checkpoint_every: in outer steps.
     max_checkpoints: checkpoints kept.
     val_every: every this many steps, adapt num_val_signals held-out signals with the
-      inner loop and log their metrics (0 = only at the end).
+      inner loop; the best init by their metric is kept in train/best (0 = only at
+      the end).
+    collapse_margin_db: warn when the held-out metric falls this far below the best.
+    stop_on_collapse: stop training at such a warning (the best init is kept).
   """
   if algorithm not in ALGORITHMS:
     raise ValueError(f"meta_train.algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
   if task is gin.REQUIRED or task is None:
     raise ValueError("meta_train.task is not set: bind it in gin, e.g. "
                      "meta_train.task = @ImageRegression().")
+  learned_lr.check_mode(inner_lr_mode)
+  if inner_lr_mode != "fixed" and (algorithm != "maml" or first_order or
+                                   inner_optimizer != "sgd"):
+    raise ValueError(
+        f"meta_train.inner_lr_mode = {inner_lr_mode!r} meta-learns SGD rates through "
+        "the inner loop: it needs algorithm 'maml', first_order = False and "
+        "inner_optimizer 'sgd'.")
   tf.io.gfile.makedirs(root_dir)
   files.write_text(os.path.join(root_dir, "config.gin"), gin.config_str())
   field = task.field
-  inner_opt = optimizers.make(inner_optimizer, inner_learning_rate)
-  optimizer = outer_optimizer(outer_learning_rate)
-  optimizer.build(field.trainable_variables)
+  inner_opt = (learned_lr.make(inner_lr_mode, [v.shape for v in field.trainable_variables],
+                               inner_steps, inner_learning_rate)
+               or optimizers.make(inner_optimizer, inner_learning_rate))
+  meta_variables = field.trainable_variables + list(getattr(inner_opt, "rates", ()))
+  schedule = OuterSchedule(outer_learning_rate, num_iterations, outer_warmup_steps,
+                           outer_lr_decay, outer_final_lr_fraction)
+  optimizer = outer_optimizer(schedule, clip_global_norm)
+  optimizer.build(meta_variables)
   step_var = tf.Variable(0, dtype=tf.int64, name="step")
   dataset = task.train_dataset(seed).batch(outer_batch_size, drop_remainder=True)
   iterator = iter(dataset.prefetch(2))
+  run_dir = os.path.join(root_dir, "train")
+  meta_state = checkpoints.meta_state(field, inner_opt)
   ckpt = checkpoints.Checkpointer(
-      os.path.join(root_dir, "train", "checkpoints"), max_checkpoints,
-      field=checkpoints.field_trackable(field), optimizer=optimizer, step=step_var,
-      iterator=iterator)
+      os.path.join(run_dir, "checkpoints"), max_checkpoints, optimizer=optimizer,
+      step=step_var, iterator=iterator, **meta_state)
+  best = checkpoints.BestCheckpoint(run_dir, meta_state)
   start = int(step_var.numpy())
   if ckpt.restored_from:
     logging.info("Resuming from step %d (%s)", start, ckpt.restored_from)
@@ -98,27 +156,27 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
   def train_step(signals, step):
     step_seed = tasks_base.stateless_seed(seed, step)
     if algorithm == "maml":
-      before, after = maml.step(field, task, optimizer, signals, step_seed, inner_steps,
-                                inner_opt, first_order)
+      before, after, grad_norm = maml.step(field, task, optimizer, signals, step_seed,
+                                           inner_steps, inner_opt, first_order)
     else:
-      before, after = reptile.step(field, task, optimizer, signals, step_seed,
-                                   inner_steps, inner_opt)
+      before, after, grad_norm = reptile.step(field, task, optimizer, signals, step_seed,
+                                              inner_steps, inner_opt)
     # The losses are those of the weights before this update; the update itself can
     # still produce inf/NaN weights, which must not be checkpointed either.
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
-                            for v in field.trainable_variables])
-    return tf.reduce_mean(before), tf.reduce_mean(after), finite
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in meta_variables])
+    return tf.reduce_mean(before), tf.reduce_mean(after), grad_norm, finite
 
   train_step = function(train_step, jit_compile)
   val_signals = tasks_base.take(task.test_signals(), slice(0, num_val_signals))
   validate = function(lambda s: _adapted_metrics(task, s, seed, inner_steps, inner_opt))
-  writer = tf.summary.create_file_writer(os.path.join(root_dir, "train"))
+  monitor = CollapseMonitor(collapse_margin_db, best)
+  writer = tf.summary.create_file_writer(run_dir)
   last_good = ckpt.latest
   t0, steps_timed = time.time(), 0
   with writer.as_default():
     for step in range(start, num_iterations):
       signals = next(iterator)
-      before, after, finite = train_step(signals, tf.constant(step, tf.int64))
+      before, after, grad_norm, finite = train_step(signals, tf.constant(step, tf.int64))
       step_var.assign(step + 1)
       steps_timed += 1
       before, after = float(before), float(after)
@@ -132,14 +190,13 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
             f"checkpoint ({last_good or 'none yet'}) was kept; the diverged weights "
             "were not saved.")
       done = step + 1
+      monitor.record_inner(before, after)
       if done == start + 1:
         files.write_text(os.path.join(root_dir, "operative_config.gin"),
                          gin.operative_config_str())
       if done % summary_every == 0 or done == num_iterations:
-        tf.summary.scalar("outer/loss_before_inner", before, step=done)
-        tf.summary.scalar("outer/loss_after_inner", after, step=done)
-        tf.summary.scalar("outer/psnr_before_inner", _psnr(before), step=done)
-        tf.summary.scalar("outer/psnr_after_inner", _psnr(after), step=done)
+        _training_summaries(done, before, after, float(grad_norm), float(schedule(step)),
+                            field, inner_opt)
       if done % log_every == 0 or done == num_iterations:
         rate = steps_timed / (time.time() - t0)
         tf.summary.scalar("outer/steps_per_sec", rate, step=done)
@@ -147,26 +204,92 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
                      "  %.2f steps/s", done, num_iterations, before, after,
                      _psnr(before), _psnr(after), rate)
         t0, steps_timed = time.time(), 0
+        monitor.check_inner(done)
       want_val = (val_every and done % val_every == 0) or done == num_iterations
       want_images = done % image_summary_every == 0 or done == num_iterations
       if want_val or want_images:  # one adaptation serves both
         metrics, renders = validate(val_signals)
+      collapsed = False
       if want_val:
-        for name, values in metrics.items():
-          tf.summary.scalar(f"val/{name}_after_{inner_steps}_steps",
-                            float(tf.reduce_mean(values)), step=done)
+        values = {name: float(tf.reduce_mean(v)) for name, v in metrics.items()}
+        for name, value in values.items():
+          tf.summary.scalar(f"val/{name}_after_{inner_steps}_steps", value, step=done)
         logging.info("step %d  held-out %s after %d inner steps: %s", done,
-                     "/".join(metrics), inner_steps,
-                     " ".join(f"{float(tf.reduce_mean(v)):.2f}" for v in metrics.values()))
+                     "/".join(values), inner_steps,
+                     " ".join(f"{v:.2f}" for v in values.values()))
+        collapsed = monitor.check_validation(done, values)
       if want_images:
         tf.summary.image("val/adapted", tf.clip_by_value(renders, 0, 1), step=done,
                          max_outputs=4)
         tf.summary.image("val/target", task.targets_for_display(val_signals), step=done,
                          max_outputs=4)
-      if done % checkpoint_every == 0 or done == num_iterations:
+      if done % checkpoint_every == 0 or done == num_iterations or (
+          collapsed and stop_on_collapse):
         last_good = ckpt.save(done)
+      if collapsed and stop_on_collapse:
+        logging.warning("Stopping at step %d (meta_train.stop_on_collapse = True).", done)
+        writer.flush()
+        return done
   writer.flush()
   return num_iterations
+
+
+VALIDATION_METRIC = "psnr"
+
+
+class CollapseMonitor:
+  """Keeps the best held-out init and warns when training falls away from it.
+
+  Two signs of collapse: the held-out metric (PSNR after the inner loop) falls more
+  than `margin_db` below the best seen, or the inner loop stops reducing the training
+  loss (mean relative reduction over a log window below STALL_FRACTION).
+  """
+
+  STALL_FRACTION = 1e-3
+
+  def __init__(self, margin_db, best):
+    self.margin_db, self.best = margin_db, best
+    self._gains = []
+
+  def record_inner(self, before, after):
+    self._gains.append((before - after) / max(before, 1e-12))
+
+  def check_inner(self, step):
+    gains, self._gains = self._gains, []
+    if gains and sum(gains) / len(gains) < self.STALL_FRACTION:
+      logging.warning(
+          "Possible collapse at step %d: the inner loop no longer reduces the training "
+          "loss (mean relative reduction %.2g over the last %d steps). %s", step,
+          sum(gains) / len(gains), len(gains), self.best.describe())
+      return True
+    return False
+
+  def check_validation(self, step, values):
+    value = values.get(VALIDATION_METRIC, next(iter(values.values())))
+    if self.best.update(step, value):
+      return False
+    if self.best.value - value > self.margin_db:
+      logging.warning(
+          "Collapse at step %d: held-out %s %.2f is %.2f below the best. %s", step,
+          VALIDATION_METRIC, value, self.best.value - value, self.best.describe())
+      tf.summary.scalar("val/collapse", 1.0, step=step)
+      return True
+    return False
+
+
+def _training_summaries(step, before, after, grad_norm, learning_rate, field, inner_opt):
+  tf.summary.scalar("outer/loss_before_inner", before, step=step)
+  tf.summary.scalar("outer/loss_after_inner", after, step=step)
+  tf.summary.scalar("outer/psnr_before_inner", _psnr(before), step=step)
+  tf.summary.scalar("outer/psnr_after_inner", _psnr(after), step=step)
+  tf.summary.scalar("outer/grad_global_norm", grad_norm, step=step)
+  tf.summary.scalar("outer/learning_rate", learning_rate, step=step)
+  # Weight scales: a collapse shows first as hidden SIREN kernels growing (README).
+  for v in field.trainable_variables:
+    tf.summary.scalar(f"weights_rms/{v.name}",
+                      float(tf.sqrt(tf.reduce_mean(tf.square(v)))), step=step)
+  for v in getattr(inner_opt, "rates", ()):
+    tf.summary.scalar(f"inner_lr/{v.name}", float(tf.reduce_mean(v)), step=step)
 
 
 def _psnr(mse):

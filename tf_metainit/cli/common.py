@@ -9,8 +9,18 @@ from absl import flags
 from absl import logging
 import gin
 
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "gin")
+
+def _gin_dir():
+  """The shipped configs: tf_metainit/gin_configs when installed (setup.py maps the
+  repo's gin/ there); an editable install runs from the checkout, so its gin/."""
+  package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  installed = os.path.join(package, "gin_configs")
+  if os.path.isdir(installed):
+    return installed
+  return os.path.join(os.path.dirname(package), "gin")
+
+
+GIN_DIR = _gin_dir()
 
 
 class ConfigError(ValueError):
@@ -24,6 +34,12 @@ def define_run_flags(root_dir_help="A meta-training run directory."):
   flags.mark_flag_as_required("root_dir")
 
 
+def define_checkpoint_flag():
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
+                    "Which checkpoint of the run is the Meta init: 'best' (held-out "
+                    "validation during training) or 'latest'.")
+
+
 def check_no_args(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -31,7 +47,7 @@ def check_no_args(argv):
 
 def define_gin_flags():
   flags.DEFINE_multi_string("gin_file", [], "gin config file (repeatable); relative paths "
-                            "are also looked up in the repo's gin/ folder.")
+                            "are also looked up in the shipped configs (GIN_DIR).")
   flags.DEFINE_multi_string("gin_bindings", [], "gin binding, e.g. "
                             "'meta_train.num_iterations = 10' (repeatable).")
 
@@ -66,7 +82,8 @@ def _resolve(path):
   if os.path.exists(candidate):
     return candidate
   raise ConfigError(f"gin file {path!r} not found (also looked in {GIN_DIR}). "
-                    "Check the path; shipped configs live under gin/<task>/.")
+                    "Check the path; shipped configs are named <task>/<name>.gin, "
+                    "e.g. image/text_cpu.gin.")
 
 
 def parse_gin(gin_files, gin_bindings, extra_files=()):

@@ -12,6 +12,7 @@ from absl import flags
 from tf_metainit.cli import common
 
 common.define_run_flags()
+common.define_checkpoint_flag()
 FLAGS = flags.FLAGS
 
 
@@ -20,7 +21,7 @@ def main(argv):
   from tf_metainit import evaluate  # pylint: disable=g-import-not-at-top
   common.run_and_report(
       lambda: common.parse_run_config(FLAGS.root_dir, FLAGS.gin_file, FLAGS.gin_bindings))
-  common.run_and_report(lambda: evaluate.evaluate(FLAGS.root_dir))
+  common.run_and_report(lambda: evaluate.evaluate(FLAGS.root_dir, checkpoint=FLAGS.checkpoint))
 
 
 def run():

@@ -13,6 +13,7 @@ from absl import flags
 from tf_metainit.cli import common
 
 common.define_run_flags()
+common.define_checkpoint_flag()
 flags.DEFINE_string("export_dir", None, "Output directory (replaced atomically).")
 flags.mark_flag_as_required("export_dir")
 FLAGS = flags.FLAGS
@@ -23,7 +24,7 @@ def main(argv):
   from tf_metainit import export  # pylint: disable=g-import-not-at-top
   common.run_and_report(lambda: common.parse_run_config(
       FLAGS.root_dir, FLAGS.gin_file, FLAGS.gin_bindings, task_for=("export",)))
-  common.run_and_report(lambda: export.export(FLAGS.root_dir, FLAGS.export_dir))
+  common.run_and_report(lambda: export.export(FLAGS.root_dir, FLAGS.export_dir, checkpoint=FLAGS.checkpoint))
   print(f"Exported to {FLAGS.export_dir}")
 
 

@@ -10,6 +10,7 @@ from absl import flags
 from tf_metainit.cli import common
 
 common.define_run_flags()
+common.define_checkpoint_flag()
 FLAGS = flags.FLAGS
 
 
@@ -18,7 +19,7 @@ def main(argv):
   from tf_metainit import interpolate  # pylint: disable=g-import-not-at-top
   common.run_and_report(lambda: common.parse_run_config(
       FLAGS.root_dir, FLAGS.gin_file, FLAGS.gin_bindings, task_for=("interpolate",)))
-  print(common.run_and_report(lambda: interpolate.interpolate(FLAGS.root_dir)))
+  print(common.run_and_report(lambda: interpolate.interpolate(FLAGS.root_dir, checkpoint=FLAGS.checkpoint)))
 
 
 def run():

@@ -19,12 +19,18 @@ def meta_loss_and_grads(task, theta0, signals, seed, inner_steps, inner_optimize
   """Meta-gradient of the post-adaptation loss w.r.t. theta0 (variables or tensors).
 
   Returns (loss before adaptation (B,), meta-loss after (B,), grads per theta0 entry).
+  When the inner optimizer has meta-learned rates (meta/learned_lr.py), their grads
+  follow theta0's in the returned list.
   """
   batch = tasks_base.batch_size_of(signals)
   obs = task.observe(signals, seed)
   batch_fn = lambda i: task.inner_batch(obs, i, seed)
   query = task.inner_batch(obs, tf.constant(inner_steps), seed)
+  rates = list(getattr(inner_optimizer, "rates", ()))
   if first_order:
+    if rates:
+      raise ValueError("Learned inner learning rates need second-order MAML: set "
+                       "meta_train.first_order = False or inner_lr_mode = 'fixed'.")
     return _first_order(task, theta0, batch, batch_fn, query, inner_steps,
                         inner_optimizer)
   with tf.GradientTape() as tape:
@@ -36,7 +42,7 @@ def meta_loss_and_grads(task, theta0, signals, seed, inner_steps, inner_optimize
                              unroll=True)
     after = task.loss(adapted, *query)
     meta_loss = tf.reduce_mean(after)
-  grads = tape.gradient(meta_loss, theta0)
+  grads = tape.gradient(meta_loss, list(theta0) + rates)
   before = task.loss(params, *query)
   return before, after, grads
 
@@ -60,8 +66,10 @@ def _first_order(task, theta0, batch, batch_fn, query, inner_steps, inner_optimi
 
 def step(field, task, optimizer, signals, seed, inner_steps, inner_optimizer,
          first_order=False):
-  variables = field.trainable_variables
+  """One outer update of theta0 (and of learned inner rates, if any)."""
+  variables = field.trainable_variables + list(getattr(inner_optimizer, "rates", ()))
   before, after, grads = meta_loss_and_grads(
-      task, variables, signals, seed, inner_steps, inner_optimizer, first_order)
+      task, field.trainable_variables, signals, seed, inner_steps, inner_optimizer,
+      first_order)
   optimizer.apply_gradients(zip(grads, variables))
-  return before, after
+  return before, after, tf.linalg.global_norm(grads)

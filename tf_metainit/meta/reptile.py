@@ -33,4 +33,4 @@ def step(field, task, optimizer, signals, seed, inner_steps, inner_optimizer):
   before, after, grads = reptile_grads(task, variables, signals, seed, inner_steps,
                                        inner_optimizer)
   optimizer.apply_gradients(zip(grads, variables))
-  return before, after
+  return before, after, tf.linalg.global_norm(grads)
