@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from tf_metainit import evaluate
 from tf_metainit import export
+from tf_metainit import runs
 from tf_metainit import train
 from tf_metainit.cli import common
 from tf_metainit.fields import mlp
@@ -39,6 +40,7 @@ SMALL = (
     "Siren.width = 16",
     "Siren.depth = 3",
     "meta_train.algorithm = 'reptile'",  # traces faster than second-order MAML
+    "meta_train.inner_lr_mode = 'fixed'",
     "meta_train.num_iterations = 2",
     "meta_train.outer_batch_size = 2",
     "meta_train.num_val_signals = 1",
@@ -151,7 +153,7 @@ def run(tmp_path_factory):
   common.parse_run_config(root, [], [])
   task = image.ImageRegression()
   manifest = export.export(root, out, task=task)
-  meta, _, _ = evaluate.load_meta_init(task, root)
+  meta, _, _ = runs.load_meta_init(task, root)
   gin.clear_config()
 
   rng = np.random.default_rng(0)

@@ -59,15 +59,13 @@ def test_modes_extensions_and_order(tmp_path):
       2, 8, 8, 3)
 
 
-def test_recursive_and_dataset(tmp_path):
+def test_recursive(tmp_path):
   (tmp_path / 'sub').mkdir()
   _save(tmp_path / 'sub' / 'x.bmp', np.zeros((12, 12, 3), np.uint8))
   _save(tmp_path / 'y.webp', np.full((12, 12, 3), 255, np.uint8))
   assert image_folder.folder_images(str(tmp_path), 6).shape[0] == 1
-  ds = image_folder.folder_dataset(str(tmp_path), 6, recursive=True)
-  assert ds.element_spec.shape == (6, 6, 3)
-  images = [x.numpy() for x in ds]
-  assert len(images) == 2 and images[0].max() == 0.0  # 'sub/x' < 'y'.
+  images = image_folder.folder_images(str(tmp_path), 6, recursive=True)
+  assert images.shape == (2, 6, 6, 3) and images[0].max() == 0.0  # 'sub/x' < 'y'.
 
 
 def test_missing_folder_error(tmp_path):

@@ -68,10 +68,6 @@ def test_load_object_composites_on_white_and_reads_poses(tmp_path):
   np.testing.assert_allclose(obj['c2w'][0], MATRIX)
   np.testing.assert_allclose(obj['c2w'][3, 0, 3], 4.0)  # Frame order kept.
   assert obj['focal'] == pytest.approx(1.0)
-  train, test = shapenet.split_views(obj, num_train_views=2)
-  assert train['images'].shape[0] == 2 and test['c2w'].shape[0] == 2
-  np.testing.assert_allclose(test['c2w'][0, 0, 3], 3.0)
-  assert train['focal'] == test['focal'] == obj['focal']
 
 
 def test_downsampling_averages_blocks_and_rescales_focal(tmp_path):

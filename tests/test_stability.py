@@ -11,14 +11,14 @@ import pytest
 import tensorflow as tf
 
 from tf_metainit import checkpoints
-from tf_metainit import evaluate
 from tf_metainit import export
+from tf_metainit import runs
 from tf_metainit import train
 from tf_metainit.cli import common
 from tf_metainit.fields import base as fields_base
 from tf_metainit.meta import inner
 
-from test_train_cli import SMALL, TEXT_CPU
+from test_train_cli import ALGORITHM_BINDINGS, SMALL, TEXT_CPU
 
 
 def test_outer_schedule_closed_form():
@@ -77,10 +77,11 @@ def _step_of(path):
   return int(tf.train.load_checkpoint(path).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-def test_stop_on_collapse_keeps_the_best(tmp_path, clean_gin, caplog):
+@pytest.mark.parametrize("algorithm", ALGORITHM_BINDINGS)
+def test_stop_on_collapse_keeps_the_best(algorithm, tmp_path, clean_gin, caplog):
   # An outer learning rate far too high for SIREN, and any drop counts (margin 0).
   caplog.set_level(logging.WARNING)
-  stopped = _train(tmp_path / "run", [
+  stopped = _train(tmp_path / "run", list(ALGORITHM_BINDINGS[algorithm]) + [
       "meta_train.num_iterations = 40", "meta_train.outer_learning_rate = 3e-2",
       "meta_train.val_every = 1", "meta_train.collapse_margin_db = 0.0",
       "meta_train.stop_on_collapse = True"])
@@ -101,11 +102,11 @@ def test_learned_rates_through_evaluate_and_export(tmp_path, clean_gin):
   gin.clear_config()
   common.parse_run_config(str(root), [], [], task_for=("export",))
   task = gin.query_parameter("evaluate.task").scoped_configurable_fn()
-  params, learned, path = evaluate.load_meta_init(task, str(root))
+  params, learned, path = runs.load_meta_init(task, str(root))
   assert "best" in path and learned.mode == "per_layer_step"
   rates = np.stack([np.asarray(r) for r in learned.rates])
   assert rates.shape == (6, 2) and not np.allclose(rates, 1e-2)  # meta-learned
-  latest, _, latest_path = evaluate.load_meta_init(task, str(root), "latest")
+  latest, _, latest_path = runs.load_meta_init(task, str(root), "latest")
   assert _step_of(latest_path) == 4 and int(path.rsplit("-", 1)[1]) in (2, 4)
 
   out = tmp_path / "export"

@@ -102,12 +102,3 @@ def test_bad_arguments_raise():
     text.render_text_image(0, 'validation')
   with pytest.raises(ValueError):
     text.render_text_image(-1)
-
-
-def test_dataset_matches_in_memory_images():
-  ds = text.text_dataset('train', num_images=6, resolution=24, seed=2)
-  assert ds.element_spec.shape == (24, 24, 3)
-  images = np.stack([x.numpy() for x in ds])
-  np.testing.assert_array_equal(images, text.text_images('train', 6, 24, 2))
-  endless = text.text_dataset('train', num_images=None, resolution=24, seed=2)
-  np.testing.assert_array_equal(next(iter(endless)).numpy(), images[0])

@@ -1,4 +1,4 @@
-"""Volume rendering against closed forms, gradients and chunked rendering."""
+"""Volume rendering against closed forms and gradients."""
 
 import numpy as np
 import pytest
@@ -80,45 +80,3 @@ def test_gradients_match_finite_differences(white):
                                                     delta=1e-6)
   for t, n in zip(theoretical, numerical):
     np.testing.assert_allclose(t, n, atol=1e-6)
-
-
-def _render_rays(batch):
-  """A toy per-ray render: density falls off with distance from the origin."""
-  z = tf.linspace(2.0, 6.0, 16)
-  points = batch['o'][:, None] + z[:, None] * batch['d'][:, None]
-  sigma = tf.exp(-tf.reduce_sum(points**2, -1))
-  rgb = tf.sigmoid(points)
-  out = volume.volume_render(rgb, sigma * 5.0, z)
-  return {'rgb': out['rgb'], 'acc': out['acc']}
-
-
-@pytest.mark.parametrize('compiled', [False, True])
-def test_render_in_chunks_matches_one_pass(compiled):
-  rng = np.random.default_rng(1)
-  batch = {'o': tf.constant(rng.normal(size=(23, 3)) + [0, 0, 4], tf.float32),
-           'd': tf.constant(rng.normal(size=(23, 3)) * 0.2 + [0, 0, -1],
-                            tf.float32)}
-  seen = []
-
-  def fn(chunk):
-    seen.append(chunk['o'].shape[0])
-    return _render_rays(chunk)
-
-  run = lambda b: volume.render_in_chunks(fn, b, chunk_size=5)  # 23 = 4*5+3.
-  if compiled:
-    run = tf.function(run)
-  out = run(batch)
-  full = _render_rays(batch)
-  assert out['rgb'].shape == (23, 3) and out['acc'].shape == (23,)
-  np.testing.assert_allclose(out['rgb'], full['rgb'], atol=1e-6)
-  np.testing.assert_allclose(out['acc'], full['acc'], atol=1e-6)
-  # Every call saw a full chunk (the tail is padded), once per chunk eagerly.
-  assert set(seen) == {5}
-  if not compiled:
-    assert len(seen) == 5
-
-
-def test_render_in_chunks_single_tensor_smaller_than_chunk():
-  x = tf.range(3.0)
-  np.testing.assert_allclose(
-      volume.render_in_chunks(lambda c: c * 2.0, x, chunk_size=8), [0, 2, 4])

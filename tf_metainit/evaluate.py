@@ -19,9 +19,10 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from tf_metainit import checkpoints
+from tf_metainit import export
 from tf_metainit import files
 from tf_metainit import figures
+from tf_metainit import runs
 from tf_metainit.fields import base as fields_base
 from tf_metainit.meta import inits as inits_lib
 from tf_metainit.meta import inner
@@ -64,16 +65,10 @@ def traced_steps(num_steps, trace_every):
   return np.asarray(steps)
 
 
-def per_setting(value, setting):
-  """A value that may be given per setting ({setting: value}, keys int or str)."""
-  if isinstance(value, dict):
-    return value[setting] if setting in value else value[str(setting)]
-  return value
-
-
 def _lookup(table, name, setting):
   """A per-init value ('meta:SV' falls back to 'meta') that may be per-setting."""
-  return per_setting(table[name] if name in table else table[name.split(":")[0]], setting)
+  return runs.per_setting(table[name] if name in table else table[name.split(":")[0]],
+                          setting)
 
 
 class TestTimeOptimizer:
@@ -115,29 +110,12 @@ class TestTimeOptimizer:
     return np.concatenate(traces, axis=1), finals
 
 
-def load_meta_init(task, run_dir, checkpoint="best"):
-  """(field weights, learned inner optimizer or None, checkpoint path) of a run.
-
-  checkpoint: 'best' (by held-out validation during training) or 'latest'.
-  """
-  path = checkpoints.meta_checkpoint(run_dir, checkpoint)
-  saved = task.field.params()
-  checkpoints.restore(tf.train.Checkpoint(field=checkpoints.field_trackable(task.field)),
-                      path, partial=True)
-  meta = task.field.params()
-  task.field.set_params(saved)
-  rates = checkpoints.learned_rates(path)
-  learned = (None if rates is None else
-             learned_lr.from_arrays(rates, [p.shape for p in meta]))
-  return meta, learned, path
-
-
 def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate, seed,
                 checkpoint="best"):
   """Returns ({name: unbatched params} in table order, {name: learned inner optimizer}
   for meta inits trained with learned rates); baselines derive from the first Meta."""
   standard = task.field.params()
-  meta, meta_learned, _ = load_meta_init(task, root_dir, checkpoint)
+  meta, meta_learned, _ = runs.load_meta_init(task, root_dir, checkpoint)
   out, learned = {}, {}
   for name in names:
     t0 = time.time()
@@ -160,7 +138,7 @@ def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate,
                        "evaluate.extra_runs.")
   for label, run_dir in (extra_runs or {}).items():
     name = f"meta:{label}"
-    out[name], extra_learned, _ = load_meta_init(task, run_dir, checkpoint)
+    out[name], extra_learned, _ = runs.load_meta_init(task, run_dir, checkpoint)
     if extra_learned is not None:
       learned[name] = extra_learned
   return out, learned
@@ -282,8 +260,6 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
 
 def _export_fitted(task, root_dir, output_dir, name, setting, opt_name, lr, steps,
                    trace, finals):
-  # Imported here: export imports this module.
-  from tf_metainit import export  # pylint: disable=g-import-not-at-top
   export.export_fitted(
       task, export.unbatch(finals),
       os.path.join(output_dir, "fitted", name.replace(":", "_"), str(setting)),

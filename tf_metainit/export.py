@@ -46,8 +46,9 @@ import numpy as np
 import tensorflow as tf
 
 import tf_metainit
-from tf_metainit import evaluate
+from tf_metainit import runs
 from tf_metainit import train
+from tf_metainit.meta import inner
 from tf_metainit.meta import optimizers
 
 FORMAT = "tf_metainit.export/1"
@@ -259,7 +260,7 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
   signatures = {"render": module.render}
   hook = getattr(task, "export_signatures", None)
   if hook is not None and optimizer is not None:
-    extra = hook(module.params, optimizer)
+    extra = hook(module.params, optimizer, inner.adapt)
     for name, fn in extra.items():
       setattr(module, name, fn)
     signatures.update(extra)
@@ -353,7 +354,7 @@ def adapt_settings(task, optimizer=None, num_steps=None):
   if optimizer is None:
     bound = _bound("evaluate.optimizer_settings") or {}
     if "meta" in bound:
-      optimizer = evaluate.per_setting(bound["meta"], setting)
+      optimizer = runs.per_setting(bound["meta"], setting)
     else:
       # The init was trained for this inner loop (CT: SGD at lr 10), not for
       # evaluate's paper default of SGD 1e-2.
@@ -363,7 +364,7 @@ def adapt_settings(task, optimizer=None, num_steps=None):
   if num_steps is None:
     steps = _bound("evaluate.num_steps")
     if isinstance(steps, dict):
-      steps = evaluate.per_setting(steps["meta"], setting) if "meta" in steps else None
+      steps = runs.per_setting(steps["meta"], setting) if "meta" in steps else None
     num_steps = steps or training_hyperparameters()["inner_steps"]
   return str(name), float(learning_rate), (int(num_steps) if num_steps else None)
 
@@ -410,7 +411,7 @@ def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=No
     raise ValueError("export.task is not set: bind it in gin (export.task = %TASK), or "
                      "run tf-metainit-export on a root_dir written by meta_train.")
   name, learning_rate, steps = adapt_settings(task, optimizer, num_steps)
-  params, learned, path = evaluate.load_meta_init(task, root_dir, checkpoint)
+  params, learned, path = runs.load_meta_init(task, root_dir, checkpoint)
   adapt_optimizer = optimizers.make(name, learning_rate)
   test_time = {"optimizer": name, "learning_rate": learning_rate, "num_steps": steps}
   if learned is not None and optimizer is None:

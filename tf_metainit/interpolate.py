@@ -16,6 +16,7 @@ from PIL import ImageDraw
 
 from tf_metainit import evaluate
 from tf_metainit import figures
+from tf_metainit import files
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import base as tasks_base
 
@@ -94,6 +95,6 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
     figure.paste(panel, (i * (panel.width + 20), 20))
     draw.text((i * (panel.width + 20) + 4, 4), label, fill="black")
   figures.save_atomic(figure, os.path.join(output_dir, "interpolation.png"))
-  with open(os.path.join(output_dir, "interpolation.json"), "w") as f:
-    json.dump(report, f, indent=1)
+  files.write_text(os.path.join(output_dir, "interpolation.json"),
+                   json.dumps(report, indent=1))
   return report

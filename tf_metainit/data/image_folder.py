@@ -1,4 +1,4 @@
-"""Any folder of images as square float32 RGB arrays or a tf.data.Dataset.
+"""Any folder of images as square float32 RGB arrays.
 
 Every file is decoded with Pillow when the folder is loaded, so a corrupt file
 fails there with its name rather than deep inside a tf.data iterator.
@@ -108,9 +108,3 @@ def folder_images(path, resolution, max_images=None, recursive=False):
   for i, filename in enumerate(files):
     images[i] = center_crop_resize(load_image(filename), resolution).numpy()
   return images
-
-
-def folder_dataset(path, resolution, max_images=None, recursive=False):
-  """tf.data.Dataset of float32 (resolution, resolution, 3) folder images."""
-  return tf.data.Dataset.from_tensor_slices(
-      folder_images(path, resolution, max_images, recursive))

@@ -47,7 +47,6 @@ import os
 import pickle
 
 import numpy as np
-import tensorflow as tf
 
 # Modified Shepp-Logan: rows [A, a, b, xc, yc, theta_deg] (REFERENCE.md s. 2).
 SHEPP_LOGAN_MODIFIED = np.array([
@@ -405,28 +404,6 @@ def phantom_arrays(split, num, resolution, seed=0, supersample=4):
       "ellipses": np.asarray(ellipses, np.float32).reshape(num, E_MAX, 6),
       "num_ellipses": np.asarray(counts, np.int32).reshape(num),
   }
-
-
-def phantom_dataset(split, num_phantoms, resolution, seed=0, supersample=4):
-  """tf.data.Dataset of phantoms 0..num_phantoms-1 of a split, in order.
-
-  Yields {'image': (H, W) float32, 'ellipses': (E_MAX, 6) float32 zero-padded,
-  'num_ellipses': int32}.
-  """
-  _split_id(split)  # fail early on a bad split name
-  height, width = _resolution(resolution)
-
-  def make(index):
-    image, ellipses, count = tf.numpy_function(
-        lambda i: _example(i, split, (height, width), seed, supersample),
-        [index], [tf.float32, tf.float32, tf.int32], stateful=False)
-    image.set_shape([height, width])
-    ellipses.set_shape([E_MAX, 6])
-    count.set_shape([])
-    return {"image": image, "ellipses": ellipses, "num_ellipses": count}
-
-  return tf.data.Dataset.range(num_phantoms).map(
-      make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 # ----------------------------------------------------------------------------

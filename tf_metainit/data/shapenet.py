@@ -161,14 +161,6 @@ def load_object(object_dir, resolution=None):
           'focal': float(focal * size[1] / width)}
 
 
-def split_views(obj, num_train_views=NUM_TRAIN_VIEWS):
-  """Frames [0, num_train_views) for fitting, the rest held out (reference)."""
-  train = {k: v[:num_train_views] for k, v in obj.items() if k != 'focal'}
-  test = {k: v[num_train_views:] for k, v in obj.items() if k != 'focal'}
-  train['focal'] = test['focal'] = obj['focal']
-  return train, test
-
-
 def _splits_candidates(category_dir):
   category_dir = os.path.normpath(category_dir)
   name = os.path.basename(category_dir)

@@ -26,7 +26,6 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
-import tensorflow as tf
 
 SPLITS = ('train', 'test')
 FONT_DIRS = (
@@ -206,27 +205,3 @@ def text_images(split='train', num_images=1000, resolution=64, seed=0,
     images[i] = render_text_image(start + i, split, resolution, seed,
                                   **render_kwargs)
   return images
-
-
-def text_dataset(split='train', num_images=10000, resolution=64, seed=0,
-                 start=0, **render_kwargs):
-  """tf.data.Dataset of float32 (H, W, 3) text images, rendered lazily.
-
-  Images are rendered on the fly by index (order-independent), so the
-  pipeline is deterministic even with parallel map; add `.cache()` to render
-  each image once. `num_images=None` gives an endless stream of new images.
-  """
-  def render(index):
-    return render_text_image(int(index), split, resolution, seed,
-                             **render_kwargs)
-
-  def render_tf(index):
-    image = tf.numpy_function(render, [index], tf.float32, stateful=False)
-    return tf.ensure_shape(image, (resolution, resolution, 3))
-
-  if num_images is None:
-    indices = tf.data.Dataset.counter(start)
-  else:
-    indices = tf.data.Dataset.range(start, start + num_images)
-  return indices.map(render_tf, num_parallel_calls=tf.data.AUTOTUNE,
-                     deterministic=True)

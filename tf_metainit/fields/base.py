@@ -69,9 +69,6 @@ class Field(keras.Model):
     for v, p in zip(self.trainable_variables, params, strict=True):
       v.assign(p)
 
-  def num_params(self):
-    return sum(int(tf.size(v)) for v in self.trainable_variables)
-
   def describe(self):
     """Architecture facts a re-implementation needs (used by export manifests)."""
     raise NotImplementedError

@@ -98,14 +98,15 @@ class Task:
     """Conventions a re-implementation needs (coordinates, value range)."""
     return {}
 
-  def export_signatures(self, params, optimizer):
+  def export_signatures(self, params, optimizer, fit):
     """SavedModel signatures beyond `render` (export.py), as {name: tf.function}.
 
     Each tf.function has an input_signature, returns a dict of tensors and reads the
     weights only from `params` (tf.Variables in trainable_variables order); `optimizer`
-    is the test-time optimizer to bake in. Default: none.
+    is the test-time optimizer to bake in and `fit` the loop to run it with
+    (meta/inner.py's adapt, passed in because tasks sit below meta/). Default: none.
     """
-    del params, optimizer
+    del params, optimizer, fit
     return {}
 
 

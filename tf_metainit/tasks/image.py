@@ -15,7 +15,6 @@ from tf_metainit.data import text
 from tf_metainit.data import tfds_images
 from tf_metainit.fields import base as fields_base
 from tf_metainit.fields import siren
-from tf_metainit.meta import inner
 from tf_metainit.tasks import base
 
 DATASETS = ("text", "folder", "celeb_a", "imagenette")
@@ -185,7 +184,7 @@ class ImageRegression(base.Task):
   def output_as_signal(self, params):
     return {"image": self.render(params, None).numpy()}
 
-  def export_signatures(self, params, optimizer):
+  def export_signatures(self, params, optimizer, fit):
     """`adapt`: fits a new image from `params` with `optimizer`, on every pixel."""
     if self.pixels_per_step is not None:
       logging.warning("The exported adapt signature fits all pixels every step, not "
@@ -206,8 +205,7 @@ class ImageRegression(base.Task):
       coords = pixel_grid_tensor(shape[0], shape[1])[None]
       pixels = tf.reshape(image, [1, -1, channels])
       start = fields_base.batch_params(params, 1)
-      fitted, _ = inner.adapt(self.loss, start, lambda i: (coords, pixels), num_steps,
-                              optimizer)
+      fitted, _ = fit(self.loss, start, lambda i: (coords, pixels), num_steps, optimizer)
       recon = tf.reshape(self.field.apply(fitted, coords), shape)
       return {"reconstruction": tf.ensure_shape(recon, [None, None, channels]),
               "psnr_before": base.psnr_from_mse(self.loss(start, coords, pixels))[0],
