@@ -37,7 +37,8 @@ SMALL = (
 )
 ALGORITHM_BINDINGS = {
     "maml": ("meta_train.algorithm = 'maml'",),
-    "reptile": ("meta_train.algorithm = 'reptile'", "meta_train.inner_steps = 3",
+    "reptile": ("meta_train.algorithm = 'reptile'", "meta_train.inner_lr_mode = 'fixed'",
+                "meta_train.inner_steps = 3",
                 "meta_train.outer_batch_size = 2"),
 }
 FIELD_VARIABLES = ("kernel_0", "bias_0", "kernel_1", "bias_1", "kernel_2", "bias_2")
@@ -192,7 +193,8 @@ def test_divergence_binary_keeps_the_last_good_checkpoint(runs):
   # With MAML the update of step 3 turns the weights to NaN while that step's loss
   # (of the weights before the update) is still finite.
   result = _run(root, ALGORITHM_BINDINGS[runs[0]] + (
-      "meta_train.num_iterations = 3", "meta_train.inner_learning_rate = 1e6"))
+      "meta_train.num_iterations = 3", "meta_train.inner_learning_rate = 1e6",
+      "meta_train.inner_lr_mode = 'fixed'"))
   assert result.returncode != 0
   assert "Traceback" not in result.stderr
   _check_divergence(root, os.path.join(_checkpoint_dir(dirs["two"]), "ckpt-2"),
@@ -266,8 +268,10 @@ def test_divergence_in_process_keeps_the_last_good_checkpoint(runs, capsys, clea
   shutil.copytree(dirs["two"], root)
   # With MAML, step 3's update turns the weights to NaN while its loss (of the weights
   # before the update) is still finite; step 3 would be checkpointed as the last one.
+  # A fixed inner rate: learned (LSLR) rates are restored from the checkpoint instead.
   common.parse_gin([TEXT_CPU], list(SMALL + ALGORITHM_BINDINGS[algorithm]) + [
-      "meta_train.num_iterations = 3", "meta_train.inner_learning_rate = 1e6"])
+      "meta_train.num_iterations = 3", "meta_train.inner_learning_rate = 1e6",
+      "meta_train.inner_lr_mode = 'fixed'"])
   with pytest.raises(SystemExit) as exit_info:
     common.run_and_report(lambda: train.meta_train(root))
   assert exit_info.value.code == 1
