@@ -13,7 +13,7 @@ from tf_metainit.meta import learned_lr
 from tf_metainit.meta import maml
 from tf_metainit.meta import optimizers
 
-from test_meta import TinyTask, _signal_loss, _signals, _tiny_siren
+from test_meta import TinyTask, _sgd_adapt, _signal_loss, _signals, _tiny_siren
 
 NUM_STEPS = 2
 
@@ -30,17 +30,9 @@ def _setup():
 
 def _reference_loss(theta, coords, signals, rate_fn):
   """Mean post-adaptation loss; rate_fn(layer, step) -> scalar or per-weight rate."""
-  losses = []
-  for values in signals["values"].astype(np.float64):
-    params = list(theta)
-    for k in range(NUM_STEPS):
-      with tf.GradientTape() as tape:
-        tape.watch(params)
-        loss = _signal_loss(params, coords, values, k)
-      grads = tape.gradient(loss, params)
-      params = [p - rate_fn(i, k) * g for i, (p, g) in enumerate(zip(params, grads))]
-    losses.append(_signal_loss(params, coords, values, NUM_STEPS))
-  return tf.reduce_mean(losses)
+  return tf.reduce_mean([
+      _signal_loss(_sgd_adapt(theta, coords, values, NUM_STEPS, rate_fn), coords, values,
+                   NUM_STEPS) for values in signals["values"].astype(np.float64)])
 
 
 def _package_grads(field, task, signals, opt):

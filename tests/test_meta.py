@@ -84,14 +84,15 @@ def _signal_loss(params, coords, values, step):
 
 
 def _sgd_adapt(params, coords, values, num_steps, lr):
-  """K explicit SGD steps on one signal."""
+  """K explicit SGD steps on one signal; lr may be a function (layer, step) -> rate."""
+  rate = lr if callable(lr) else lambda i, k: lr
   params = list(params)
   for k in range(num_steps):
     with tf.GradientTape() as tape:
       tape.watch(params)
       loss = _signal_loss(params, coords, values, k)
     grads = tape.gradient(loss, params)
-    params = [p - lr * g for p, g in zip(params, grads)]
+    params = [p - rate(i, k) * g for i, (p, g) in enumerate(zip(params, grads))]
   return params
 
 
