@@ -1,6 +1,6 @@
 r"""Speed and memory benchmark: workloads, FLOP counting, timing and BENCHMARKS.md.
 
-Every workload runs the package's own code path (maml.step / reptile.step inside
+Every workload runs the package's own code path (meta/outer.py's step inside
 train.function, inner.adapt for test-time optimisation, task.render) on the paper's
 fields, in its own process so that its peak resident memory is its own:
 
@@ -39,9 +39,8 @@ from tf_metainit.fields import base as fields_base
 from tf_metainit.fields import mlp
 from tf_metainit.fields import siren
 from tf_metainit.meta import inner
-from tf_metainit.meta import maml
 from tf_metainit.meta import optimizers
-from tf_metainit.meta import reptile
+from tf_metainit.meta import outer
 from tf_metainit.tasks import base as tasks_base
 from tf_metainit.tasks import ct
 from tf_metainit.tasks import image
@@ -360,23 +359,14 @@ def _first_batch(task, batch):
 
 
 def _outer_step(task, algorithm, inner_steps, inner_lr, outer_lr, signals, jit):
-  """The meta-training loop's compiled step (train.meta_train's train_step)."""
-  field = task.field
+  """The meta-training loop's compiled step (meta/outer.py, as train.py builds it)."""
   inner_opt = optimizers.SGD(inner_lr)
   optimizer = train.outer_optimizer(outer_lr)
-  optimizer.build(field.trainable_variables)
-
-  def train_step(signals, step):
-    seed = tasks_base.stateless_seed(0, step)
-    if algorithm == "reptile":
-      before, after, _ = reptile.step(field, task, optimizer, signals, seed, inner_steps,
-                                   inner_opt)
-    else:
-      before, after, _ = maml.step(field, task, optimizer, signals, seed, inner_steps,
-                                inner_opt, first_order=(algorithm == "maml_fo"))
-    return tf.reduce_mean(before), tf.reduce_mean(after)
-
-  fn = train.function(train_step, jit)
+  optimizer.build(outer.meta_variables(task.field, inner_opt))
+  step = outer.build_step(task.field, task, optimizer, inner_opt,
+                          "reptile" if algorithm == "reptile" else "maml", inner_steps,
+                          first_order=(algorithm == "maml_fo"))
+  fn = train.function(lambda s, i: step(s, i)[:2], jit)
   counter = itertools.count()
   return lambda: _sync(fn(signals, tf.constant(next(counter), tf.int64)))
 

@@ -22,13 +22,9 @@ from tf_metainit import files
 from tf_metainit.fields import base as fields_base
 from tf_metainit.meta import inner
 from tf_metainit.meta import learned_lr
-from tf_metainit.meta import maml
 from tf_metainit.meta import optimizers
-from tf_metainit.meta import reptile
+from tf_metainit.meta import outer
 from tf_metainit.tasks import base as tasks_base
-
-ALGORITHMS = ("maml", "reptile")
-
 
 class DivergenceError(RuntimeError):
   pass
@@ -114,8 +110,9 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
     collapse_margin_db: warn when the held-out metric falls this far below the best.
     stop_on_collapse: stop training at such a warning (the best init is kept).
   """
-  if algorithm not in ALGORITHMS:
-    raise ValueError(f"meta_train.algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+  if algorithm not in outer.ALGORITHMS:
+    raise ValueError(f"meta_train.algorithm must be one of {outer.ALGORITHMS}, got "
+                     f"{algorithm!r}.")
   if task is gin.REQUIRED or task is None:
     raise ValueError("meta_train.task is not set: bind it in gin, e.g. "
                      "meta_train.task = @ImageRegression().")
@@ -132,11 +129,10 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
   inner_opt = (learned_lr.make(inner_lr_mode, [v.shape for v in field.trainable_variables],
                                inner_steps, inner_learning_rate)
                or optimizers.make(inner_optimizer, inner_learning_rate))
-  meta_variables = field.trainable_variables + list(getattr(inner_opt, "rates", ()))
   schedule = OuterSchedule(outer_learning_rate, num_iterations, outer_warmup_steps,
                            outer_lr_decay, outer_final_lr_fraction)
   optimizer = outer_optimizer(schedule, clip_global_norm)
-  optimizer.build(meta_variables)
+  optimizer.build(outer.meta_variables(field, inner_opt))
   step_var = tf.Variable(0, dtype=tf.int64, name="step")
   dataset = task.train_dataset(seed).batch(outer_batch_size, drop_remainder=True)
   iterator = iter(dataset.prefetch(2))
@@ -153,20 +149,8 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
     logging.info("Already trained for %d >= %d iterations.", start, num_iterations)
     return start
 
-  def train_step(signals, step):
-    step_seed = tasks_base.stateless_seed(seed, step)
-    if algorithm == "maml":
-      before, after, grad_norm = maml.step(field, task, optimizer, signals, step_seed,
-                                           inner_steps, inner_opt, first_order)
-    else:
-      before, after, grad_norm = reptile.step(field, task, optimizer, signals, step_seed,
-                                              inner_steps, inner_opt)
-    # The losses are those of the weights before this update; the update itself can
-    # still produce inf/NaN weights, which must not be checkpointed either.
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in meta_variables])
-    return tf.reduce_mean(before), tf.reduce_mean(after), grad_norm, finite
-
-  train_step = function(train_step, jit_compile)
+  train_step = function(outer.build_step(field, task, optimizer, inner_opt, algorithm,
+                                         inner_steps, first_order, seed), jit_compile)
   val_signals = tasks_base.take(task.test_signals(), slice(0, num_val_signals))
   validate = function(lambda s: _adapted_metrics(task, s, seed, inner_steps, inner_opt))
   monitor = CollapseMonitor(collapse_margin_db, best)
