@@ -1,12 +1,17 @@
 """Optimizers bound in gin as objects, the learning rate inside: end to end through gin,
-and one-line errors that show the new binding for each old form.
+one-line errors that show the new binding for each old form, and runs whose config.gin
+predates the objects still evaluating and exporting (with the same numbers).
 
 One tiny Reptile run (test_export's 8x8 text images, 3x16 SIREN, 2 outer steps) with an
 Adam inner loop bound in gin is trained once and shared.
 """
 
 import copy
+import json
+import logging
 import pathlib
+import re
+import shutil
 import types
 
 import gin
@@ -34,6 +39,14 @@ EVAL = ("evaluate.inits = ('standard', 'meta')", "evaluate.num_steps = 2",
 EVAL_OPTIMIZERS = ("evaluate.optimizer_settings = {'standard': @standard/Adam(), "
                    "'meta': @meta/SGD()}",
                    "standard/Adam.learning_rate = 1e-3", "meta/SGD.learning_rate = 0.05")
+# The same, as a config.gin written before optimizers were objects held them: the
+# sections of the scoped rates (image/maml.gin's inner/SGD too) did not exist.
+OLD_INNER = "meta_train.inner_learning_rate = 0.001\nmeta_train.inner_optimizer = 'adam'"
+SCOPED_RATES = re.compile(r"# Parameters for inner/\w+:\n# =+\n.*\n\n")
+OLD_EVAL = ("# Parameters for evaluate:\n"
+            "# " + "=" * 78 + "\n"
+            "evaluate.optimizer_settings = \\\n"
+            "    {'meta': ('sgd', 0.05), 'standard': {'full': ('adam', 0.001)}}\n")
 
 
 @pytest.fixture
@@ -131,6 +144,35 @@ def test_objects_bound_in_gin_train_evaluate_and_export(trained, tmp_path, clean
   assert manifest["signatures"]["adapt"]["optimizer"]["name"] == "adam"
 
 
+def test_a_run_config_of_the_old_form_still_evaluates_and_exports(trained, tmp_path,
+                                                                  clean_gin, caplog):
+  old = str(tmp_path / "old")
+  shutil.copytree(trained, old)
+  config = pathlib.Path(old, "config.gin")
+  text, removed = SCOPED_RATES.subn("", config.read_text())
+  assert removed == 2 and "inner/" in text  # only meta_train.inner_optimizer is left
+  text = text.replace("meta_train.inner_optimizer = @inner/Adam()", OLD_INNER)
+  assert "inner/" not in text
+  config.write_text(text + "\n" + OLD_EVAL)
+  caplog.set_level(logging.INFO, logger="absl")  # the binaries log at INFO
+  results = _evaluate_like_the_binary(old, EVAL)
+  assert "predates optimizers as gin objects" in caplog.text
+  assert ("meta_train.inner_optimizer = @inner/Adam(); inner/Adam.learning_rate = 0.001"
+          in caplog.text)
+  assert ("evaluate.optimizer_settings = {'meta': @meta/SGD(), 'standard': {'full': "
+          "@standard_full/Adam()}}; meta/SGD.learning_rate = 0.05; "
+          "standard_full/Adam.learning_rate = 0.001") in caplog.text
+  _check_results(results, old)
+  saved = json.loads((pathlib.Path(old) / "eval" / "results.json").read_text())
+  assert saved["inits"]["meta"]["settings"]["full"]["optimizer"] == "sgd"
+
+  manifest = _export_like_the_binary(old, str(tmp_path / "export"))
+  assert manifest["training"]["inner_optimizer"]["learning_rate"] == 1e-3
+  # The old config's evaluate.optimizer_settings name Meta's optimizer: SGD 0.05.
+  assert manifest["test_time"] == {"optimizer": "sgd", "learning_rate": 0.05,
+                                   "num_steps": 2}
+
+
 def test_learned_rates_start_at_the_sgd_learning_rate(tmp_path, clean_gin):
   # With outer learning rate 0 the rates after one step are where they started.
   common.parse_gin([TEXT_CPU], list(SMALL) + [
@@ -217,4 +259,9 @@ def test_old_bindings_fail_with_one_line_errors(tmp_path, clean_gin, capsys):
   message = _error(lambda: train.meta_train(str(tmp_path / "run"), task=object(),
                                             inner_optimizer=optimizers.SGD))
   assert "@inner/SGD()" in message
+  message = _error(lambda: common.parse_gin(
+      [], ["meta_train.inner_learning_rate = 0.5  # old"]))
+  assert message == ("meta_train.inner_learning_rate is gone: the learning rate lives "
+                     "in the optimizer object. Bind meta_train.inner_optimizer = "
+                     "@inner/SGD(); inner/SGD.learning_rate = 0.5")
   assert not (tmp_path / "run").exists()

@@ -235,6 +235,10 @@ def _bad_cases(tmp_path):
           (TEXT_CPU,), ("meta_train.inner_optimizer = 'adam'",),
           ["meta_train.inner_optimizer holds 'adam'",
            "meta_train.inner_optimizer = @inner/Adam(); inner/Adam.learning_rate = 0.01"]),
+      "old_inner_learning_rate": (
+          (TEXT_CPU,), ("meta_train.inner_learning_rate = 0.5",),
+          ["meta_train.inner_learning_rate is gone",
+           "meta_train.inner_optimizer = @inner/SGD(); inner/SGD.learning_rate = 0.5"]),
       "learned_rates_need_sgd": (
           (TEXT_CPU,), ("meta_train.inner_optimizer = @inner/Adam()",),
           ["inner_lr_mode = 'per_layer_step'", "meta_train.inner_optimizer = "
@@ -244,7 +248,7 @@ def _bad_cases(tmp_path):
 
 BAD_CASES = ("unknown_parameter", "unknown_configurable", "missing_gin_file",
              "empty_folder", "unreadable_image", "wrong_channel_count",
-             "old_inner_optimizer", "learned_rates_need_sgd")
+             "old_inner_optimizer", "old_inner_learning_rate", "learned_rates_need_sgd")
 
 
 @pytest.fixture

@@ -81,6 +81,12 @@ def check(value, selector, scope):
   return value
 
 
+def old_form(value):
+  """Whether `value` (maybe in dicts per init / setting) holds optimizers as names or
+  (name, learning_rate) pairs, as gin bound them before they were objects."""
+  return any(isinstance(v, (str, tuple, list)) for v in _leaves(value))
+
+
 def _leaves(value):
   if isinstance(value, dict):
     return [leaf for v in value.values() for leaf in _leaves(v)]
