@@ -398,7 +398,8 @@ CT_SMALL = (
     "meta_train.inner_steps = 2",
     "meta_train.num_val_signals = 1",
 )
-ADAM = "evaluate.optimizer_settings = {'meta': ('adam', 1e-3)}"
+ADAM = ("evaluate.optimizer_settings = {'meta': @meta/Adam()}",
+        "meta/Adam.learning_rate = 1e-3")
 
 
 def _tiny_run(root, gin_file, bindings):
@@ -423,11 +424,11 @@ def test_ct_export_records_the_runs_inner_optimizer(tmp_path):
   root, out = str(tmp_path / "run"), str(tmp_path / "export")
   _tiny_run(root, "ct/cpu.gin", CT_SMALL)
   manifest = _export_like_the_binary(root, out)
-  assert manifest["training"]["inner_learning_rate"] == 10.0
+  assert manifest["training"]["inner_optimizer"] == {"name": "sgd", "learning_rate": 10.0}
   assert manifest["test_time"] == {"optimizer": "sgd", "learning_rate": 10.0,
                                    "num_steps": 2}
   # An evaluation config's Meta optimizer still wins.
-  manifest = _export_like_the_binary(root, out, [ADAM])
+  manifest = _export_like_the_binary(root, out, ADAM)
   assert manifest["test_time"] == {"optimizer": "adam", "learning_rate": 1e-3,
                                    "num_steps": 2}
 
@@ -436,11 +437,11 @@ def test_adapt_signature_bakes_the_runs_inner_optimizer(tmp_path):
   # CT exports `render` only, so the baked-in optimizer is checked on an image run.
   root, out = str(tmp_path / "run"), str(tmp_path / "export")
   _tiny_run(root, "image/text_cpu.gin",
-            SMALL + ("meta_train.inner_learning_rate = 0.5",))
+            SMALL + ("inner/SGD.learning_rate = 0.5",))
   manifest = _export_like_the_binary(root, out)
   assert manifest["test_time"]["learning_rate"] == 0.5
   assert manifest["signatures"]["adapt"]["optimizer"] == {"name": "sgd",
                                                           "learning_rate": 0.5}
-  manifest = _export_like_the_binary(root, out, [ADAM])
+  manifest = _export_like_the_binary(root, out, ADAM)
   baked = manifest["signatures"]["adapt"]["optimizer"]
   assert (baked["name"], baked["learning_rate"]) == ("adam", 1e-3)

@@ -314,13 +314,6 @@ def test_adam_matches_numpy():
   assert np.abs(_flatten(tf_params) - _flatten(params)).min() > 1e-3
 
 
-def test_make_optimizer():
-  assert optimizers.make("SGD", 0.5) == optimizers.SGD(0.5)
-  assert optimizers.make("adam", 1e-3) == optimizers.Adam(1e-3)
-  with pytest.raises(ValueError, match="Unknown optimizer"):
-    optimizers.make("rmsprop", 1e-3)
-
-
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
 def test_adapt_unrolled_equals_while_loop_and_traces(dtype):
   field = _tiny_siren()

@@ -6,6 +6,7 @@ the reference formulas (REFERENCE.md 1.3, 4). Objects are 8x8 procedural chairs 
 the field a 3x16 NerfMLP, so the whole file stays small.
 """
 
+import copy
 import json
 import os
 
@@ -21,6 +22,7 @@ from tf_metainit.cli import common
 from tf_metainit.data import procedural_shapes
 from tf_metainit.fields import base as fields_base
 from tf_metainit.fields import mlp
+from tf_metainit.meta import optimizers
 from tf_metainit.tasks import base
 from tf_metainit.tasks import shapenet
 
@@ -226,15 +228,17 @@ def test_gin_files_parse(files, clean_gin):
   assert gin.query_parameter("meta_train.algorithm") == "reptile"
   assert gin.query_parameter("meta_train.inner_steps") == 32
   assert "mean" not in gin.query_parameter("evaluate.inits")
-  settings = gin.query_parameter("evaluate.optimizer_settings")
+  # A deep copy evaluates gin's references: the optimizer objects evaluate gets.
+  settings = copy.deepcopy(gin.query_parameter("evaluate.optimizer_settings"))
   lookup = evaluate._lookup  # pylint: disable=protected-access
   for name in ("standard", "matched", "shuffled", "meta", "meta:SV"):
     for setting in (1, 25):
-      optimizer, learning_rate = lookup(settings, name, setting)
-      assert optimizer in ("sgd", "adam") and learning_rate > 0
+      optimizer = lookup(settings, name, setting)
+      assert isinstance(optimizer, (optimizers.SGD, optimizers.Adam))
+      assert optimizer.learning_rate > 0
   if files == ["shapenet/chairs.gin"]:  # seed Table 3, Chairs, single view
-    assert lookup(settings, "standard", 1) == ("adam", 1e-5)
-    assert lookup(settings, "meta:SV", 1) == ("sgd", 0.5)
+    assert lookup(settings, "standard", 1) == optimizers.Adam(1e-5)
+    assert lookup(settings, "meta:SV", 1) == optimizers.SGD(0.5)
     assert gin.query_parameter("evaluate.num_steps")["matched"] == 2000
 
 
@@ -254,9 +258,10 @@ def test_meta_train_then_evaluate_with_an_sv_run(data_dir, tmp_path, clean_gin):
       "meta_train.num_iterations = 2", "meta_train.inner_steps = 2",
       "meta_train.log_every = 1",
       "evaluate.task = @ShapeNetViews()", "evaluate.trace_every = 2",
-      "evaluate.optimizer_settings = {'standard': ('adam', 1e-4), "
-      "'matched': ('adam', 1e-4), 'shuffled': ('adam', 1e-4), 'meta': ('adam', 1e-4), "
-      "'meta:SV': ('sgd', 0.5)}",
+      "evaluate.optimizer_settings = {'standard': @adam/Adam(), "
+      "'matched': @adam/Adam(), 'shuffled': @adam/Adam(), 'meta': @adam/Adam(), "
+      "'meta:SV': @sv/SGD()}",
+      "adam/Adam.learning_rate = 1e-4", "sv/SGD.learning_rate = 0.5",
       "evaluate.num_steps = 2", "evaluate.fit_steps = 2", "evaluate.grid_signals = 1",
   ]
   root = str(tmp_path / "mv")

@@ -173,7 +173,7 @@ def test_resume_gives_the_same_weights_as_one_run(runs):
 def _check_divergence(root_dir, good_checkpoint, stderr):
   assert "ERROR:" in stderr
   assert "training diverged" in stderr
-  assert "inner_learning_rate" in stderr
+  assert "learning rate of meta_train.inner_optimizer (now 1000000.0)" in stderr
   directory = _checkpoint_dir(root_dir)
   assert not any(name.startswith(("ckpt-3", "ckpt-4")) for name in os.listdir(directory))
   latest = tf.train.latest_checkpoint(directory)
@@ -193,7 +193,7 @@ def test_divergence_binary_keeps_the_last_good_checkpoint(runs):
   # With MAML the update of step 3 turns the weights to NaN while that step's loss
   # (of the weights before the update) is still finite.
   result = _run(root, ALGORITHM_BINDINGS[runs[0]] + (
-      "meta_train.num_iterations = 3", "meta_train.inner_learning_rate = 1e6",
+      "meta_train.num_iterations = 3", "inner/SGD.learning_rate = 1e6",
       "meta_train.inner_lr_mode = 'fixed'"))
   assert result.returncode != 0
   assert "Traceback" not in result.stderr
@@ -229,11 +229,26 @@ def _bad_cases(tmp_path):
       "wrong_channel_count": (
           (TEXT_CPU,), ("Siren.out_dim = 1",),
           ["3 channels", "outputs 1", "out_dim"]),
+      # Optimizers are gin objects with the learning rate inside; the old forms fail
+      # with the binding to use instead.
+      "old_inner_optimizer": (
+          (TEXT_CPU,), ("meta_train.inner_optimizer = 'adam'",),
+          ["meta_train.inner_optimizer holds 'adam'",
+           "meta_train.inner_optimizer = @inner/Adam(); inner/Adam.learning_rate = 0.01"]),
+      "old_inner_learning_rate": (
+          (TEXT_CPU,), ("meta_train.inner_learning_rate = 0.5",),
+          ["meta_train.inner_learning_rate is gone",
+           "meta_train.inner_optimizer = @inner/SGD(); inner/SGD.learning_rate = 0.5"]),
+      "learned_rates_need_sgd": (
+          (TEXT_CPU,), ("meta_train.inner_optimizer = @inner/Adam()",),
+          ["inner_lr_mode = 'per_layer_step'", "meta_train.inner_optimizer = "
+           "@inner/SGD() with inner/SGD.learning_rate = 0.0001"]),
   }
 
 
 BAD_CASES = ("unknown_parameter", "unknown_configurable", "missing_gin_file",
-             "empty_folder", "unreadable_image", "wrong_channel_count")
+             "empty_folder", "unreadable_image", "wrong_channel_count",
+             "old_inner_optimizer", "old_inner_learning_rate", "learned_rates_need_sgd")
 
 
 @pytest.fixture
@@ -270,7 +285,7 @@ def test_divergence_in_process_keeps_the_last_good_checkpoint(runs, capsys, clea
   # before the update) is still finite; step 3 would be checkpointed as the last one.
   # A fixed inner rate: learned (LSLR) rates are restored from the checkpoint instead.
   common.parse_gin([TEXT_CPU], list(SMALL + ALGORITHM_BINDINGS[algorithm]) + [
-      "meta_train.num_iterations = 3", "meta_train.inner_learning_rate = 1e6",
+      "meta_train.num_iterations = 3", "inner/SGD.learning_rate = 1e6",
       "meta_train.inner_lr_mode = 'fixed'"])
   with pytest.raises(SystemExit) as exit_info:
     common.run_and_report(lambda: train.meta_train(root))

@@ -34,8 +34,9 @@ BASELINES = ("standard", "mean", "matched", "shuffled")
 
 # Seed Table 1 (images): Meta with SGD 1e-2, every baseline with Adam 1e-4.
 DEFAULT_OPTIMIZERS = {
-    "standard": ("adam", 1e-4), "mean": ("adam", 1e-4), "matched": ("adam", 1e-4),
-    "shuffled": ("adam", 1e-4), "meta": ("sgd", 1e-2),
+    "standard": optimizers.Adam(1e-4), "mean": optimizers.Adam(1e-4),
+    "matched": optimizers.Adam(1e-4), "shuffled": optimizers.Adam(1e-4),
+    "meta": optimizers.SGD(1e-2),
 }
 
 
@@ -160,9 +161,10 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     extra_runs: {label: root_dir} of more meta-trained inits (e.g. {'Reptile': dir});
       they appear as 'meta:<label>' and use the 'meta' optimizer settings unless
       optimizer_settings has their own key.
-    optimizer_settings: {init: (optimizer, learning_rate)}; defaults: seed Table 1,
-      except that a Meta init trained with learned inner rates uses them (row label
-      'Meta-SGD' or 'Meta (LSLR)') unless this names it.
+    optimizer_settings: {init: optimizer or {setting: optimizer}}, optimizers as
+      objects (gin: {'meta': @meta/SGD()} with meta/SGD.learning_rate = 1e-2);
+      defaults: seed Table 1, except that a Meta init trained with learned inner rates
+      uses them (row label 'Meta-SGD' or 'Meta (LSLR)') unless this names it.
     num_steps: test-time steps; an int, or {init: int or {setting: int}}.
     report_step: the table's step (2 in Table 1); None reports each init's final PSNR.
     reference: the init whose report_step metric the others must match.
@@ -184,9 +186,10 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   if task is gin.REQUIRED or task is None:
     raise ValueError("evaluate.task is not set: bind it in gin (e.g. evaluate.task = "
                      "%TASK), or run on a root_dir written by meta_train.")
+  user_settings = optimizers.check(dict(optimizer_settings or {}),
+                                   "evaluate.optimizer_settings", "")
   output_dir = output_dir or os.path.join(root_dir, "eval")
   os.makedirs(output_dir, exist_ok=True)
-  user_settings = dict(optimizer_settings or {})
   optimizer_settings = dict(DEFAULT_OPTIMIZERS, **user_settings)
   if not isinstance(num_steps, dict):
     num_steps = {name: num_steps for name in set(optimizer_settings) | set(inits)}
@@ -219,8 +222,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
         optimizer = learned[name]
         opt_name, lr = f"learned SGD ({optimizer.mode}), mean", optimizer.mean_rate()
       else:
-        opt_name, lr = _lookup(optimizer_settings, name, setting)
-        optimizer = optimizers.make(opt_name, lr)
+        optimizer = _lookup(optimizer_settings, name, setting)
+        opt_name, lr = optimizer.name, optimizer.learning_rate
       t0 = time.time()
       trace, finals = tto.run(init, signals, optimizer, steps, setting, trace_every,
                               chunk)

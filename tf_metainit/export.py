@@ -29,6 +29,7 @@ export to the same path. Paths must be on a local filesystem (os.rename).
 """
 
 import contextlib
+import copy
 import glob
 import inspect
 import json
@@ -279,7 +280,7 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
       "versions": versions(),
   }
   if "adapt" in manifest["signatures"]:
-    manifest["signatures"]["adapt"]["optimizer"] = _optimizer_json(optimizer)
+    manifest["signatures"]["adapt"]["optimizer"] = optimizer.describe()
   manifest.update(_json_safe(manifest_extra or {}))
   if config_text is not None:
     manifest["gin_config"] = config_text
@@ -292,13 +293,6 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
       json.dump(_json_safe(manifest), f, indent=1)
   logging.info("Exported %s (signatures: %s)", export_dir, ", ".join(signatures))
   return manifest
-
-
-def _optimizer_json(optimizer):
-  if hasattr(optimizer, "describe"):
-    return optimizer.describe()
-  name = type(optimizer).__name__.lower()
-  return dict({"name": name}, **{k: _json_safe(v) for k, v in vars(optimizer).items()})
 
 
 def unbatch(finals):
@@ -344,29 +338,30 @@ def export_fitted(task, params_list, out_dir, names=None, manifest_extra=None,
 
 
 def adapt_settings(task, optimizer=None, num_steps=None):
-  """(optimizer name, learning rate, suggested steps) of the Meta init.
+  """(optimizer, suggested steps) of the Meta init.
 
   Defaults: evaluate's gin-bound optimizer_settings / num_steps for 'meta' if the
   config has them (e.g. an eval config given to the binary), else the run's own inner
-  loop: meta_train.inner_optimizer / inner_learning_rate and its inner steps.
+  loop: meta_train.inner_optimizer and its inner steps.
   """
   setting = task.default_setting
-  if optimizer is None:
-    bound = _bound("evaluate.optimizer_settings") or {}
+  if optimizer is not None:
+    optimizers.check(optimizer, "export.optimizer", "export")
+  else:
+    bound = optimizers.check(_built("evaluate.optimizer_settings") or {},
+                             "evaluate.optimizer_settings", "")
     if "meta" in bound:
       optimizer = runs.per_setting(bound["meta"], setting)
     else:
       # The init was trained for this inner loop (CT: SGD at lr 10), not for
       # evaluate's paper default of SGD 1e-2.
-      training = training_hyperparameters()
-      optimizer = training["inner_optimizer"], training["inner_learning_rate"]
-  name, learning_rate = optimizer
+      optimizer = run_inner_optimizer()
   if num_steps is None:
     steps = _bound("evaluate.num_steps")
     if isinstance(steps, dict):
       steps = runs.per_setting(steps["meta"], setting) if "meta" in steps else None
     num_steps = steps or training_hyperparameters()["inner_steps"]
-  return str(name), float(learning_rate), (int(num_steps) if num_steps else None)
+  return optimizer, (int(num_steps) if num_steps else None)
 
 
 def training_hyperparameters():
@@ -376,7 +371,17 @@ def training_hyperparameters():
             if k != "root_dir" and p.default is not inspect.Parameter.empty}
   # Unresolved, so references print as '@ImageRegression()' instead of being built.
   values.update(gin.get_bindings("meta_train", resolve_references=False))
+  # The inner optimizer as its name and learning rate, not its gin reference.
+  values["inner_optimizer"] = run_inner_optimizer().describe()
   return values
+
+
+def run_inner_optimizer():
+  """meta_train.inner_optimizer as the current gin config builds it."""
+  optimizer = _built("meta_train.inner_optimizer")
+  if optimizer is None:
+    optimizer = inspect.signature(train.meta_train).parameters["inner_optimizer"].default
+  return optimizers.check(optimizer, "meta_train.inner_optimizer", "inner")
 
 
 def _bound(selector):
@@ -385,6 +390,12 @@ def _bound(selector):
     return gin.query_parameter(selector)
   except ValueError:
     return None
+
+
+def _built(selector):
+  """A gin binding's value with its references evaluated, or None if unbound; for
+  cheap objects such as optimizers (a deep copy evaluates them, as gin itself does)."""
+  return copy.deepcopy(_bound(selector))
 
 
 @gin.configurable(denylist=["root_dir", "export_dir", "checkpoint"])
@@ -396,9 +407,10 @@ def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=No
     root_dir: a meta-training run (its latest checkpoint is the init).
     export_dir: output directory (replaced atomically if it exists).
     task: the run's task (the binary binds the evaluated task).
-    optimizer: (name, learning_rate) of the `adapt` signature; default: the learned
-      inner rates if the run has them, else adapt_settings (an eval config's Meta
-      optimizer, else the run's own inner optimizer and learning rate).
+    optimizer: the `adapt` signature's optimizer object (gin: @export/Adam() with
+      export/Adam.learning_rate = 1e-4); default: the learned inner rates if the run
+      has them, else adapt_settings (an eval config's Meta optimizer, else the run's
+      own inner optimizer).
     num_steps: suggested number of adapt steps recorded in the manifest; default
       evaluate's Meta budget if bound, else the meta-training inner steps.
     checkpoint: 'best' (held-out validation during training) or 'latest'.
@@ -410,10 +422,10 @@ def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=No
   if task is gin.REQUIRED or task is None:
     raise ValueError("export.task is not set: bind it in gin (export.task = %TASK), or "
                      "run tf-metainit-export on a root_dir written by meta_train.")
-  name, learning_rate, steps = adapt_settings(task, optimizer, num_steps)
+  adapt_optimizer, steps = adapt_settings(task, optimizer, num_steps)
   params, learned, path = runs.load_meta_init(task, root_dir, checkpoint)
-  adapt_optimizer = optimizers.make(name, learning_rate)
-  test_time = {"optimizer": name, "learning_rate": learning_rate, "num_steps": steps}
+  test_time = {"optimizer": adapt_optimizer.name,
+               "learning_rate": float(adapt_optimizer.learning_rate), "num_steps": steps}
   if learned is not None and optimizer is None:
     adapt_optimizer = learned
     test_time = dict(learned.describe(), num_steps=steps)

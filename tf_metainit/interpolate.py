@@ -55,7 +55,9 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
     task: the task (the run's own, when called through the binary).
     signal_indices: the three held-out signals at the triangle's corners.
     num_steps: {'standard': n, 'meta': n} fitting steps (default 100 each).
-    optimizer_settings: {'standard': (opt, lr), 'meta': (opt, lr)}; default seed Table 1.
+    optimizer_settings: {'standard': optimizer, 'meta': optimizer}, optimizers as
+      objects (gin: {'meta': @meta/SGD()} with meta/SGD.learning_rate = 1e-2); default
+      seed Table 1 (Meta: its learned inner rates, if trained with them).
     subdivisions: the triangle has subdivisions + 1 rows.
     setting: observation setting used for fitting (default: the task's default).
     cell: pixel size of one rendered image in the figure.
@@ -64,9 +66,11 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
   """
   if len(signal_indices) != 3:
     raise ValueError(f"interpolate.signal_indices needs 3 indices, got {signal_indices}.")
+  optimizer_settings = optimizers.check(dict(optimizer_settings or {}),
+                                        "interpolate.optimizer_settings", "")
   output_dir = output_dir or os.path.join(root_dir, "eval")
   os.makedirs(output_dir, exist_ok=True)
-  settings = dict(evaluate.DEFAULT_OPTIMIZERS, **(optimizer_settings or {}))
+  settings = dict(evaluate.DEFAULT_OPTIMIZERS, **optimizer_settings)
   num_steps = dict({"standard": 100, "meta": 100}, **(num_steps or {}))
   setting = setting if setting is not None else task.default_setting
   signals = tasks_base.take(task.test_signals(), list(signal_indices))
@@ -75,14 +79,12 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
   tto = evaluate.TestTimeOptimizer(task)
   panels, report = [], {}
   for name in ("standard", "meta"):
-    explicit = name in (optimizer_settings or {})
-    opt = (learned[name] if name in learned and not explicit
-           else optimizers.make(*settings[name]))
+    opt = (learned[name] if name in learned and name not in optimizer_settings
+           else settings[name])
     trace, finals = tto.run(inits[name], signals, opt, num_steps[name], setting,
                             num_steps[name], chunk=3)
     fitted = [[p[i] for p in finals[0]] for i in range(3)]
-    report[name] = {"optimizer": (opt.describe() if hasattr(opt, "describe")
-                                  else list(settings[name])), "num_steps": num_steps[name],
+    report[name] = {"optimizer": opt.describe(), "num_steps": num_steps[name],
                     "corner_psnr": trace[-1].tolist()}
     rows = []
     for row in barycentric_grid(subdivisions):

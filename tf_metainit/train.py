@@ -74,12 +74,12 @@ def outer_optimizer(learning_rate, clip_global_norm=None):
 def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=1000,
                outer_batch_size=3, outer_learning_rate=1e-5, outer_warmup_steps=0,
                outer_lr_decay="constant", outer_final_lr_fraction=0.0,
-               clip_global_norm=None, inner_steps=2, inner_optimizer="sgd",
-               inner_learning_rate=1e-2, inner_lr_mode="fixed", first_order=False,
-               seed=0, jit_compile=False, log_every=50, summary_every=50,
-               image_summary_every=500, checkpoint_every=500, max_checkpoints=3,
-               val_every=50, num_val_signals=4, collapse_margin_db=3.0,
-               stop_on_collapse=False):
+               clip_global_norm=None, inner_steps=2,
+               inner_optimizer=optimizers.SGD(1e-2), inner_lr_mode="fixed",
+               first_order=False, seed=0, jit_compile=False, log_every=50,
+               summary_every=50, image_summary_every=500, checkpoint_every=500,
+               max_checkpoints=3, val_every=50, num_val_signals=4,
+               collapse_margin_db=3.0, stop_on_collapse=False):
   """Meta-learns an initialization of `task.field`; returns the final outer step.
 
   Args:
@@ -95,10 +95,11 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
     outer_final_lr_fraction: where the cosine ends, as a fraction of the peak.
     clip_global_norm: clip the outer gradient to this global norm (None: off).
     inner_steps: inner-loop steps K.
-    inner_optimizer: 'sgd' (the paper) or 'adam'.
-    inner_learning_rate: inner-loop learning rate (the start, when learned).
-    inner_lr_mode: 'fixed', or meta-learned SGD rates: 'per_parameter' (Meta-SGD) or
-      'per_layer_step' (MAML++ LSLR); second-order MAML only (meta/learned_lr.py).
+    inner_optimizer: the inner loop's optimizer with its learning rate (gin:
+      @inner/SGD() and inner/SGD.learning_rate = 1e-2, the paper; or @inner/Adam()).
+    inner_lr_mode: 'fixed', or meta-learned SGD rates started at inner_optimizer's
+      learning rate: 'per_parameter' (Meta-SGD) or 'per_layer_step' (MAML++ LSLR);
+      second-order MAML with an SGD inner_optimizer only (meta/learned_lr.py).
     first_order: FOMAML: no gradient through the inner gradients.
     seed: seeds the field init, data order and per-step randomness.
     jit_compile: compile the outer step with XLA (faster on GPU, slower on CPU).
@@ -116,19 +117,24 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
   if task is gin.REQUIRED or task is None:
     raise ValueError("meta_train.task is not set: bind it in gin, e.g. "
                      "meta_train.task = @ImageRegression().")
+  optimizers.check(inner_optimizer, "meta_train.inner_optimizer", "inner")
   learned_lr.check_mode(inner_lr_mode)
-  if inner_lr_mode != "fixed" and (algorithm != "maml" or first_order or
-                                   inner_optimizer != "sgd"):
+  if inner_lr_mode != "fixed" and (algorithm != "maml" or first_order):
     raise ValueError(
         f"meta_train.inner_lr_mode = {inner_lr_mode!r} meta-learns SGD rates through "
-        "the inner loop: it needs algorithm 'maml', first_order = False and "
-        "inner_optimizer 'sgd'.")
+        "the inner loop: it needs algorithm 'maml' and first_order = False.")
+  if inner_lr_mode != "fixed" and not isinstance(inner_optimizer, optimizers.SGD):
+    raise ValueError(
+        f"meta_train.inner_lr_mode = {inner_lr_mode!r} meta-learns SGD rates, started "
+        f"at the inner optimizer's learning rate, but meta_train.inner_optimizer is "
+        f"{inner_optimizer}: bind meta_train.inner_optimizer = @inner/SGD() with "
+        f"inner/SGD.learning_rate = {inner_optimizer.learning_rate!r}.")
   tf.io.gfile.makedirs(root_dir)
   files.write_text(os.path.join(root_dir, "config.gin"), gin.config_str())
   field = task.field
   inner_opt = (learned_lr.make(inner_lr_mode, [v.shape for v in field.trainable_variables],
-                               inner_steps, inner_learning_rate)
-               or optimizers.make(inner_optimizer, inner_learning_rate))
+                               inner_steps, inner_optimizer.learning_rate)
+               or inner_optimizer)
   schedule = OuterSchedule(outer_learning_rate, num_iterations, outer_warmup_steps,
                            outer_lr_decay, outer_final_lr_fraction)
   optimizer = outer_optimizer(schedule, clip_global_norm)
@@ -167,10 +173,12 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
       if not (math.isfinite(after) and math.isfinite(before) and bool(finite)):
         what = (f"The loss became {after}" if bool(finite) else
                 f"The weights became inf/NaN (loss {after})")
+        inner_rate = (f"{inner_optimizer.learning_rate}" if inner_lr_mode == "fixed" else
+                      f"{inner_optimizer.learning_rate}, where the learned rates start")
         raise DivergenceError(
             f"{what} at outer step {step}: training diverged. Lower "
-            f"meta_train.outer_learning_rate (now {outer_learning_rate}) or "
-            f"meta_train.inner_learning_rate (now {inner_learning_rate}). The last good "
+            f"meta_train.outer_learning_rate (now {outer_learning_rate}) or the learning "
+            f"rate of meta_train.inner_optimizer (now {inner_rate}). The last good "
             f"checkpoint ({last_good or 'none yet'}) was kept; the diverged weights "
             "were not saved.")
       done = step + 1

@@ -2,6 +2,7 @@
 
 import logging as std_logging
 import os
+import re
 import sys
 
 from absl import app
@@ -86,6 +87,17 @@ def _resolve(path):
                     "e.g. image/text_cpu.gin.")
 
 
+# meta_train.inner_learning_rate, gone since the inner optimizer is a gin object with
+# its rate inside; `gin.config_str()` wrote it on one line of an old run's config.gin.
+_INNER_RATE = re.compile(
+    r"^[ \t]*meta_train\.inner_learning_rate\s*=\s*([^#\n]*?)\s*(#.*)?$", re.M)
+# Where optimizers were bound as (name, learning_rate) pairs, and the gin scope their
+# objects get (inside dicts, the scope joined with the keys).
+_OLD_OPTIMIZER_PAIRS = {"evaluate.optimizer_settings": "",
+                        "interpolate.optimizer_settings": "",
+                        "export.optimizer": "export"}
+
+
 def parse_gin(gin_files, gin_bindings, extra_files=()):
   """Strict gin parsing: unknown names are errors that say what to fix."""
   register_configurables()
@@ -96,6 +108,13 @@ def parse_gin(gin_files, gin_bindings, extra_files=()):
     gin.parse_config_files_and_bindings(files, gin_bindings, finalize_config=False,
                                         skip_unknown=False)
   except (ValueError, KeyError, SyntaxError) as e:
+    rate = _INNER_RATE.search(str(e))  # gin's message quotes the line
+    if rate:
+      from tf_metainit.meta import optimizers  # pylint: disable=g-import-not-at-top
+      raise ConfigError(
+          "meta_train.inner_learning_rate is gone: the learning rate lives in the "
+          "optimizer object. Bind " + "; ".join(optimizers.new_form(
+              "meta_train.inner_optimizer", "sgd", "inner", rate.group(1)))) from e
     raise ConfigError(
         f"Bad gin configuration: {e}\nFix the name or value in the gin file / "
         "--gin_bindings (names are case-sensitive: e.g. meta_train.num_iterations, "
@@ -126,7 +145,7 @@ def parse_run_config(root_dir, gin_files, gin_bindings, task_for=()):
     raise ConfigError(
         f"{config} not found: --root_dir must be a directory written by "
         "tf-metainit-train (it saves config.gin there).")
-  parse_gin([], [], extra_files=[config])
+  _parse_old_or_new_run_config(config)
   try:
     gin.query_parameter("evaluate.task")
   except ValueError:
@@ -134,3 +153,40 @@ def parse_run_config(root_dir, gin_files, gin_bindings, task_for=()):
   parse_gin(gin_files, gin_bindings)
   for name in task_for:
     gin.bind_parameter(f"{name}.task", gin.query_parameter("evaluate.task"))
+
+
+def _parse_old_or_new_run_config(config):
+  """Parses a run's config.gin. One written before optimizers were gin objects is read
+  in the new form (with a logged note), so that older runs still evaluate and export."""
+  from tf_metainit.meta import optimizers  # pylint: disable=g-import-not-at-top
+  with open(config) as f:
+    text = f.read()
+  rate = _INNER_RATE.search(text)
+  if rate:
+    parse_gin([], [_INNER_RATE.sub("", text)])
+  else:
+    parse_gin([], [], extra_files=[config])
+  old, new = [], []
+  name = _query("meta_train.inner_optimizer")
+  if rate or isinstance(name, str):
+    old += [rate.group(0).strip()] if rate else []
+    old += [f"meta_train.inner_optimizer = {name!r}"] if name else []
+    # Unbound, they were 'sgd' and 1e-2.
+    new += optimizers.new_form("meta_train.inner_optimizer", name or "sgd", "inner",
+                               rate.group(1) if rate else 1e-2)
+  for selector, scope in _OLD_OPTIMIZER_PAIRS.items():
+    value = _query(selector)
+    if value is not None and optimizers.old_form(value):
+      old.append(f"{selector} = {value!r}")
+      new += optimizers.new_form(selector, value, scope)
+  if new:
+    logging.info("%s predates optimizers as gin objects: read %s as %s", config,
+                 "; ".join(old), "; ".join(new))
+    parse_gin([], new)
+
+
+def _query(selector):
+  try:
+    return gin.query_parameter(selector)
+  except ValueError:  # unbound
+    return None

@@ -3,7 +3,8 @@ r"""Exports a run's meta-learned init as a SavedModel plus weights.npz and manif
   tf-metainit-export --root_dir=/tmp/text --export_dir=/tmp/text_export
 
 The run's own config.gin is read first, so the field is rebuilt exactly as trained;
---gin_file / --gin_bindings then override (e.g. export.optimizer = ('adam', 1e-4)).
+--gin_file / --gin_bindings then override (e.g. export.optimizer = @export/Adam() with
+export/Adam.learning_rate = 1e-4).
 See tf_metainit/export.py for what is exported.
 """
 
