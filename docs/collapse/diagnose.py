@@ -1,4 +1,13 @@
-"""Instrumented MAML run: what happens to weights, inner grads and SIREN pre-activations."""
+"""Instrumented MAML run: what happens to weights, inner grads and SIREN pre-activations.
+
+  python docs/collapse/diagnose.py OUT.json STEPS EVERY [GIN_BINDING ...]
+
+Builds the task and outer rate from image/text_cpu.gin (plus bindings) but runs the
+old recipe itself: fixed inner SGD 1e-2, constant outer Adam. Every EVERY steps it
+records, on 4 held-out images: each weight tensor's rms, the std of w0*(Wh+b) at each
+sine layer, the inner-loop gradient norm per tensor at theta0, and the PSNR before and
+after 1 and 2 inner steps. text64_maml_1e-4.json is `... 500 10` (outer lr 1e-4).
+"""
 import json, sys, time, os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tf_metainit  # oneDNN
