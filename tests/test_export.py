@@ -270,24 +270,6 @@ def test_numpy_reimplementation_of_other_fields(make_field, tmp_path):
     assert manifest["constants"] == {"fourier_matrix": [3, 4]}
 
 
-def test_a_moved_aside_export_is_restored(tmp_path):
-  """Killed between 'move the old export aside' and 'move the new one in'."""
-  target = tmp_path / "init"
-  dead = subprocess.Popen(["true"])
-  dead.wait()
-  aside = tmp_path / f"init.old-{dead.pid}"
-  aside.mkdir()
-  (aside / "manifest.json").write_text("{}")
-  stale = tmp_path / f"init.tmp-{dead.pid}"
-  stale.mkdir()
-  with export.atomic_directory(str(target)) as tmp:
-    assert (target / "manifest.json").exists()  # restored before the new one is built
-    assert not stale.exists()
-    (pathlib.Path(tmp) / "manifest.json").write_text('{"new": 1}')
-  assert json.loads((target / "manifest.json").read_text()) == {"new": 1}
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["init"]
-
-
 def test_batched_params_are_rejected(run):
   field = run["task"].field
   batched = [p[None] for p in run["meta"]]

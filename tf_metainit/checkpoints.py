@@ -104,8 +104,8 @@ class BestCheckpoint:
       return False
     path = self._manager.save(checkpoint_number=step)
     self.step, self.value = step, float(value)
-    files.write_text(os.path.join(self.directory, "best.json"), json.dumps(
-        {"step": step, "value": self.value, "checkpoint": os.path.basename(path)}))
+    files.write_json(os.path.join(self.directory, "best.json"),
+                     {"step": step, "value": self.value, "checkpoint": os.path.basename(path)})
     logging.info("New best held-out value %.3f at step %d: %s", value, step, path)
     return True
 

@@ -10,7 +10,6 @@ weights, one compiled while_loop). Writes under <root_dir>/eval/:
   curves_<setting>.png, grid_<setting>.png, and TensorBoard scalars under eval/.
 """
 
-import json
 import os
 import time
 
@@ -254,7 +253,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     grid_rows[setting] = grid_cols
   writer.flush()
   _summarise(results, params)
-  files.write_text(os.path.join(output_dir, "results.json"), json.dumps(results, indent=1))
+  files.write_json(os.path.join(output_dir, "results.json"), results)
   files.write_text(os.path.join(output_dir, "results.md"), results_table(results))
   _figures(results, grid_rows, params, output_dir)
   print(results_table(results))
@@ -334,8 +333,8 @@ def _figures(results, grid_rows, params, output_dir):
     labels = [label for label, _ in cols]
     rows = [[images[i] for _, images in cols] for i in range(len(cols[0][1]))]
     scale = max(1, 96 // max(rows[0][0].shape[0], 1))
-    figures.save_atomic(figures.image_grid(rows, labels, scale=scale),
-                        os.path.join(output_dir, f"grid_{setting}.png"))
+    files.save_image(figures.image_grid(rows, labels, scale=scale),
+                     os.path.join(output_dir, f"grid_{setting}.png"))
     curves = {}
     for name in params:
       e = results["inits"][name]["settings"][str(setting)]

@@ -25,18 +25,16 @@ Exports are atomic: everything is written to <export_dir>.tmp-<pid> beside the t
 which then replaces <export_dir> by two renames (the old export is moved aside first
 and deleted once the new one is in place). A killed export leaves the previous one
 intact; its leftovers are cleaned (or a moved-aside export restored) by the next
-export to the same path. Paths must be on a local filesystem (os.rename).
+export to the same path (files.atomic_directory). Paths must be on a local filesystem
+(os.rename).
 """
 
-import contextlib
 import copy
-import glob
 import inspect
 import json
 import os
 import platform
 import re
-import shutil
 import signal
 import time
 
@@ -47,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_metainit
+from tf_metainit import files
 from tf_metainit import runs
 from tf_metainit import train
 from tf_metainit.meta import inner
@@ -61,68 +60,6 @@ CRASH_ENV = "TF_METAINIT_EXPORT_CRASH_AFTER"
 
 _KERNEL = re.compile(r"^kernel_(\d+)$")
 _BIAS = re.compile(r"^bias_(\d+)$")
-
-
-# --- atomic directories ----------------------------------------------------------------
-
-
-def _pid_alive(pid):
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True  # someone else's live process
-  return True
-
-
-def _clean_stale(export_dir):
-  """Removes leftovers of killed exports; restores a moved-aside export if needed."""
-  for kind in ("old", "tmp"):  # restore before deleting anything
-    for path in sorted(glob.glob(f"{glob.escape(export_dir)}.{kind}-*")):
-      suffix = path.rsplit("-", 1)[-1]
-      if not suffix.isdigit() or _pid_alive(int(suffix)):
-        continue
-      if kind == "old" and not os.path.exists(export_dir):
-        # Killed between its two renames: the moved-aside export is the good one.
-        os.rename(path, export_dir)
-        logging.warning("Restored %s from an interrupted export.", export_dir)
-      else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def atomic_directory(export_dir):
-  """Yields a temporary directory that replaces `export_dir` on success."""
-  export_dir = os.path.abspath(export_dir)
-  os.makedirs(os.path.dirname(export_dir), exist_ok=True)
-  _clean_stale(export_dir)
-  pid = os.getpid()
-  tmp, old = f"{export_dir}.tmp-{pid}", f"{export_dir}.old-{pid}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  try:
-    yield tmp
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  _fsync_tree(tmp)
-  # Directories can't be renamed over a non-empty one, hence the move aside.
-  if os.path.exists(export_dir):
-    os.rename(export_dir, old)
-  os.rename(tmp, export_dir)
-  shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_tree(directory):
-  """Flushes every file to disk, so a renamed export is complete after a power cut."""
-  for dirpath, _, filenames in os.walk(directory):
-    for name in filenames:
-      fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-      try:
-        os.fsync(fd)
-      finally:
-        os.close(fd)
 
 
 def _maybe_crash(stage):
@@ -284,7 +221,7 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
   manifest.update(_json_safe(manifest_extra or {}))
   if config_text is not None:
     manifest["gin_config"] = config_text
-  with atomic_directory(export_dir) as tmp:
+  with files.atomic_directory(export_dir) as tmp:
     tf.saved_model.save(module, tmp, signatures=signatures)
     _maybe_crash("saved_model")
     np.savez(os.path.join(tmp, WEIGHTS), **arrays)

@@ -1,11 +1,11 @@
 """Figures: labelled image grids (PIL, exact pixels) and metric curves (matplotlib)."""
 
-import os
-
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
+
+from tf_metainit import files
 
 
 def to_uint8(image):
@@ -42,12 +42,6 @@ def image_grid(rows, column_labels=None, row_labels=None, scale=1, pad=2):
   return canvas
 
 
-def save_atomic(image, path):
-  tmp = path + ".tmp.png"
-  image.save(tmp)
-  os.replace(tmp, path)
-
-
 def plot_curves(curves, path, title, ylabel="PSNR (dB)", xlabel="test-time step"):
   """curves: {label: (steps, mean, std)} -> a PNG with one line (and band) per label."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -64,7 +58,5 @@ def plot_curves(curves, path, title, ylabel="PSNR (dB)", xlabel="test-time step"
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp)
+  files.save_figure(fig, path)
   plt.close(fig)
-  os.replace(tmp, path)

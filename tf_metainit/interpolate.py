@@ -6,7 +6,6 @@ theta(a, b, c) = a theta_1 + b theta_2 + c theta_3 with a + b + c = 1, and rende
 From the Meta init the mixtures stay meaningful images; from Standard they do not.
 """
 
-import json
 import os
 
 import gin
@@ -96,7 +95,6 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
   for i, (panel, label) in enumerate(zip(panels, ("Standard init", "Meta init"))):
     figure.paste(panel, (i * (panel.width + 20), 20))
     draw.text((i * (panel.width + 20) + 4, 4), label, fill="black")
-  figures.save_atomic(figure, os.path.join(output_dir, "interpolation.png"))
-  files.write_text(os.path.join(output_dir, "interpolation.json"),
-                   json.dumps(report, indent=1))
+  files.save_image(figure, os.path.join(output_dir, "interpolation.png"))
+  files.write_json(os.path.join(output_dir, "interpolation.json"), report)
   return report

@@ -23,6 +23,8 @@ import shutil
 import numpy as np
 from PIL import Image
 
+from tf_metainit import files
+
 CATEGORIES = ('chairs', 'cars', 'lamps')
 SPLITS = ('train', 'val', 'test')
 CAMERA_ANGLE_X = 0.6911112070083618
@@ -441,30 +443,13 @@ def _check_existing(object_dir, settings):
         'another out_dir or delete the category folder to regenerate.')
 
 
-def _write_json_atomic(path, value):
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
-
-
-def _pid_alive(pid):
-  try:
-    os.kill(pid, 0)  # Signal 0 only probes for the process.
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
 def _remove_stale_temps(category_dir):
   """Deletes temporary object folders whose writer process has died."""
   for name in os.listdir(category_dir):
     if not name.startswith('.tmp_'):
       continue
     pid = name.rsplit('_', 1)[-1]
-    if not pid.isdigit() or not _pid_alive(int(pid)):
+    if not pid.isdigit() or not files.pid_alive(int(pid)):
       shutil.rmtree(os.path.join(category_dir, name), ignore_errors=True)
 
 
@@ -505,6 +490,5 @@ def write_category(out_dir, category, num_train, num_val, num_test,
       except OSError:
         # Another writer finished this object first; its copy is identical.
         shutil.rmtree(tmp, ignore_errors=True)
-  _write_json_atomic(os.path.join(category_dir, f'{category}_splits.json'),
-                     splits)
+  files.write_json(os.path.join(category_dir, f'{category}_splits.json'), splits)
   return category_dir
