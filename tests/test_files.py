@@ -1,4 +1,4 @@
-"""Atomic writes: text, JSON, PNG and directories."""
+"""Atomic writes (text, JSON, PNG, directories) and the run layout's paths."""
 
 import json
 import os
@@ -10,6 +10,7 @@ from PIL import Image
 import pytest
 
 from tf_metainit import files
+from tf_metainit import layout
 
 
 def test_write_text_creates_parents_replaces_and_leaves_no_temp(tmp_path):
@@ -74,3 +75,16 @@ def test_a_moved_aside_directory_is_restored(tmp_path):
     (pathlib.Path(tmp) / "manifest.json").write_text('{"new": 1}')
   assert json.loads((target / "manifest.json").read_text()) == {"new": 1}
   assert sorted(p.name for p in tmp_path.iterdir()) == ["init"]
+
+
+def test_layout_names_the_paths_existing_runs_use():
+  root = os.path.join("runs", "text")
+  assert layout.config_path(root) == "runs/text/config.gin"
+  assert layout.operative_config_path(root) == "runs/text/operative_config.gin"
+  assert layout.train_dir(root) == "runs/text/train"
+  assert layout.checkpoints_dir(root) == "runs/text/train/checkpoints"
+  assert layout.best_dir(root) == "runs/text/train/best"
+  assert layout.eval_dir(root) == "runs/text/eval"
+  assert layout.eval_dir(root, "elsewhere") == "elsewhere"
+  assert (layout.fitted_dir(layout.eval_dir(root), "meta:old", 64)
+          == "runs/text/eval/fitted/meta_old/64")

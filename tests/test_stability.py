@@ -38,7 +38,8 @@ def test_outer_schedule_closed_form():
 
 def test_best_checkpoint_and_collapse_monitor(tmp_path, caplog):
   weight = tf.Variable(0.0)
-  best = checkpoints.BestCheckpoint(str(tmp_path), {"w": tf.train.Checkpoint(w=weight)})
+  best = checkpoints.BestCheckpoint(str(tmp_path / "best"),
+                                    {"w": tf.train.Checkpoint(w=weight)})
   monitor = train.CollapseMonitor(3.0, best)
   caplog.set_level(logging.WARNING)
   for step, (value, w) in enumerate([(20.0, 1.0), (22.0, 2.0), (20.0, 3.0)], 1):
@@ -50,7 +51,8 @@ def test_best_checkpoint_and_collapse_monitor(tmp_path, caplog):
   # The kept init is step 2's, and a resumed run knows the value to beat.
   reader = tf.train.load_checkpoint(str(tmp_path / "best"))
   assert reader.get_tensor("w/w/.ATTRIBUTES/VARIABLE_VALUE") == 2.0
-  again = checkpoints.BestCheckpoint(str(tmp_path), {"w": tf.train.Checkpoint(w=weight)})
+  again = checkpoints.BestCheckpoint(str(tmp_path / "best"),
+                                     {"w": tf.train.Checkpoint(w=weight)})
   assert (again.step, again.value) == (2, 22.0)
   # The inner loop that stops reducing the loss is a collapse sign too.
   for _ in range(5):

@@ -13,6 +13,7 @@ from absl import logging
 import tensorflow as tf
 
 from tf_metainit import files
+from tf_metainit import layout
 
 CHECKPOINTS = ("best", "latest")
 
@@ -81,14 +82,14 @@ def restore(checkpoint, path, partial):
 
 
 class BestCheckpoint:
-  """The init with the best held-out metric so far, in <run_dir>/best.
+  """The init with the best held-out metric so far, in `directory` (layout.best_dir).
 
   `best.json` (step, value) is written after the checkpoint it describes, so a resumed
   run knows the value to beat.
   """
 
-  def __init__(self, run_dir, state):
-    self.directory = os.path.join(run_dir, "best")
+  def __init__(self, directory, state):
+    self.directory = directory
     self._manager = tf.train.CheckpointManager(tf.train.Checkpoint(**state),
                                                self.directory, max_to_keep=1)
     self.step, self.value = None, -math.inf
@@ -104,8 +105,8 @@ class BestCheckpoint:
       return False
     path = self._manager.save(checkpoint_number=step)
     self.step, self.value = step, float(value)
-    files.write_json(os.path.join(self.directory, "best.json"),
-                     {"step": step, "value": self.value, "checkpoint": os.path.basename(path)})
+    files.write_json(os.path.join(self.directory, "best.json"), {
+        "step": step, "value": self.value, "checkpoint": os.path.basename(path)})
     logging.info("New best held-out value %.3f at step %d: %s", value, step, path)
     return True
 
@@ -122,7 +123,7 @@ def meta_checkpoint(root_dir, which="best"):
   if which not in CHECKPOINTS:
     raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}.")
   if which == "best":
-    path = tf.train.latest_checkpoint(os.path.join(root_dir, "train", "best"))
+    path = tf.train.latest_checkpoint(layout.best_dir(root_dir))
     if path is not None:
       logging.info("Using the best checkpoint by held-out validation: %s "
                    "(--checkpoint=latest for the last one).", path)
@@ -144,7 +145,7 @@ def learned_rates(path):
 
 def latest_checkpoint(root_dir):
   """The newest complete meta-training checkpoint under root_dir, with a clear error."""
-  directory = os.path.join(root_dir, "train", "checkpoints")
+  directory = layout.checkpoints_dir(root_dir)
   path = tf.train.latest_checkpoint(directory)
   if path is None:
     raise CheckpointError(

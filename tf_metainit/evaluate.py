@@ -21,6 +21,7 @@ import tensorflow as tf
 from tf_metainit import export
 from tf_metainit import files
 from tf_metainit import figures
+from tf_metainit import layout
 from tf_metainit import runs
 from tf_metainit.fields import base as fields_base
 from tf_metainit.meta import inits as inits_lib
@@ -187,7 +188,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
                      "%TASK), or run on a root_dir written by meta_train.")
   user_settings = optimizers.check(dict(optimizer_settings or {}),
                                    "evaluate.optimizer_settings", "")
-  output_dir = output_dir or os.path.join(root_dir, "eval")
+  output_dir = layout.eval_dir(root_dir, output_dir)
   os.makedirs(output_dir, exist_ok=True)
   optimizer_settings = dict(DEFAULT_OPTIMIZERS, **user_settings)
   if not isinstance(num_steps, dict):
@@ -264,7 +265,7 @@ def _export_fitted(task, root_dir, output_dir, name, setting, opt_name, lr, step
                    trace, finals):
   export.export_fitted(
       task, export.unbatch(finals),
-      os.path.join(output_dir, "fitted", name.replace(":", "_"), str(setting)),
+      layout.fitted_dir(output_dir, name, setting),
       manifest_extra={"init": name, "setting": str(setting), "num_steps": steps,
                       "test_time": {"optimizer": opt_name, "learning_rate": lr},
                       "source": {"root_dir": os.path.abspath(root_dir)}},

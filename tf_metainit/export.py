@@ -46,6 +46,7 @@ import tensorflow as tf
 
 import tf_metainit
 from tf_metainit import files
+from tf_metainit import layout
 from tf_metainit import runs
 from tf_metainit import train
 from tf_metainit.meta import inner
@@ -366,7 +367,7 @@ def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=No
   if learned is not None and optimizer is None:
     adapt_optimizer = learned
     test_time = dict(learned.describe(), num_steps=steps)
-  config_path = os.path.join(root_dir, "config.gin")
+  config_path = layout.config_path(root_dir)
   config_text = None
   if os.path.exists(config_path):
     with open(config_path) as f:

@@ -16,6 +16,7 @@ from PIL import ImageDraw
 from tf_metainit import evaluate
 from tf_metainit import figures
 from tf_metainit import files
+from tf_metainit import layout
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import base as tasks_base
 
@@ -67,7 +68,7 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
     raise ValueError(f"interpolate.signal_indices needs 3 indices, got {signal_indices}.")
   optimizer_settings = optimizers.check(dict(optimizer_settings or {}),
                                         "interpolate.optimizer_settings", "")
-  output_dir = output_dir or os.path.join(root_dir, "eval")
+  output_dir = layout.eval_dir(root_dir, output_dir)
   os.makedirs(output_dir, exist_ok=True)
   settings = dict(evaluate.DEFAULT_OPTIMIZERS, **optimizer_settings)
   num_steps = dict({"standard": 100, "meta": 100}, **(num_steps or {}))

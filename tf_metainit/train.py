@@ -9,7 +9,6 @@ Rerunning on the same root_dir resumes from the latest checkpoint.
 """
 
 import math
-import os
 import time
 
 from absl import logging
@@ -19,6 +18,7 @@ import tensorflow as tf
 
 from tf_metainit import checkpoints
 from tf_metainit import files
+from tf_metainit import layout
 from tf_metainit.fields import base as fields_base
 from tf_metainit.meta import inner
 from tf_metainit.meta import learned_lr
@@ -130,7 +130,7 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
         f"{inner_optimizer}: bind meta_train.inner_optimizer = @inner/SGD() with "
         f"inner/SGD.learning_rate = {inner_optimizer.learning_rate!r}.")
   tf.io.gfile.makedirs(root_dir)
-  files.write_text(os.path.join(root_dir, "config.gin"), gin.config_str())
+  files.write_text(layout.config_path(root_dir), gin.config_str())
   field = task.field
   inner_opt = (learned_lr.make(inner_lr_mode, [v.shape for v in field.trainable_variables],
                                inner_steps, inner_optimizer.learning_rate)
@@ -142,12 +142,11 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
   step_var = tf.Variable(0, dtype=tf.int64, name="step")
   dataset = task.train_dataset(seed).batch(outer_batch_size, drop_remainder=True)
   iterator = iter(dataset.prefetch(2))
-  run_dir = os.path.join(root_dir, "train")
   meta_state = checkpoints.meta_state(field, inner_opt)
   ckpt = checkpoints.Checkpointer(
-      os.path.join(run_dir, "checkpoints"), max_checkpoints, optimizer=optimizer,
+      layout.checkpoints_dir(root_dir), max_checkpoints, optimizer=optimizer,
       step=step_var, iterator=iterator, **meta_state)
-  best = checkpoints.BestCheckpoint(run_dir, meta_state)
+  best = checkpoints.BestCheckpoint(layout.best_dir(root_dir), meta_state)
   start = int(step_var.numpy())
   if ckpt.restored_from:
     logging.info("Resuming from step %d (%s)", start, ckpt.restored_from)
@@ -160,7 +159,7 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
   val_signals = tasks_base.take(task.test_signals(), slice(0, num_val_signals))
   validate = function(lambda s: _adapted_metrics(task, s, seed, inner_steps, inner_opt))
   monitor = CollapseMonitor(collapse_margin_db, best)
-  writer = tf.summary.create_file_writer(run_dir)
+  writer = tf.summary.create_file_writer(layout.train_dir(root_dir))
   last_good = ckpt.latest
   t0, steps_timed = time.time(), 0
   with writer.as_default():
@@ -184,8 +183,7 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
       done = step + 1
       monitor.record_inner(before, after)
       if done == start + 1:
-        files.write_text(os.path.join(root_dir, "operative_config.gin"),
-                         gin.operative_config_str())
+        files.write_text(layout.operative_config_path(root_dir), gin.operative_config_str())
       if done % summary_every == 0 or done == num_iterations:
         _training_summaries(done, before, after, float(grad_norm), float(schedule(step)),
                             field, inner_opt)

@@ -10,6 +10,8 @@ from absl import flags
 from absl import logging
 import gin
 
+from tf_metainit import layout
+
 
 def _gin_dir():
   """The shipped configs: tf_metainit/gin_configs when installed (setup.py maps the
@@ -140,7 +142,7 @@ def parse_run_config(root_dir, gin_files, gin_bindings, task_for=()):
   The evaluated task is the trained one unless a config says otherwise; `task_for`
   names more configurables (e.g. 'export') whose `task` is bound to it as well.
   """
-  config = os.path.join(root_dir, "config.gin")
+  config = layout.config_path(root_dir)
   if not os.path.exists(config):
     raise ConfigError(
         f"{config} not found: --root_dir must be a directory written by "

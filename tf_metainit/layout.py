@@ -1,0 +1,41 @@
+"""A run directory's layout, named once (existing runs are read with these very paths).
+
+  <root_dir>/config.gin            the gin config the run was trained with
+  <root_dir>/operative_config.gin  the values gin actually used in training
+  <root_dir>/train/checkpoints/    meta-training checkpoints (the latest resumes)
+  <root_dir>/train/best/           the best init by held-out validation, best.json
+  <root_dir>/eval/                 evaluation and interpolation outputs (default)
+  <eval_dir>/fitted/<init>/<setting>/  exported fields fitted at evaluation
+"""
+
+import os
+
+
+def config_path(root_dir):
+  return os.path.join(root_dir, "config.gin")
+
+
+def operative_config_path(root_dir):
+  return os.path.join(root_dir, "operative_config.gin")
+
+
+def train_dir(root_dir):
+  return os.path.join(root_dir, "train")
+
+
+def checkpoints_dir(root_dir):
+  return os.path.join(train_dir(root_dir), "checkpoints")
+
+
+def best_dir(root_dir):
+  return os.path.join(train_dir(root_dir), "best")
+
+
+def eval_dir(root_dir, output_dir=None):
+  """`output_dir` if given (a user's choice), else the run's own eval folder."""
+  return output_dir or os.path.join(root_dir, "eval")
+
+
+def fitted_dir(eval_directory, init_name, setting):
+  # ':' (extra runs are 'meta:<label>') is not portable in folder names.
+  return os.path.join(eval_directory, "fitted", init_name.replace(":", "_"), str(setting))
