@@ -111,24 +111,7 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
     collapse_margin_db: warn when the held-out metric falls this far below the best.
     stop_on_collapse: stop training at such a warning (the best init is kept).
   """
-  if algorithm not in outer.ALGORITHMS:
-    raise ValueError(f"meta_train.algorithm must be one of {outer.ALGORITHMS}, got "
-                     f"{algorithm!r}.")
-  if task is gin.REQUIRED or task is None:
-    raise ValueError("meta_train.task is not set: bind it in gin, e.g. "
-                     "meta_train.task = @ImageRegression().")
-  optimizers.check(inner_optimizer, "meta_train.inner_optimizer", "inner")
-  learned_lr.check_mode(inner_lr_mode)
-  if inner_lr_mode != "fixed" and (algorithm != "maml" or first_order):
-    raise ValueError(
-        f"meta_train.inner_lr_mode = {inner_lr_mode!r} meta-learns SGD rates through "
-        "the inner loop: it needs algorithm 'maml' and first_order = False.")
-  if inner_lr_mode != "fixed" and not isinstance(inner_optimizer, optimizers.SGD):
-    raise ValueError(
-        f"meta_train.inner_lr_mode = {inner_lr_mode!r} meta-learns SGD rates, started "
-        f"at the inner optimizer's learning rate, but meta_train.inner_optimizer is "
-        f"{inner_optimizer}: bind meta_train.inner_optimizer = @inner/SGD() with "
-        f"inner/SGD.learning_rate = {inner_optimizer.learning_rate!r}.")
+  _check_arguments(task, algorithm, inner_optimizer, inner_lr_mode, first_order)
   tf.io.gfile.makedirs(root_dir)
   files.write_text(layout.config_path(root_dir), gin.config_str())
   field = task.field
@@ -170,16 +153,8 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
       steps_timed += 1
       before, after = float(before), float(after)
       if not (math.isfinite(after) and math.isfinite(before) and bool(finite)):
-        what = (f"The loss became {after}" if bool(finite) else
-                f"The weights became inf/NaN (loss {after})")
-        inner_rate = (f"{inner_optimizer.learning_rate}" if inner_lr_mode == "fixed" else
-                      f"{inner_optimizer.learning_rate}, where the learned rates start")
-        raise DivergenceError(
-            f"{what} at outer step {step}: training diverged. Lower "
-            f"meta_train.outer_learning_rate (now {outer_learning_rate}) or the learning "
-            f"rate of meta_train.inner_optimizer (now {inner_rate}). The last good "
-            f"checkpoint ({last_good or 'none yet'}) was kept; the diverged weights "
-            "were not saved.")
+        raise _divergence(step, after, bool(finite), outer_learning_rate,
+                          inner_optimizer, inner_lr_mode, last_good)
       done = step + 1
       monitor.record_inner(before, after)
       if done == start + 1:
@@ -197,22 +172,8 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
         monitor.check_inner(done)
       want_val = (val_every and done % val_every == 0) or done == num_iterations
       want_images = done % image_summary_every == 0 or done == num_iterations
-      if want_val or want_images:  # one adaptation serves both
-        metrics, renders = validate(val_signals)
-      collapsed = False
-      if want_val:
-        values = {name: float(tf.reduce_mean(v)) for name, v in metrics.items()}
-        for name, value in values.items():
-          tf.summary.scalar(f"val/{name}_after_{inner_steps}_steps", value, step=done)
-        logging.info("step %d  held-out %s after %d inner steps: %s", done,
-                     "/".join(values), inner_steps,
-                     " ".join(f"{v:.2f}" for v in values.values()))
-        collapsed = monitor.check_validation(done, values)
-      if want_images:
-        tf.summary.image("val/adapted", tf.clip_by_value(renders, 0, 1), step=done,
-                         max_outputs=4)
-        tf.summary.image("val/target", task.targets_for_display(val_signals), step=done,
-                         max_outputs=4)
+      collapsed = (want_val or want_images) and _validate(
+          done, validate, val_signals, task, inner_steps, monitor, want_val, want_images)
       if done % checkpoint_every == 0 or done == num_iterations or (
           collapsed and stop_on_collapse):
         last_good = ckpt.save(done)
@@ -222,6 +183,63 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
         return done
   writer.flush()
   return num_iterations
+
+
+def _check_arguments(task, algorithm, inner_optimizer, inner_lr_mode, first_order):
+  """Errors that name the gin binding to fix, before anything is written."""
+  if algorithm not in outer.ALGORITHMS:
+    raise ValueError(f"meta_train.algorithm must be one of {outer.ALGORITHMS}, got "
+                     f"{algorithm!r}.")
+  if task is gin.REQUIRED or task is None:
+    raise ValueError("meta_train.task is not set: bind it in gin, e.g. "
+                     "meta_train.task = @ImageRegression().")
+  optimizers.check(inner_optimizer, "meta_train.inner_optimizer", "inner")
+  learned_lr.check_mode(inner_lr_mode)
+  if inner_lr_mode != "fixed" and (algorithm != "maml" or first_order):
+    raise ValueError(
+        f"meta_train.inner_lr_mode = {inner_lr_mode!r} meta-learns SGD rates through "
+        "the inner loop: it needs algorithm 'maml' and first_order = False.")
+  if inner_lr_mode != "fixed" and not isinstance(inner_optimizer, optimizers.SGD):
+    raise ValueError(
+        f"meta_train.inner_lr_mode = {inner_lr_mode!r} meta-learns SGD rates, started "
+        f"at the inner optimizer's learning rate, but meta_train.inner_optimizer is "
+        f"{inner_optimizer}: bind meta_train.inner_optimizer = @inner/SGD() with "
+        f"inner/SGD.learning_rate = {inner_optimizer.learning_rate!r}.")
+
+
+def _divergence(step, loss, weights_finite, outer_learning_rate, inner_optimizer,
+                inner_lr_mode, last_good):
+  what = (f"The loss became {loss}" if weights_finite else
+          f"The weights became inf/NaN (loss {loss})")
+  inner_rate = (f"{inner_optimizer.learning_rate}" if inner_lr_mode == "fixed" else
+                f"{inner_optimizer.learning_rate}, where the learned rates start")
+  return DivergenceError(
+      f"{what} at outer step {step}: training diverged. Lower "
+      f"meta_train.outer_learning_rate (now {outer_learning_rate}) or the learning "
+      f"rate of meta_train.inner_optimizer (now {inner_rate}). The last good "
+      f"checkpoint ({last_good or 'none yet'}) was kept; the diverged weights "
+      "were not saved.")
+
+
+def _validate(step, validate, signals, task, inner_steps, monitor, metrics_wanted,
+              images_wanted):
+  """Adapts the held-out signals once for both the metrics and the image summaries;
+  returns whether the metrics show a collapse."""
+  metrics, renders = validate(signals)
+  collapsed = False
+  if metrics_wanted:
+    values = {name: float(tf.reduce_mean(v)) for name, v in metrics.items()}
+    for name, value in values.items():
+      tf.summary.scalar(f"val/{name}_after_{inner_steps}_steps", value, step=step)
+    logging.info("step %d  held-out %s after %d inner steps: %s", step, "/".join(values),
+                 inner_steps, " ".join(f"{v:.2f}" for v in values.values()))
+    collapsed = monitor.check_validation(step, values)
+  if images_wanted:
+    tf.summary.image("val/adapted", tf.clip_by_value(renders, 0, 1), step=step,
+                     max_outputs=4)
+    tf.summary.image("val/target", task.targets_for_display(signals), step=step,
+                     max_outputs=4)
+  return collapsed
 
 
 VALIDATION_METRIC = "psnr"
