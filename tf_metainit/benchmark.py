@@ -39,6 +39,7 @@ from tf_metainit.fields import base as fields_base
 from tf_metainit.fields import mlp
 from tf_metainit.fields import siren
 from tf_metainit.meta import inner
+from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
 from tf_metainit.meta import outer
 from tf_metainit.tasks import base as tasks_base
@@ -362,7 +363,7 @@ def _outer_step(task, algorithm, inner_steps, inner_lr, outer_lr, signals, jit):
   """The meta-training loop's compiled step (meta/outer.py, as train.py builds it)."""
   inner_opt = optimizers.SGD(inner_lr)
   optimizer = train.outer_optimizer(outer_lr)
-  optimizer.build(outer.meta_variables(task.field, inner_opt))
+  optimizer.build(learned_lr.meta_variables(task.field, inner_opt))
   step = outer.build_step(task.field, task, optimizer, inner_opt,
                           "reptile" if algorithm == "reptile" else "maml", inner_steps,
                           first_order=(algorithm == "maml_fo"))
@@ -428,7 +429,7 @@ def build_plain_maml(resolution, batch, inner_steps, jit):
     return tf.reduce_mean(tf.square(forward(params) - target))
 
   def step(images):
-    with tf.GradientTape() as outer:
+    with tf.GradientTape() as outer_tape:
       after = []
       for b in range(batch):
         params = [tf.identity(w) for w in weights]
@@ -440,7 +441,7 @@ def build_plain_maml(resolution, batch, inner_steps, jit):
           params = [p - inner_lr * g for p, g in zip(params, grads)]
         after.append(loss(params, images[b]))
       meta_loss = tf.add_n(after) / batch
-    grads = outer.gradient(meta_loss, weights)
+    grads = outer_tape.gradient(meta_loss, weights)
     before = tf.add_n([loss(weights, images[b]) for b in range(batch)]) / batch
     count.assign_add(1.0)
     c1, c2 = 1.0 - 0.9 ** count, 1.0 - 0.999 ** count

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tf_metainit import files
 from tf_metainit import layout
+from tf_metainit.meta import learned_lr
 
 CHECKPOINTS = ("best", "latest")
 
@@ -34,7 +35,7 @@ def field_trackable(field):
 def meta_state(field, inner_optimizer=None):
   """What a meta-learned init is: the field's weights, plus learned inner rates."""
   state = {"field": field_trackable(field)}
-  rates = list(getattr(inner_optimizer, "rates", ()))
+  rates = learned_lr.rates_of(inner_optimizer)
   if rates:
     state["inner_lr"] = tf.train.Checkpoint(**{f"rate_{i}": r for i, r in enumerate(rates)})
   return state

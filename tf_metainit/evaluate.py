@@ -112,9 +112,10 @@ class TestTimeOptimizer:
 
 
 def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate, seed,
-                checkpoint="best"):
+                checkpoint="best", overrides=()):
   """Returns ({name: unbatched params} in table order, {name: learned inner optimizer}
-  for meta inits trained with learned rates); baselines derive from the first Meta."""
+  for meta inits trained with learned rates, except those named in `overrides`, whose
+  optimizer the user gave); baselines derive from the first Meta."""
   standard = task.field.params()
   meta, meta_learned, _ = runs.load_meta_init(task, root_dir, checkpoint)
   out, learned = {}, {}
@@ -142,7 +143,7 @@ def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate,
     out[name], extra_learned, _ = runs.load_meta_init(task, run_dir, checkpoint)
     if extra_learned is not None:
       learned[name] = extra_learned
-  return out, learned
+  return out, {k: v for k, v in learned.items() if k not in overrides}
 
 
 @gin.configurable(denylist=["root_dir", "checkpoint"])
@@ -201,8 +202,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   if num_test:
     signals = tasks_base.take(signals, slice(0, num_test))
   params, learned = build_inits(task, root_dir, inits, extra_runs, fit_steps,
-                                fit_learning_rate, seed, checkpoint)
-  learned = {k: v for k, v in learned.items() if k not in user_settings}
+                                fit_learning_rate, seed, checkpoint, user_settings)
   if "meta" in learned and "meta" not in labels_given:
     labels["meta"] = learned_lr.LABELS[learned["meta"].mode]
   tto = TestTimeOptimizer(task, seed=seed)

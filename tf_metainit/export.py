@@ -50,6 +50,7 @@ from tf_metainit import layout
 from tf_metainit import runs
 from tf_metainit import train
 from tf_metainit.meta import inner
+from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
 
 FORMAT = "tf_metainit.export/1"
@@ -195,7 +196,7 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
   """
   module = _ExportModule(field, params)
   # Meta-learned inner rates (meta/learned_lr.py) are variables `adapt` reads.
-  module.inner_rates = list(getattr(optimizer, "rates", ()))
+  module.inner_rates = learned_lr.rates_of(optimizer)
   signatures = {"render": module.render}
   hook = getattr(task, "export_signatures", None)
   if hook is not None and optimizer is not None:

@@ -75,12 +75,11 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
   setting = setting if setting is not None else task.default_setting
   signals = tasks_base.take(task.test_signals(), list(signal_indices))
   inits, learned = evaluate.build_inits(task, root_dir, ("standard", "meta"), None, 0, 0,
-                                       0, checkpoint)
+                                       0, checkpoint, optimizer_settings)
   tto = evaluate.TestTimeOptimizer(task)
   panels, report = [], {}
   for name in ("standard", "meta"):
-    opt = (learned[name] if name in learned and name not in optimizer_settings
-           else settings[name])
+    opt = learned.get(name, settings[name])
     trace, finals = tto.run(inits[name], signals, opt, num_steps[name], setting,
                             num_steps[name], chunk=3)
     fitted = [[p[i] for p in finals[0]] for i in range(3)]

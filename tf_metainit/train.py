@@ -121,7 +121,7 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
   schedule = OuterSchedule(outer_learning_rate, num_iterations, outer_warmup_steps,
                            outer_lr_decay, outer_final_lr_fraction)
   optimizer = outer_optimizer(schedule, clip_global_norm)
-  optimizer.build(outer.meta_variables(field, inner_opt))
+  optimizer.build(learned_lr.meta_variables(field, inner_opt))
   step_var = tf.Variable(0, dtype=tf.int64, name="step")
   dataset = task.train_dataset(seed).batch(outer_batch_size, drop_remainder=True)
   iterator = iter(dataset.prefetch(2))
@@ -296,7 +296,7 @@ def _training_summaries(step, before, after, grad_norm, learning_rate, field, in
   for v in field.trainable_variables:
     tf.summary.scalar(f"weights_rms/{v.name}",
                       float(tf.sqrt(tf.reduce_mean(tf.square(v)))), step=step)
-  for v in getattr(inner_opt, "rates", ()):
+  for v in learned_lr.rates_of(inner_opt):
     tf.summary.scalar(f"inner_lr/{v.name}", float(tf.reduce_mean(v)), step=step)
 
 

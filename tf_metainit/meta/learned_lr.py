@@ -19,6 +19,16 @@ MODES = ("fixed", "per_parameter", "per_layer_step")
 LABELS = {"fixed": "Meta", "per_parameter": "Meta-SGD", "per_layer_step": "Meta (LSLR)"}
 
 
+def rates_of(optimizer):
+  """The meta-learned rates of an inner optimizer: [] for a fixed-rate one."""
+  return list(getattr(optimizer, "rates", ()))
+
+
+def meta_variables(field, inner_optimizer):
+  """What the outer optimizer updates: theta0, plus the learned inner rates if any."""
+  return field.trainable_variables + rates_of(inner_optimizer)
+
+
 def check_mode(mode):
   if mode not in MODES:
     raise ValueError(f"meta_train.inner_lr_mode must be one of {MODES}, got {mode!r}.")

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tf_metainit.fields import base as fields_base
 from tf_metainit.meta import inner
+from tf_metainit.meta import learned_lr
 from tf_metainit.tasks import base as tasks_base
 
 
@@ -26,7 +27,7 @@ def meta_loss_and_grads(task, theta0, signals, seed, inner_steps, inner_optimize
   obs = task.observe(signals, seed)
   batch_fn = lambda i: task.inner_batch(obs, i, seed)
   query = task.inner_batch(obs, tf.constant(inner_steps), seed)
-  rates = list(getattr(inner_optimizer, "rates", ()))
+  rates = learned_lr.rates_of(inner_optimizer)
   if first_order:
     if rates:
       raise ValueError("Learned inner learning rates need second-order MAML: set "
@@ -67,7 +68,7 @@ def _first_order(task, theta0, batch, batch_fn, query, inner_steps, inner_optimi
 def step(field, task, optimizer, signals, seed, inner_steps, inner_optimizer,
          first_order=False):
   """One outer update of theta0 (and of learned inner rates, if any)."""
-  variables = field.trainable_variables + list(getattr(inner_optimizer, "rates", ()))
+  variables = learned_lr.meta_variables(field, inner_optimizer)
   before, after, grads = meta_loss_and_grads(
       task, field.trainable_variables, signals, seed, inner_steps, inner_optimizer,
       first_order)

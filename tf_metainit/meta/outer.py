@@ -7,16 +7,12 @@ validation and checkpoints stay in train.py.
 
 import tensorflow as tf
 
+from tf_metainit.meta import learned_lr
 from tf_metainit.meta import maml
 from tf_metainit.meta import reptile
 from tf_metainit.tasks import base as tasks_base
 
 ALGORITHMS = ("maml", "reptile")
-
-
-def meta_variables(field, inner_optimizer):
-  """What the outer optimizer updates: theta0, plus learned inner rates if any."""
-  return field.trainable_variables + list(getattr(inner_optimizer, "rates", ()))
 
 
 def build_step(field, task, optimizer, inner_optimizer, algorithm="maml", inner_steps=2,
@@ -29,7 +25,7 @@ def build_step(field, task, optimizer, inner_optimizer, algorithm="maml", inner_
   """
   if algorithm not in ALGORITHMS:
     raise ValueError(f"meta_train.algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
-  variables = meta_variables(field, inner_optimizer)
+  variables = learned_lr.meta_variables(field, inner_optimizer)
 
   def step(signals, step_index):
     step_seed = tasks_base.stateless_seed(seed, step_index)
