@@ -42,7 +42,6 @@ from tf_metainit.meta import inner
 from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
 from tf_metainit.meta import outer
-from tf_metainit.tasks import base as tasks_base
 from tf_metainit.tasks import ct
 from tf_metainit.tasks import image
 from tf_metainit.tasks import shapenet
@@ -543,11 +542,7 @@ def build_tto(field, steps, jit, resolution=None, rays=None, samples=None,
   optimizer = optimizers.Adam(1e-4)
 
   def run(params, signals):
-    obs = task.observe(signals, tasks_base.stateless_seed(0, 1), setting)
-    seed = tasks_base.stateless_seed(0, 2)
-    fitted, _ = inner.adapt(task.loss, params, lambda i: task.inner_batch(obs, i, seed),
-                            steps, optimizer)
-    return fitted
+    return inner.fit(task, params, signals, steps, optimizer, 0, setting).params
 
   fn = train.function(run, jit)
   config = {"field": field, "steps": steps, "points": points, "optimizer": "adam"}

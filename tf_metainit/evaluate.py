@@ -85,12 +85,10 @@ class TestTimeOptimizer:
       task, metric = self.task, self.metric
 
       def run(params, signals):
-        obs = task.observe(signals, tasks_base.stateless_seed(self.seed, 1), setting)
-        return inner.adapt(
-            task.loss, params,
-            lambda i: task.inner_batch(obs, i, tasks_base.stateless_seed(self.seed, 2)),
-            num_steps, optimizer, trace_fn=lambda p: task.metrics(p, signals)[metric],
-            trace_every=trace_every)
+        fitted = inner.fit(task, params, signals, num_steps, optimizer, self.seed,
+                           setting, trace_fn=lambda p: task.metrics(p, signals)[metric],
+                           trace_every=trace_every)
+        return fitted.params, fitted.trace
 
       self._fns[key] = tf.function(run, reduce_retracing=True)
     return self._fns[key]

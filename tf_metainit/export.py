@@ -200,7 +200,7 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
   signatures = {"render": module.render}
   hook = getattr(task, "export_signatures", None)
   if hook is not None and optimizer is not None:
-    extra = hook(module.params, optimizer, inner.adapt)
+    extra = hook(module.params, optimizer, inner.fit)
     for name, fn in extra.items():
       setattr(module, name, fn)
     signatures.update(extra)

@@ -309,7 +309,6 @@ def _adapted_metrics(task, signals, seed, inner_steps, inner_opt):
   field = task.field
   batch = tasks_base.batch_size_of(signals)
   params = fields_base.batch_params(field.params(), batch)
-  obs = task.observe(signals, tasks_base.stateless_seed(seed, -1), task.default_setting)
-  adapted, _ = inner.adapt(task.loss, params, lambda i: task.inner_batch(obs, i, seed),
-                           inner_steps, inner_opt)
+  adapted = inner.fit(task, params, signals, inner_steps, inner_opt, seed,
+                      task.default_setting).params
   return task.metrics(adapted, signals), task.render(adapted, signals)

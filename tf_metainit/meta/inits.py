@@ -29,15 +29,12 @@ def fit(task, params, signals, num_steps, learning_rate):
 
   Returns (fitted params, final per-signal metrics).
   """
-  obs = task.observe(signals, tf.constant([0, 0]), task.fit_setting)
   batched = fields_base.batch_params(params, 1)
 
   @tf.function
   def run(batched):
-    fitted, _ = inner.adapt(task.loss, batched,
-                            lambda i: task.inner_batch(obs, i, tf.constant([0, 1])),
-                            num_steps, optimizers.Adam(learning_rate))
-    return fitted
+    return inner.fit(task, batched, signals, num_steps, optimizers.Adam(learning_rate),
+                     seed=0, setting=task.fit_setting).params
 
   fitted = run(batched)
   metrics = task.metrics(fitted, signals)

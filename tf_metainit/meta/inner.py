@@ -6,7 +6,17 @@ Short loops can be unrolled (needed for second-order MAML); long ones run as a
 tf.while_loop so 12-64 Reptile steps or 1000 test-time steps stay one small graph.
 """
 
+import collections
+
 import tensorflow as tf
+
+from tf_metainit.tasks import base as tasks_base
+
+# Salts of the one seed scheme: every fit derives its observation seed and its
+# inner-batch seed from the caller's seed the same way (see `fit`).
+OBSERVE_SALT, BATCH_SALT = 1, 2
+
+Fit = collections.namedtuple("Fit", ["params", "trace", "query"])
 
 
 def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
@@ -75,3 +85,26 @@ def adapt(loss_fn, params, batch_fn, num_steps, optimizer, unroll=False,
     return params, None
   trace = trace.write(num_traced, tf.cast(trace_fn(params), tf.float32))
   return params, trace.stack()
+
+
+def fit(task, params, signals, num_steps, optimizer, seed, setting=None, unroll=False,
+        trace_fn=None, trace_every=1):
+  """Fits batched `params` to `signals` under `task`: the one place a task's signals
+  become inner-loop batches.
+
+  Seeds: the observation (e.g. which CT angles, which ShapeNet views) is drawn with
+  stateless_seed(seed, OBSERVE_SALT) and inner step i's batch with
+  stateless_seed(seed, BATCH_SALT), folded with i inside the task. Meta-training
+  passes (run seed, outer step), evaluation its own seed, so every caller that passes
+  the same seed sees the same data.
+
+  Returns Fit(params, trace, query): the adapted weights, the trace of `trace_fn`
+  (see `adapt`), and the batch for step `num_steps`, on which MAML and Reptile score
+  the adapted weights (the full signal for images and CT, as in the paper).
+  """
+  obs = task.observe(signals, tasks_base.stateless_seed(seed, OBSERVE_SALT), setting)
+  batch_seed = tasks_base.stateless_seed(seed, BATCH_SALT)
+  batch_fn = lambda i: task.inner_batch(obs, i, batch_seed)
+  adapted, trace = adapt(task.loss, params, batch_fn, num_steps, optimizer,
+                         unroll=unroll, trace_fn=trace_fn, trace_every=trace_every)
+  return Fit(adapted, trace, batch_fn(tf.convert_to_tensor(num_steps, tf.int32)))

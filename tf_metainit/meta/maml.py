@@ -24,45 +24,31 @@ def meta_loss_and_grads(task, theta0, signals, seed, inner_steps, inner_optimize
   follow theta0's in the returned list.
   """
   batch = tasks_base.batch_size_of(signals)
-  obs = task.observe(signals, seed)
-  batch_fn = lambda i: task.inner_batch(obs, i, seed)
-  query = task.inner_batch(obs, tf.constant(inner_steps), seed)
   rates = learned_lr.rates_of(inner_optimizer)
-  if first_order:
-    if rates:
-      raise ValueError("Learned inner learning rates need second-order MAML: set "
-                       "meta_train.first_order = False or inner_lr_mode = 'fixed'.")
-    return _first_order(task, theta0, batch, batch_fn, query, inner_steps,
-                        inner_optimizer)
+  if first_order and rates:
+    raise ValueError("Learned inner learning rates need second-order MAML: set "
+                     "meta_train.first_order = False or inner_lr_mode = 'fixed'.")
   with tf.GradientTape() as tape:
     # tape.watch rejects Keras 3 variables; trainable ones are watched automatically,
     # so only plain tensors (e.g. float64 theta0 in tests) are watched explicitly.
     tape.watch([t for t in theta0 if not isinstance(t, keras.Variable)])
     params = fields_base.batch_params([tf.convert_to_tensor(t) for t in theta0], batch)
-    adapted, _ = inner.adapt(task.loss, params, batch_fn, inner_steps, inner_optimizer,
-                             unroll=True)
-    after = task.loss(adapted, *query)
+    if first_order:
+      # FOMAML: d(adapted)/d(theta0) taken as the identity. Nothing of the inner loop
+      # is recorded (a while_loop, memory flat in K), and the query-loss gradient at
+      # the adapted weights passes straight to theta0 (summed over the batch).
+      fitted = inner.fit(task, [tf.stop_gradient(p) for p in params], signals,
+                         inner_steps, inner_optimizer, seed)
+      adapted = [p + tf.stop_gradient(a - p) for p, a in zip(params, fitted.params)]
+    else:
+      fitted = inner.fit(task, params, signals, inner_steps, inner_optimizer, seed,
+                         unroll=True)
+      adapted = fitted.params
+    after = task.loss(adapted, *fitted.query)
     meta_loss = tf.reduce_mean(after)
   grads = tape.gradient(meta_loss, list(theta0) + rates)
-  before = task.loss(params, *query)
+  before = task.loss(params, *fitted.query)
   return before, after, grads
-
-
-def _first_order(task, theta0, batch, batch_fn, query, inner_steps, inner_optimizer):
-  """FOMAML: d(adapted)/d(theta0) taken as the identity.
-
-  The meta-gradient is then the query-loss gradient at the adapted weights, summed over
-  the batch (the mean over signals is inside the loss). Nothing of the inner loop is
-  recorded, so it runs as a while_loop and memory stays flat in K.
-  """
-  params = fields_base.batch_params([tf.convert_to_tensor(t) for t in theta0], batch)
-  adapted, _ = inner.adapt(task.loss, params, batch_fn, inner_steps, inner_optimizer)
-  with tf.GradientTape() as tape:
-    tape.watch(adapted)
-    after = task.loss(adapted, *query)
-    meta_loss = tf.reduce_mean(after)
-  grads = [tf.reduce_sum(g, 0) for g in tape.gradient(meta_loss, adapted)]
-  return task.loss(params, *query), after, grads
 
 
 def step(field, task, optimizer, signals, seed, inner_steps, inner_optimizer,

@@ -15,16 +15,12 @@ from tf_metainit.tasks import base as tasks_base
 
 def reptile_grads(task, theta0, signals, seed, inner_steps, inner_optimizer):
   """Returns (loss before (B,), loss after (B,), theta0 - mean adapted theta)."""
-  batch = tasks_base.batch_size_of(signals)
-  obs = task.observe(signals, seed)
   theta0 = [tf.convert_to_tensor(t) for t in theta0]
-  params = fields_base.batch_params(theta0, batch)
-  adapted, _ = inner.adapt(task.loss, params, lambda i: task.inner_batch(obs, i, seed),
-                           inner_steps, inner_optimizer, unroll=False)
-  query = task.inner_batch(obs, tf.constant(inner_steps), seed)
-  before = task.loss(params, *query)
-  after = task.loss(adapted, *query)
-  grads = [t - tf.reduce_mean(a, 0) for t, a in zip(theta0, adapted)]
+  params = fields_base.batch_params(theta0, tasks_base.batch_size_of(signals))
+  fitted = inner.fit(task, params, signals, inner_steps, inner_optimizer, seed)
+  before = task.loss(params, *fitted.query)
+  after = task.loss(fitted.params, *fitted.query)
+  grads = [t - tf.reduce_mean(a, 0) for t, a in zip(theta0, fitted.params)]
   return before, after, grads
 
 

@@ -104,7 +104,7 @@ class Task:
     Each tf.function has an input_signature, returns a dict of tensors and reads the
     weights only from `params` (tf.Variables in trainable_variables order); `optimizer`
     is the test-time optimizer to bake in and `fit` the loop to run it with
-    (meta/inner.py's adapt, passed in because tasks sit below meta/). Default: none.
+    (meta/inner.py's fit, passed in because tasks sit below meta/). Default: none.
     """
     del params, optimizer, fit
     return {}

@@ -5,7 +5,6 @@ The forward model is the identity: the field's output at a pixel's coordinate is
 pixel's RGB. Inner loops see every pixel unless `pixels_per_step` asks for a subset.
 """
 
-from absl import logging
 import gin
 import numpy as np
 import tensorflow as tf
@@ -153,8 +152,12 @@ class ImageRegression(base.Task):
   def observe(self, signals, seed, setting=None):
     del seed, setting  # every pixel is observed
     images = tf.convert_to_tensor(signals["image"])
-    pixels = tf.reshape(images, [tf.shape(images)[0], -1, self.channels])
-    return {"coords": self.coords[None], "pixels": pixels}
+    shape = tf.shape(images)
+    # The grid follows the images' own size: the field is resolution-free, and the
+    # exported `adapt` fits images of any size through this same path.
+    coords = pixel_grid_tensor(shape[1], shape[2])
+    pixels = tf.reshape(images, [shape[0], -1, self.channels])
+    return {"coords": coords[None], "pixels": pixels}
 
   def inner_batch(self, observations, step, seed):
     coords, pixels = observations["coords"], observations["pixels"]
@@ -162,7 +165,7 @@ class ImageRegression(base.Task):
       return coords, pixels
     idx = tf.random.stateless_uniform(
         [self.pixels_per_step], base.stateless_seed(seed, step, 7),
-        maxval=self.resolution ** 2, dtype=tf.int32)
+        maxval=tf.shape(pixels)[1], dtype=tf.int32)
     return tf.gather(coords, idx, axis=1), tf.gather(pixels, idx, axis=1)
 
   def loss(self, params, inputs, targets):
@@ -185,10 +188,7 @@ class ImageRegression(base.Task):
     return {"image": self.render(params, None).numpy()}
 
   def export_signatures(self, params, optimizer, fit):
-    """`adapt`: fits a new image from `params` with `optimizer`, on every pixel."""
-    if self.pixels_per_step is not None:
-      logging.warning("The exported adapt signature fits all pixels every step, not "
-                      "pixels_per_step=%d random ones.", self.pixels_per_step)
+    """`adapt`: fits a new image from `params` with `optimizer`."""
     channels = self.channels
 
     @tf.function(input_signature=[
@@ -197,19 +197,19 @@ class ImageRegression(base.Task):
     def adapt(image, num_steps):
       """Fits image [H, W, C] (values in [0, 1]) from the exported weights.
 
-      Runs num_steps steps of the test-time optimizer on all pixels; pixel (r, c) is
+      Runs num_steps steps of the test-time optimizer on the pixels the run's inner
+      loop sees (all of them unless it trained with pixels_per_step); pixel (r, c) is
       at (r / H, c / W). Returns the reconstruction [H, W, C] and the PSNR (dB) of
-      the field before and after fitting.
+      the field before and after fitting, over all pixels.
       """
-      shape = tf.shape(image)
-      coords = pixel_grid_tensor(shape[0], shape[1])[None]
-      pixels = tf.reshape(image, [1, -1, channels])
+      signals = {"image": image[None]}
+      obs = self.observe(signals, None)
       start = fields_base.batch_params(params, 1)
-      fitted, _ = fit(self.loss, start, lambda i: (coords, pixels), num_steps, optimizer)
-      recon = tf.reshape(self.field.apply(fitted, coords), shape)
+      fitted = fit(self, start, signals, num_steps, optimizer, seed=0).params
+      recon = tf.reshape(self.field.apply(fitted, obs["coords"]), tf.shape(image))
+      psnr = lambda p: base.psnr_from_mse(self.loss(p, obs["coords"], obs["pixels"]))[0]
       return {"reconstruction": tf.ensure_shape(recon, [None, None, channels]),
-              "psnr_before": base.psnr_from_mse(self.loss(start, coords, pixels))[0],
-              "psnr_after": base.psnr_from_mse(self.loss(fitted, coords, pixels))[0]}
+              "psnr_before": psnr(start), "psnr_after": psnr(fitted)}
 
     return {"adapt": adapt}
 
