@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import functional
 from tf_metainit.fields import mlp
 from tf_metainit.physics import ct
 from tf_metainit.tasks import ct as ct_task
@@ -52,7 +52,7 @@ def test_training_views_are_random_per_seed_and_in_range():
 def test_loss_is_projection_mse_and_image_mse():
   task = small_task()
   signals = task.test_signals()
-  params = fields_base.batch_params(task.field.params(), 2)
+  params = functional.batch_params(task.field.params(), 2)
   image = task.image(params).numpy()
   obs = task.observe(signals, tf.constant([0, 0]), 2)
   loss = task.loss(params, *task.inner_batch(obs, 0, None)).numpy()

@@ -12,12 +12,12 @@ from tf_metainit import evaluate
 from tf_metainit import train
 from tf_metainit.fields import siren
 from tf_metainit.meta import inits
-from tf_metainit.tasks import base
+from tf_metainit.tasks import contract
 from tf_metainit.tasks import image
 
 
 def test_psnr_from_mse_by_hand():
-  np.testing.assert_allclose(base.psnr_from_mse(tf.constant([1.0, 0.01, 1e-3])).numpy(),
+  np.testing.assert_allclose(contract.psnr_from_mse(tf.constant([1.0, 0.01, 1e-3])).numpy(),
                              [0.0, 20.0, 30.0], rtol=1e-6)
 
 

@@ -29,7 +29,7 @@ from tf_metainit.cli import common
 from tf_metainit.fields import mlp
 from tf_metainit.fields import siren
 from tf_metainit.meta import optimizers
-from tf_metainit.tasks import base as tasks_base
+from tf_metainit.tasks import contract
 from tf_metainit.tasks import image
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -247,7 +247,7 @@ def test_export_fitted_fields(run):
     assert np.abs(apply(run["coords"]) - want).max() < 1e-5
     # The fitted field reproduces its signal as well as evaluate measured.
     mse = np.mean((want[:task.resolution ** 2] - signals["image"][k].reshape(-1, 3)) ** 2)
-    assert float(tasks_base.psnr_from_mse(mse)) == pytest.approx(trace[-1, k], abs=1e-3)
+    assert float(contract.psnr_from_mse(mse)) == pytest.approx(trace[-1, k], abs=1e-3)
 
 
 @pytest.mark.parametrize("make_field", [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_metainit.fields import base
+from tf_metainit.fields import functional
 from tf_metainit.fields import mlp
 from tf_metainit.fields import siren
 
@@ -108,7 +108,7 @@ def test_batched_params_match_per_signal_apply(kind):
   field = _make(kind)
   rng = np.random.default_rng(1)
   num_signals = 3
-  batched = base.batch_params(field.params(), num_signals)
+  batched = functional.batch_params(field.params(), num_signals)
   for p, v in zip(batched, field.trainable_variables):
     assert p.shape == (num_signals,) + tuple(v.shape)
     np.testing.assert_array_equal(p.numpy(), np.broadcast_to(v.numpy(), p.shape))
@@ -217,7 +217,7 @@ def test_nerf_output_dims():
   x = tf.random.uniform((2, 5, 7, 3))
   assert field(x).shape == (2, 5, 7, 4)
   assert field.apply(field.params(), tf.zeros((9, 3))).shape == (9, 4)
-  batched = base.batch_params(field.params(), 2)
+  batched = functional.batch_params(field.params(), 2)
   assert field.apply(batched, tf.zeros((1, 6, 3))).shape == (2, 6, 4)
   # Depth counts linear layers: 3 layers -> 6 trainable tensors, last one (4,).
   assert [tuple(v.shape) for v in field.trainable_variables] == [

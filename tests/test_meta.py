@@ -15,7 +15,7 @@ from tf_metainit.meta import inner
 from tf_metainit.meta import maml
 from tf_metainit.meta import optimizers
 from tf_metainit.meta import reptile
-from tf_metainit.tasks import base as tasks_base
+from tf_metainit.tasks import contract
 
 W0 = 3.0
 NUM_POINTS = 12
@@ -27,7 +27,7 @@ def _support_index(step):
   return (np.arange(SUPPORT) + 2 * step) % NUM_POINTS
 
 
-class TinyTask(tasks_base.Task):
+class TinyTask(contract.Task):
   """Regression of a 1-channel signal at 12 fixed 2-D points, in any float dtype.
 
   Each inner step sees a different subset of 8 points and the query (step K) another,

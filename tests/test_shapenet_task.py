@@ -20,10 +20,10 @@ from tf_metainit import evaluate
 from tf_metainit import train
 from tf_metainit.cli import common
 from tf_metainit.data import procedural_shapes
-from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import functional
 from tf_metainit.fields import mlp
 from tf_metainit.meta import optimizers
-from tf_metainit.tasks import base
+from tf_metainit.tasks import contract
 from tf_metainit.tasks import shapenet
 
 RES = 8
@@ -55,7 +55,7 @@ def signals(task):
 def test_observation_shapes_and_rays(task, signals):
   assert signals["images"].shape == (2, 50, RES, RES, 3)
   assert signals["c2w"].shape == (2, 50, 4, 4) and signals["focal"].shape == (2,)
-  seed = base.stateless_seed(0)
+  seed = contract.stateless_seed(0)
   for setting, views, rays_per_step in ((None, 25, 7), (1, 1, 5), (25, 25, 5)):
     obs = task.observe(signals, seed, setting)
     for key in ("origins", "directions", "colours"):
@@ -82,8 +82,8 @@ def test_random_training_view_is_seeded(data_dir):
   signals = task.test_signals()
   chosen = []
   for step in range(4):
-    obs = task.observe(signals, base.stateless_seed(0, step))
-    again = task.observe(signals, base.stateless_seed(0, step))
+    obs = task.observe(signals, contract.stateless_seed(0, step))
+    again = task.observe(signals, contract.stateless_seed(0, step))
     np.testing.assert_array_equal(obs["colours"], again["colours"])
     colours = obs["colours"].numpy().reshape(2, 1, RES, RES, 3)
     # Each object shows one of its 25 input frames, never a held-out one.
@@ -95,8 +95,8 @@ def test_random_training_view_is_seeded(data_dir):
 
 
 def test_inner_batch_is_a_function_of_seed_and_step(task, signals):
-  obs = task.observe(signals, base.stateless_seed(0), None)
-  seed = base.stateless_seed(5)
+  obs = task.observe(signals, contract.stateless_seed(0), None)
+  seed = contract.stateless_seed(5)
   (a, ta), (b, tb) = (task.inner_batch(obs, tf.constant(3), seed) for _ in range(2))
   (c, tc) = task.inner_batch(obs, tf.constant(4), seed)
   assert a["points"].shape == (2, 7, SAMPLES, 3) and a["z_vals"].shape == (2, 7, SAMPLES)
@@ -146,8 +146,8 @@ def _numpy_render(raw, z_vals):
 
 
 def test_loss_matches_numpy_render(task, signals):
-  obs = task.observe(signals, base.stateless_seed(0), 1)
-  inputs, targets = task.inner_batch(obs, tf.constant(0), base.stateless_seed(1))
+  obs = task.observe(signals, contract.stateless_seed(0), 1)
+  inputs, targets = task.inner_batch(obs, tf.constant(0), contract.stateless_seed(1))
   rng = np.random.default_rng(0)
   # Two signals with different weights; larger weights make sigma matter.
   params = []
@@ -165,7 +165,7 @@ def test_loss_matches_numpy_render(task, signals):
 
 
 def test_metrics_and_render_chunked_equal_numpy(task, signals):
-  params = fields_base.batch_params([p * 2.0 for p in task.field.params()], 2)
+  params = functional.batch_params([p * 2.0 for p in task.field.params()], 2)
   metrics = tf.function(task.metrics)(params, {k: tf.constant(v) for k, v in
                                                signals.items()})
   rendered = task.render(params, signals).numpy()

@@ -15,7 +15,7 @@ from tf_metainit import export
 from tf_metainit import runs
 from tf_metainit import train
 from tf_metainit.cli import common
-from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import functional
 from tf_metainit.meta import inner
 
 from test_train_cli import ALGORITHM_BINDINGS, SMALL, TEXT_CPU
@@ -123,7 +123,7 @@ def test_learned_rates_through_evaluate_and_export(tmp_path, clean_gin):
   loaded = tf.saved_model.load(str(out))
   result = loaded.signatures["adapt"](image=tf.constant(image), num_steps=tf.constant(3))
   obs = task.observe({"image": image[None]}, None)
-  fitted, _ = inner.adapt(task.loss, fields_base.batch_params(params, 1),
+  fitted, _ = inner.adapt(task.loss, functional.batch_params(params, 1),
                           lambda i: (obs["coords"], obs["pixels"]), 3, learned)
   expected = task.metrics(fitted, {"image": image[None]})["psnr"][0]
   np.testing.assert_allclose(float(result["psnr_after"]), float(expected), atol=1e-3)

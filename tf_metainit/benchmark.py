@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from tf_metainit import train
 from tf_metainit.data import tfds_images
-from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import functional
 from tf_metainit.fields import mlp
 from tf_metainit.fields import siren
 from tf_metainit.meta import inner
@@ -100,7 +100,7 @@ def flops(field, points, kind, steps=1):
   """Dense-matmul FLOPs of one call of a workload (see FLOP_RULES).
 
   Args:
-    field: a fields.base.Field (only its kernel shapes are read).
+    field: a fields.functional.Field (only its kernel shapes are read).
     points: field evaluations per step (signals x pixels, rays x samples, ...).
     kind: 'maml_so', 'maml_fo', 'reptile', 'adapt' (test-time steps) or 'forward'.
     steps: inner steps K, or test-time steps S.
@@ -505,7 +505,7 @@ def build_nerf_reptile(data_dir, rays, samples, inner_steps, data_resolution, ji
 def build_nerf_render(data_dir, samples, data_resolution, jit):
   task = _shapenet_task(data_dir, data_resolution, samples=samples)
   signals = {k: tf.constant(v) for k, v in task.test_signals().items()}
-  params = fields_base.batch_params(task.field.params(), 1)
+  params = functional.batch_params(task.field.params(), 1)
   fn = train.function(task.render, jit)
   rays = data_resolution ** 2
   points = rays * samples
@@ -538,7 +538,7 @@ def build_tto(field, steps, jit, resolution=None, rays=None, samples=None,
     setting, points = 25, rays * samples
     title = f"NeRF MLP 6x256, {rays} rays x {samples} samples, 25 views"
   signals = {k: tf.constant(v[:1]) for k, v in task.test_signals().items()}
-  params = fields_base.batch_params(task.field.params(), 1)
+  params = functional.batch_params(task.field.params(), 1)
   optimizer = optimizers.Adam(1e-4)
 
   def run(params, signals):

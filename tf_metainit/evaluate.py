@@ -23,12 +23,12 @@ from tf_metainit import files
 from tf_metainit import figures
 from tf_metainit import layout
 from tf_metainit import runs
-from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import functional
 from tf_metainit.meta import inits as inits_lib
 from tf_metainit.meta import inner
 from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
-from tf_metainit.tasks import base as tasks_base
+from tf_metainit.tasks import contract
 
 BASELINES = ("standard", "mean", "matched", "shuffled")
 
@@ -100,9 +100,9 @@ class TestTimeOptimizer:
     fn = self._fn(optimizer, num_steps, setting, trace_every)
     traces, finals = [], []
     for start in range(0, n, chunk):
-      part = tasks_base.take(signals, slice(start, start + chunk))
+      part = contract.take(signals, slice(start, start + chunk))
       size = len(next(iter(part.values())))
-      batched = fields_base.batch_params(params, size)
+      batched = functional.batch_params(params, size)
       final, trace = fn(batched, {k: tf.constant(v) for k, v in part.items()})
       traces.append(trace.numpy())
       finals.append(final)
@@ -198,7 +198,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   settings = list(settings or task.settings)
   signals = task.test_signals()
   if num_test:
-    signals = tasks_base.take(signals, slice(0, num_test))
+    signals = contract.take(signals, slice(0, num_test))
   params, learned = build_inits(task, root_dir, inits, extra_runs, fit_steps,
                                 fit_learning_rate, seed, checkpoint, user_settings)
   if "meta" in learned and "meta" not in labels_given:
@@ -209,7 +209,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
   grid_rows = {}
   for setting in settings:
-    shown = tasks_base.take(signals, slice(0, grid_signals))
+    shown = contract.take(signals, slice(0, grid_signals))
     grid_cols = [("target", task.targets_for_display(shown))]
     inputs = task.inputs_for_display(shown, setting)
     if inputs is not None:

@@ -18,7 +18,7 @@ from tf_metainit import figures
 from tf_metainit import files
 from tf_metainit import layout
 from tf_metainit.meta import optimizers
-from tf_metainit.tasks import base as tasks_base
+from tf_metainit.tasks import contract
 
 
 def barycentric_grid(subdivisions):
@@ -73,7 +73,7 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
   settings = dict(evaluate.DEFAULT_OPTIMIZERS, **optimizer_settings)
   num_steps = dict({"standard": 100, "meta": 100}, **(num_steps or {}))
   setting = setting if setting is not None else task.default_setting
-  signals = tasks_base.take(task.test_signals(), list(signal_indices))
+  signals = contract.take(task.test_signals(), list(signal_indices))
   inits, learned = evaluate.build_inits(task, root_dir, ("standard", "meta"), None, 0, 0,
                                        0, checkpoint, optimizer_settings)
   tto = evaluate.TestTimeOptimizer(task)

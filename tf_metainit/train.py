@@ -19,12 +19,12 @@ import tensorflow as tf
 from tf_metainit import checkpoints
 from tf_metainit import files
 from tf_metainit import layout
-from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import functional
 from tf_metainit.meta import inner
 from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
 from tf_metainit.meta import outer
-from tf_metainit.tasks import base as tasks_base
+from tf_metainit.tasks import contract
 
 class DivergenceError(RuntimeError):
   pass
@@ -139,7 +139,7 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
 
   train_step = function(outer.build_step(field, task, optimizer, inner_opt, algorithm,
                                          inner_steps, first_order, seed), jit_compile)
-  val_signals = tasks_base.take(task.test_signals(), slice(0, num_val_signals))
+  val_signals = contract.take(task.test_signals(), slice(0, num_val_signals))
   validate = function(lambda s: _adapted_metrics(task, s, seed, inner_steps, inner_opt))
   monitor = CollapseMonitor(collapse_margin_db, best)
   writer = tf.summary.create_file_writer(layout.train_dir(root_dir))
@@ -301,14 +301,14 @@ def _training_summaries(step, before, after, grad_norm, learning_rate, field, in
 
 
 def _psnr(mse):
-  return float(tasks_base.psnr_from_mse(mse)) if mse > 0 else float("inf")
+  return float(contract.psnr_from_mse(mse)) if mse > 0 else float("inf")
 
 
 def _adapted_metrics(task, signals, seed, inner_steps, inner_opt):
   """Held-out signals adapted from the current init with the meta-training inner loop."""
   field = task.field
-  batch = tasks_base.batch_size_of(signals)
-  params = fields_base.batch_params(field.params(), batch)
+  batch = contract.batch_size_of(signals)
+  params = functional.batch_params(field.params(), batch)
   adapted = inner.fit(task, params, signals, inner_steps, inner_opt, seed,
                       task.default_setting).params
   return task.metrics(adapted, signals), task.render(adapted, signals)

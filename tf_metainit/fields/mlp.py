@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_metainit.fields import base
+from tf_metainit.fields import functional
 from tf_metainit.fields import encodings
 
 _OUTPUTS = {
@@ -17,7 +17,7 @@ _OUTPUTS = {
 }
 
 
-class EncodedMLP(base.Field):
+class EncodedMLP(functional.Field):
   """encoding -> (depth-1) x [Linear(width) + ReLU] -> Linear(out_dim) -> output act."""
 
   def __init__(self, in_dim, out_dim, encoded_dim, width, depth, output, seed, name):
@@ -42,15 +42,15 @@ class EncodedMLP(base.Field):
   def apply_flat(self, params, x):
     h = self.encode(x)
     for i in range(0, len(params) - 2, 2):
-      h = tf.nn.relu(base.dense(h, params[i], params[i + 1]))
-    return _OUTPUTS[self.output_activation](base.dense(h, params[-2], params[-1]))
+      h = tf.nn.relu(functional.dense(h, params[i], params[i + 1]))
+    return _OUTPUTS[self.output_activation](functional.dense(h, params[-2], params[-1]))
 
   def _describe_mlp(self):
     return {"in_dim": self.in_dim, "out_dim": self.out_dim, "width": self.width,
             "depth": self.depth, "output_activation": self.output_activation}
 
 
-@base.configurable
+@functional.configurable
 class FourierMLP(EncodedMLP):
   """Random Fourier features [sin(xB), cos(xB)], B = sigma N(0,1), then a ReLU MLP."""
 
@@ -77,7 +77,7 @@ class FourierMLP(EncodedMLP):
                         "out = act(h @ W_last + b_last)")
 
 
-@base.configurable
+@functional.configurable
 class NerfMLP(EncodedMLP):
   """Positional encoding (N log-spaced frequencies up to 2^f) then a ReLU MLP.
 

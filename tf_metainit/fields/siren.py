@@ -10,11 +10,11 @@ import math
 import keras
 import tensorflow as tf
 
-from tf_metainit.fields import base
+from tf_metainit.fields import functional
 
 
-@base.configurable
-class Siren(base.Field):
+@functional.configurable
+class Siren(functional.Field):
   """`depth` linear layers of `width` units; sin(w0 * (Wx + b)) on all but the last."""
 
   def __init__(self, in_dim=2, out_dim=3, width=256, depth=5, w0=200.0,
@@ -42,8 +42,8 @@ class Siren(base.Field):
   def apply_flat(self, params, x):
     h = x
     for i in range(0, len(params) - 2, 2):
-      h = tf.sin(self.w0 * base.dense(h, params[i], params[i + 1]))
-    return base.dense(h, params[-2], params[-1]) + self.output_offset
+      h = tf.sin(self.w0 * functional.dense(h, params[i], params[i + 1]))
+    return functional.dense(h, params[-2], params[-1]) + self.output_offset
 
   def describe(self):
     return {

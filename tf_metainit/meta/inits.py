@@ -9,7 +9,7 @@ per-layer statistics, different arrangement).
 import numpy as np
 import tensorflow as tf
 
-from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import functional
 from tf_metainit.meta import inner
 from tf_metainit.meta import optimizers
 
@@ -29,7 +29,7 @@ def fit(task, params, signals, num_steps, learning_rate):
 
   Returns (fitted params, final per-signal metrics).
   """
-  batched = fields_base.batch_params(params, 1)
+  batched = functional.batch_params(params, 1)
 
   @tf.function
   def run(batched):

@@ -10,7 +10,7 @@ import collections
 
 import tensorflow as tf
 
-from tf_metainit.tasks import base as tasks_base
+from tf_metainit.tasks import contract
 
 # Salts of the one seed scheme: every fit derives its observation seed and its
 # inner-batch seed from the caller's seed the same way (see `fit`).
@@ -102,8 +102,8 @@ def fit(task, params, signals, num_steps, optimizer, seed, setting=None, unroll=
   (see `adapt`), and the batch for step `num_steps`, on which MAML and Reptile score
   the adapted weights (the full signal for images and CT, as in the paper).
   """
-  obs = task.observe(signals, tasks_base.stateless_seed(seed, OBSERVE_SALT), setting)
-  batch_seed = tasks_base.stateless_seed(seed, BATCH_SALT)
+  obs = task.observe(signals, contract.stateless_seed(seed, OBSERVE_SALT), setting)
+  batch_seed = contract.stateless_seed(seed, BATCH_SALT)
   batch_fn = lambda i: task.inner_batch(obs, i, batch_seed)
   adapted, trace = adapt(task.loss, params, batch_fn, num_steps, optimizer,
                          unroll=unroll, trace_fn=trace_fn, trace_every=trace_every)

@@ -9,10 +9,10 @@ gradient; `first_order` stops those gradients (FOMAML).
 import keras
 import tensorflow as tf
 
-from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import functional
 from tf_metainit.meta import inner
 from tf_metainit.meta import learned_lr
-from tf_metainit.tasks import base as tasks_base
+from tf_metainit.tasks import contract
 
 
 def meta_loss_and_grads(task, theta0, signals, seed, inner_steps, inner_optimizer,
@@ -23,7 +23,7 @@ def meta_loss_and_grads(task, theta0, signals, seed, inner_steps, inner_optimize
   When the inner optimizer has meta-learned rates (meta/learned_lr.py), their grads
   follow theta0's in the returned list.
   """
-  batch = tasks_base.batch_size_of(signals)
+  batch = contract.batch_size_of(signals)
   rates = learned_lr.rates_of(inner_optimizer)
   if first_order and rates:
     raise ValueError("Learned inner learning rates need second-order MAML: set "
@@ -32,7 +32,7 @@ def meta_loss_and_grads(task, theta0, signals, seed, inner_steps, inner_optimize
     # tape.watch rejects Keras 3 variables; trainable ones are watched automatically,
     # so only plain tensors (e.g. float64 theta0 in tests) are watched explicitly.
     tape.watch([t for t in theta0 if not isinstance(t, keras.Variable)])
-    params = fields_base.batch_params([tf.convert_to_tensor(t) for t in theta0], batch)
+    params = functional.batch_params([tf.convert_to_tensor(t) for t in theta0], batch)
     if first_order:
       # FOMAML: d(adapted)/d(theta0) taken as the identity. Nothing of the inner loop
       # is recorded (a while_loop, memory flat in K), and the query-loss gradient at

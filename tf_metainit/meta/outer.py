@@ -10,7 +10,7 @@ import tensorflow as tf
 from tf_metainit.meta import learned_lr
 from tf_metainit.meta import maml
 from tf_metainit.meta import reptile
-from tf_metainit.tasks import base as tasks_base
+from tf_metainit.tasks import contract
 
 ALGORITHMS = ("maml", "reptile")
 
@@ -28,7 +28,7 @@ def build_step(field, task, optimizer, inner_optimizer, algorithm="maml", inner_
   variables = learned_lr.meta_variables(field, inner_optimizer)
 
   def step(signals, step_index):
-    step_seed = tasks_base.stateless_seed(seed, step_index)
+    step_seed = contract.stateless_seed(seed, step_index)
     if algorithm == "maml":
       before, after, grad_norm = maml.step(field, task, optimizer, signals, step_seed,
                                            inner_steps, inner_optimizer, first_order)

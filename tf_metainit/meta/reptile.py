@@ -8,15 +8,15 @@ memory is flat in K.
 
 import tensorflow as tf
 
-from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import functional
 from tf_metainit.meta import inner
-from tf_metainit.tasks import base as tasks_base
+from tf_metainit.tasks import contract
 
 
 def reptile_grads(task, theta0, signals, seed, inner_steps, inner_optimizer):
   """Returns (loss before (B,), loss after (B,), theta0 - mean adapted theta)."""
   theta0 = [tf.convert_to_tensor(t) for t in theta0]
-  params = fields_base.batch_params(theta0, tasks_base.batch_size_of(signals))
+  params = functional.batch_params(theta0, contract.batch_size_of(signals))
   fitted = inner.fit(task, params, signals, inner_steps, inner_optimizer, seed)
   before = task.loss(params, *fitted.query)
   after = task.loss(fitted.params, *fitted.query)

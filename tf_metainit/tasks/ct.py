@@ -17,7 +17,7 @@ import tensorflow as tf
 from tf_metainit.data import phantoms
 from tf_metainit.fields import mlp
 from tf_metainit.physics import ct
-from tf_metainit.tasks import base
+from tf_metainit.tasks import contract
 
 SOURCES = ("procedural", "npz", "reference_pickle")
 
@@ -30,7 +30,7 @@ def pixel_grid_xy(resolution):
 
 
 @gin.configurable
-class CTReconstruction(base.Task):
+class CTReconstruction(contract.Task):
   """Meta-learns a field over a class of 2-D phantoms observed by projections.
 
   Args:
@@ -93,7 +93,7 @@ class CTReconstruction(base.Task):
     return self._arrays
 
   def train_dataset(self, seed):
-    return base.shuffled_dataset({"image": self._load()["train"]}, seed)
+    return contract.shuffled_dataset({"image": self._load()["train"]}, seed)
 
   def test_signals(self):
     return {"image": self._load()["test"]}
@@ -129,7 +129,7 @@ class CTReconstruction(base.Task):
 
   def metrics(self, params, signals):
     err = tf.square(self.image(params) - tf.convert_to_tensor(signals["image"]))
-    return {"psnr": base.psnr_from_mse(tf.reduce_mean(err, axis=[1, 2]))}
+    return {"psnr": contract.psnr_from_mse(tf.reduce_mean(err, axis=[1, 2]))}
 
   def render(self, params, signals):
     del signals

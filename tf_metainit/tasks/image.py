@@ -12,9 +12,9 @@ import tensorflow as tf
 from tf_metainit.data import image_folder
 from tf_metainit.data import text
 from tf_metainit.data import tfds_images
-from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import functional
 from tf_metainit.fields import siren
-from tf_metainit.tasks import base
+from tf_metainit.tasks import contract
 
 DATASETS = ("text", "folder", "celeb_a", "imagenette")
 
@@ -54,7 +54,7 @@ def check_images(images, resolution, channels, where):
 
 
 @gin.configurable
-class ImageRegression(base.Task):
+class ImageRegression(contract.Task):
   """Meta-learns a field over a class of images.
 
   Args:
@@ -128,7 +128,7 @@ class ImageRegression(base.Task):
   def train_dataset(self, seed):
     self._load_arrays()
     if self._train_images is not None:
-      return base.shuffled_dataset({"image": self._train_images}, seed)
+      return contract.shuffled_dataset({"image": self._train_images}, seed)
     split = "train" if self.num_train is None else f"train[:{self.num_train}]"
     ds = tfds_images.tfds_dataset(self.dataset, split, self.resolution, self.data_dir,
                                   shuffle_files=True)
@@ -164,7 +164,7 @@ class ImageRegression(base.Task):
     if self.pixels_per_step is None:
       return coords, pixels
     idx = tf.random.stateless_uniform(
-        [self.pixels_per_step], base.stateless_seed(seed, step, 7),
+        [self.pixels_per_step], contract.stateless_seed(seed, step, 7),
         maxval=tf.shape(pixels)[1], dtype=tf.int32)
     return tf.gather(coords, idx, axis=1), tf.gather(pixels, idx, axis=1)
 
@@ -174,7 +174,7 @@ class ImageRegression(base.Task):
 
   def metrics(self, params, signals):
     obs = self.observe(signals, None)
-    return {"psnr": base.psnr_from_mse(self.loss(params, obs["coords"], obs["pixels"]))}
+    return {"psnr": contract.psnr_from_mse(self.loss(params, obs["coords"], obs["pixels"]))}
 
   def render(self, params, signals):
     del signals
@@ -204,10 +204,10 @@ class ImageRegression(base.Task):
       """
       signals = {"image": image[None]}
       obs = self.observe(signals, None)
-      start = fields_base.batch_params(params, 1)
+      start = functional.batch_params(params, 1)
       fitted = fit(self, start, signals, num_steps, optimizer, seed=0).params
       recon = tf.reshape(self.field.apply(fitted, obs["coords"]), tf.shape(image))
-      psnr = lambda p: base.psnr_from_mse(self.loss(p, obs["coords"], obs["pixels"]))[0]
+      psnr = lambda p: contract.psnr_from_mse(self.loss(p, obs["coords"], obs["pixels"]))[0]
       return {"reconstruction": tf.ensure_shape(recon, [None, None, channels]),
               "psnr_before": psnr(start), "psnr_after": psnr(fitted)}
 

@@ -27,11 +27,11 @@ import tensorflow as tf
 
 from tf_metainit.data import procedural_shapes
 from tf_metainit.data import shapenet as shapenet_data
-from tf_metainit.fields import base as fields_base
+from tf_metainit.fields import functional
 from tf_metainit.fields import mlp
 from tf_metainit.physics import rays
 from tf_metainit.physics import volume
-from tf_metainit.tasks import base
+from tf_metainit.tasks import contract
 
 # Frames [0, 25) may be observed; [25, 50) are held out (reference np.split at 25).
 NUM_INPUT_VIEWS = shapenet_data.NUM_TRAIN_VIEWS
@@ -40,7 +40,7 @@ DEFAULT_CACHE = os.path.join("~", ".cache", "tf_metainit", "shapenet")
 
 
 @gin.configurable
-class ShapeNetViews(base.Task):
+class ShapeNetViews(contract.Task):
   """Meta-learns a NeRF initialization over one ShapeNet category.
 
   Args:
@@ -166,7 +166,7 @@ class ShapeNetViews(base.Task):
   def train_dataset(self, seed):
     self._load()
     if self.in_memory:
-      return base.shuffled_dataset(self._train, seed)
+      return contract.shuffled_dataset(self._train, seed)
     return shapenet_data.streamed_dataset(self._train, seed)
 
   def test_signals(self):
@@ -193,7 +193,7 @@ class ShapeNetViews(base.Task):
     c2w = tf.convert_to_tensor(signals["c2w"])[:, :NUM_INPUT_VIEWS]
     if training and self.train_view_choice == "random" and num < NUM_INPUT_VIEWS:
       scores = tf.random.stateless_uniform(tf.shape(images)[:2],
-                                           base.stateless_seed(seed, 11))
+                                           contract.stateless_seed(seed, 11))
       views = tf.argsort(scores, axis=1)[:, :num]
       images = tf.gather(images, views, axis=1, batch_dims=1)
       c2w = tf.gather(c2w, views, axis=1, batch_dims=1)
@@ -210,13 +210,13 @@ class ShapeNetViews(base.Task):
     colours = observations["colours"]
     shape = tf.shape(colours)
     index = tf.random.stateless_uniform(
-        [shape[0], observations["rays_per_step"]], base.stateless_seed(seed, step, 1),
+        [shape[0], observations["rays_per_step"]], contract.stateless_seed(seed, step, 1),
         minval=0, maxval=shape[1], dtype=tf.int32)
     origins = tf.gather(observations["origins"], index, batch_dims=1)
     directions = tf.gather(observations["directions"], index, batch_dims=1)
     z_vals, points = rays.sample_along_rays(
         origins, directions, self.near, self.far, self.num_samples, randomized=True,
-        seed=base.stateless_seed(seed, step, 2))
+        seed=contract.stateless_seed(seed, step, 2))
     return ({"points": points, "z_vals": z_vals},
             tf.gather(colours, index, batch_dims=1))
 
@@ -229,7 +229,7 @@ class ShapeNetViews(base.Task):
     images, c2w = self._held_out(signals)
     pred = self._render_views(params, c2w, signals["focal"])
     mse = tf.reduce_mean(tf.square(pred - images), axis=[2, 3, 4])
-    return {"psnr": tf.reduce_mean(base.psnr_from_mse(mse), axis=1)}
+    return {"psnr": tf.reduce_mean(contract.psnr_from_mse(mse), axis=1)}
 
   def render(self, params, signals):
     """The first held-out view (frame 25) of every signal, (B, H, W, 3)."""
@@ -248,7 +248,7 @@ class ShapeNetViews(base.Task):
     """The Meta init rendered from every camera of the first training object."""
     self._load()
     c2w, focal = self._train["c2w"][:1], self._train["focal"][:1]
-    images = self._render_views_fn(fields_base.batch_params(params, 1),
+    images = self._render_views_fn(functional.batch_params(params, 1),
                                    tf.constant(c2w), tf.constant(focal))
     return {"images": images.numpy(), "c2w": c2w, "focal": focal}
 
