@@ -210,10 +210,9 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   grid_rows = {}
   for setting in settings:
     shown = contract.take(signals, slice(0, grid_signals))
-    grid_cols = [("target", task.targets_for_display(shown))]
-    inputs = task.inputs_for_display(shown, setting)
-    if inputs is not None:
-      grid_cols.insert(0, ("input", inputs))
+    grid_cols = [(label, images) for label, images in (
+        ("input", task.inputs_for_display(shown, setting)),
+        ("target", task.targets_for_display(shown))) if images is not None]
     for name, init in params.items():
       steps = int(_lookup(num_steps, name, setting))
       if name in learned:

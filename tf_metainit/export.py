@@ -101,24 +101,13 @@ def weight_arrays(field, params):
   for v in field.non_trainable_variables:
     arrays[v.name] = np.asarray(v, np.float32)
     constants[v.name] = list(arrays[v.name].shape)
-  desc = field.describe()
   order = []
   for i in sorted(layers):
     kernel = arrays[layers[i]["kernel"]]
     order.append({"kernel": layers[i]["kernel"], "bias": layers[i]["bias"],
                   "shape": list(kernel.shape),
-                  "activation": _activation(desc, i == len(layers) - 1)})
+                  "activation": field.layer_activation(i == len(layers) - 1)})
   return arrays, order, constants
-
-
-def _activation(desc, last):
-  """The nonlinearity after one layer, as text, for the fields this package has."""
-  kind = desc.get("type")
-  if kind == "siren":
-    return "identity + output_offset" if last else "sin(w0 * z)"
-  if kind in ("fourier_mlp", "nerf_mlp"):
-    return desc["output_activation"] if last else "relu"
-  return None  # field.describe()['formula'] says it
 
 
 def _json_safe(value):

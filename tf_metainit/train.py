@@ -237,8 +237,9 @@ def _validate(step, validate, signals, task, inner_steps, monitor, metrics_wante
   if images_wanted:
     tf.summary.image("val/adapted", tf.clip_by_value(renders, 0, 1), step=step,
                      max_outputs=4)
-    tf.summary.image("val/target", task.targets_for_display(signals), step=step,
-                     max_outputs=4)
+    targets = task.targets_for_display(signals)
+    if targets is not None:
+      tf.summary.image("val/target", targets, step=step, max_outputs=4)
   return collapsed
 
 

@@ -73,6 +73,12 @@ class Field(keras.Model):
     """Architecture facts a re-implementation needs (used by export manifests)."""
     raise NotImplementedError
 
+  def layer_activation(self, last):
+    """The nonlinearity after a hidden (or the `last`) layer, as text for export
+    manifests; None when only describe()['formula'] can say it."""
+    del last
+    return None
+
 
 def batch_params(params, batch_size):
   """Copies shared params once per signal: (shape) -> (B, shape)."""

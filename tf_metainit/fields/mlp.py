@@ -45,6 +45,9 @@ class EncodedMLP(functional.Field):
       h = tf.nn.relu(functional.dense(h, params[i], params[i + 1]))
     return _OUTPUTS[self.output_activation](functional.dense(h, params[-2], params[-1]))
 
+  def layer_activation(self, last):
+    return self.output_activation if last else "relu"
+
   def _describe_mlp(self):
     return {"in_dim": self.in_dim, "out_dim": self.out_dim, "width": self.width,
             "depth": self.depth, "output_activation": self.output_activation}

@@ -39,6 +39,9 @@ class Siren(functional.Field):
     dims = [self.in_dim] + [self.width] * (self.depth - 1)
     return [1.0 / dims[0]] + [math.sqrt(6.0 / d) / self.w0 for d in dims[1:]]
 
+  def layer_activation(self, last):
+    return "identity + output_offset" if last else "sin(w0 * z)"
+
   def apply_flat(self, params, x):
     h = x
     for i in range(0, len(params) - 2, 2):

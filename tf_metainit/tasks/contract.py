@@ -1,15 +1,22 @@
 """What the meta code needs to know about a task, and nothing else.
 
-A task hides its signal type (image, CT phantom, 3D object) behind five functions the
-meta-training loop and the evaluation tool call. Every tensor carries a leading signal
-batch dimension B, and `params` are per-signal (B, ...) weight lists.
+A task hides its signal type (image, CT phantom, 3D object) behind a field and seven
+functions: two that give data and the five the meta-training loop, the evaluation
+tool and the benchmark call (through meta/inner.py's fit). Every tensor carries a
+leading signal batch dimension B, and `params` are per-signal (B, ...) weight lists.
 
+  train_dataset(seed)               endless tf.data stream of training signals (dicts)
+  test_signals()                    held-out signals, dict of numpy arrays (N, ...)
   observe(signals, seed, setting)   raw signals -> what the optimiser may see
                                      (all pixels; N projections; rays of some views)
   inner_batch(obs, step, seed)      -> (inputs, targets) for one inner step
   loss(params, inputs, targets)     -> per-signal loss (B,)
   metrics(params, signals)          -> {'psnr': (B,), ...} on the full held-out signal
   render(params, signals)           -> (B, H, W, C) pictures for summaries and grids
+
+Optional hooks have working defaults: display (targets_for_display,
+inputs_for_display), the Mean and Matched baselines (mean_signals, output_as_signal)
+and export (describe, export_signatures).
 """
 
 import numpy as np
@@ -54,15 +61,12 @@ class Task:
   # Observation used to fit the Mean and Matched baselines to a known signal.
   fit_setting = "full"
 
+  # --- required -------------------------------------------------------------------------
+
   def train_dataset(self, seed):
     raise NotImplementedError
 
   def test_signals(self):
-    """Held-out signals as a dict of numpy arrays with a leading index dimension."""
-    raise NotImplementedError
-
-  def mean_signals(self):
-    """The training set's mean signal, shaped like one element of test_signals."""
     raise NotImplementedError
 
   def observe(self, signals, seed, setting=None):
@@ -80,8 +84,12 @@ class Task:
   def render(self, params, signals):
     raise NotImplementedError
 
+  # --- optional hooks -------------------------------------------------------------------
+
   def targets_for_display(self, signals):
-    raise NotImplementedError
+    """(B, H, W, C) images of the held-out targets beside the renders; None = none."""
+    del signals
+    return None
 
   def inputs_for_display(self, signals, setting):
     """(B, H, W, C) images of what a setting observes, for the evaluation grid; None
@@ -90,9 +98,18 @@ class Task:
     del signals, setting
     return None
 
+  def mean_signals(self):
+    """The training set's mean signal, shaped like one element of test_signals."""
+    raise NotImplementedError(
+        f"{type(self).__name__} has no Mean baseline: implement mean_signals() or drop "
+        "'mean' from evaluate.inits.")
+
   def output_as_signal(self, params):
     """A batch-of-1 signal equal to what unbatched `params` output (for Matched)."""
-    raise NotImplementedError
+    del params
+    raise NotImplementedError(
+        f"{type(self).__name__} has no Matched baseline: implement output_as_signal() "
+        "or drop 'matched' from evaluate.inits.")
 
   def describe(self):
     """Conventions a re-implementation needs (coordinates, value range)."""
