@@ -183,6 +183,7 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
     manifest_extra: more manifest entries (source, hyperparameters, ...).
     config_text: the gin config of the run, stored verbatim in the manifest.
   """
+  check_export_dir(export_dir)
   module = _ExportModule(field, params)
   # Meta-learned inner rates (meta/learned_lr.py) are variables `adapt` reads.
   module.inner_rates = learned_lr.rates_of(optimizer)
@@ -221,6 +222,36 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
       json.dump(_json_safe(manifest), f, indent=1)
   logging.info("Exported %s (signatures: %s)", export_dir, ", ".join(signatures))
   return manifest
+
+
+class ExportError(ValueError):
+  pass
+
+
+def check_export_dir(export_dir, root_dir=None):
+  """Refuses a target an export may not replace: a file, a folder holding anything but
+  a previous export of this package, or (with `root_dir`) a path inside or above the
+  run, whose checkpoints the swap would delete."""
+  target = os.path.realpath(export_dir)
+  if os.path.exists(target) and not os.path.isdir(target):
+    raise ExportError(f"--export_dir={export_dir} is a file; give a directory path "
+                      "(it is created).")
+  if root_dir is not None:
+    run = os.path.realpath(root_dir)
+    if os.path.commonpath([target, run]) in (target, run):
+      raise ExportError(f"--export_dir={export_dir} is inside or above the run "
+                        f"{root_dir}; export outside it (e.g. {run}_export).")
+  if os.path.isdir(target) and os.listdir(target) and not _is_export(target):
+    raise ExportError(f"--export_dir={export_dir} holds files that are not a "
+                      "tf_metainit export; give a new or empty directory.")
+
+
+def _is_export(directory):
+  try:
+    with open(os.path.join(directory, MANIFEST)) as f:
+      return json.load(f).get("format") == FORMAT
+  except (OSError, ValueError, AttributeError):
+    return False
 
 
 def unbatch(finals):
@@ -333,7 +364,8 @@ def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=No
 
   Args:
     root_dir: a meta-training run (its latest checkpoint is the init).
-    export_dir: output directory (replaced atomically if it exists).
+    export_dir: output directory: new, empty or a previous export, which is replaced
+      atomically; anything else is refused (check_export_dir).
     task: the run's task (the binary binds the evaluated task).
     optimizer: the `adapt` signature's optimizer object (gin: @export/Adam() with
       export/Adam.learning_rate = 1e-4); default: the learned inner rates if the run
@@ -350,6 +382,7 @@ def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=No
   if task is gin.REQUIRED or task is None:
     raise ValueError("export.task is not set: bind it in gin (export.task = %TASK), or "
                      "run tf-metainit-export on a root_dir written by meta_train.")
+  check_export_dir(export_dir, root_dir)
   adapt_optimizer, steps = adapt_settings(task, optimizer, num_steps)
   params, learned, path = runs.load_meta_init(task, root_dir, checkpoint)
   test_time = {"optimizer": adapt_optimizer.name,

@@ -53,6 +53,11 @@ def define_gin_flags():
                             "are also looked up in the shipped configs (GIN_DIR).")
   flags.DEFINE_multi_string("gin_bindings", [], "gin binding, e.g. "
                             "'meta_train.num_iterations = 10' (repeatable).")
+  flags.DEFINE_bool("debug", False, "Show the full traceback of an error instead of "
+                    "its one-line message.")
+  flags.DEFINE_bool("allow_pickle", False, "Let this command unpickle data files (the "
+                    "CT reference's ct_256.pkl): unpickling can run code stored in the "
+                    "file, so only for files you trust. No config can grant this.")
 
 
 def register_configurables():
@@ -103,6 +108,9 @@ _OLD_OPTIMIZER_PAIRS = {"evaluate.optimizer_settings": "",
 def parse_gin(gin_files, gin_bindings, extra_files=()):
   """Strict gin parsing: unknown names are errors that say what to fix."""
   register_configurables()
+  from tf_metainit.data import phantoms  # pylint: disable=g-import-not-at-top
+  phantoms.grant_unpickling(flags.FLAGS.is_parsed() and "allow_pickle" in flags.FLAGS
+                            and flags.FLAGS.allow_pickle)
   std_logging.getLogger().addFilter(_QuietGinLookups())
   gin.add_config_file_search_path(GIN_DIR)
   files = [_resolve(f) for f in list(extra_files) + list(gin_files)]
@@ -110,6 +118,11 @@ def parse_gin(gin_files, gin_bindings, extra_files=()):
     gin.parse_config_files_and_bindings(files, gin_bindings, finalize_config=False,
                                         skip_unknown=False)
   except (ValueError, KeyError, SyntaxError) as e:
+    if "allow_pickle" in str(e):
+      raise ConfigError(
+          "CTReconstruction.allow_pickle cannot be set in a gin config: no config, "
+          "such as a run's stored config.gin, may grant unpickling. Pass --allow_pickle "
+          "on the command line if you trust the file.") from e
     rate = _INNER_RATE.search(str(e))  # gin's message quotes the line
     if rate:
       from tf_metainit.meta import optimizers  # pylint: disable=g-import-not-at-top
@@ -124,15 +137,22 @@ def parse_gin(gin_files, gin_bindings, extra_files=()):
 
 
 def run_and_report(fn):
-  """Runs fn(); user errors become one clear message and exit status 1."""
+  """Runs fn(); the package's errors (and the OS's: disk full, read-only folder)
+  become one line on stderr and exit status 1. --debug shows the traceback instead."""
   from tf_metainit import checkpoints  # pylint: disable=g-import-not-at-top
   from tf_metainit import train  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     return fn()
-  except (ConfigError, ValueError, FileNotFoundError, checkpoints.CheckpointError,
-          train.DivergenceError) as e:
-    logging.error("%s", e)
-    print(f"ERROR: {e}", file=sys.stderr)
+  except (ValueError, OSError, checkpoints.CheckpointError, train.DivergenceError,
+          tf.errors.OpError) as e:
+    if flags.FLAGS.is_parsed() and "debug" in flags.FLAGS and flags.FLAGS.debug:
+      raise
+    # gin appends "In call to configurable ..." lines; the message already names
+    # the binding.
+    message = " ".join(str(e).split("\n  In call to configurable")[0].split())
+    logging.error("%s", message)
+    print(f"ERROR: {message}", file=sys.stderr)
     sys.exit(1)
 
 

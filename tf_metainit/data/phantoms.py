@@ -486,24 +486,35 @@ def load_npz(path):
     return _check_pair(data, path)
 
 
+# Set only by a binary's --allow_pickle flag (grant_unpickling): no config file, such
+# as a run's stored config.gin, can grant it.
+_UNPICKLING_GRANTED = False
+
+
+def grant_unpickling(granted=True):
+  global _UNPICKLING_GRANTED
+  _UNPICKLING_GRANTED = bool(granted)
+
+
 def load_reference_pickle(path, allow_pickle=False):
   """Reads the public reference's ct_256.pkl (dict of data_train/data_test).
 
   Args:
     path: file path.
-    allow_pickle: must be True: unpickling can execute arbitrary code stored
-      in the file, so only load files you trust.
+    allow_pickle: must be True (or granted by the command line): unpickling can
+      execute arbitrary code stored in the file, so only load files you trust.
 
   Returns:
     {'data_train': (N, H, W) float32, 'data_test': (M, H, W) float32}.
   """
   path = os.fspath(path)
-  if not allow_pickle:
+  if not (allow_pickle or _UNPICKLING_GRANTED):
     raise ValueError(
         f"refusing to unpickle {path}: loading a pickle can run arbitrary code "
-        "stored in the file. If you trust it, call load_reference_pickle(path, "
-        "allow_pickle=True); better, convert it once to .npz (np.savez(out, "
-        "data_train=..., data_test=...)) and use load_npz")
+        "stored in the file. If you trust it, pass --allow_pickle to the command "
+        "(in Python: load_reference_pickle(path, allow_pickle=True)); better, convert "
+        "it once to .npz (np.savez(out, data_train=..., data_test=...)) and use "
+        "source='npz'.")
   _require_file(path)
   with open(path, "rb") as f:
     # latin1 lets numpy arrays pickled under Python 2 load.

@@ -29,16 +29,19 @@ def pixel_grid_xy(resolution):
   return np.stack([cols, rows], -1).reshape(-1, 2)
 
 
-@gin.configurable
+# allow_pickle is not bindable: a config file, e.g. another user's run directory,
+# must never grant unpickling (the binaries' --allow_pickle does).
+@gin.configurable(denylist=["allow_pickle"])
 class CTReconstruction(contract.Task):
   """Meta-learns a field over a class of 2-D phantoms observed by projections.
 
   Args:
     source: 'procedural' (random Shepp-Logan-style phantoms, no download), 'npz'
       (arrays data_train / data_test) or 'reference_pickle' (the reference's
-      ct_256.pkl; needs allow_pickle=True because unpickling can run code).
+      ct_256.pkl; needs --allow_pickle on the command line because unpickling can
+      run code).
     path: file for 'npz' / 'reference_pickle'.
-    allow_pickle: explicit opt-in to unpickle `path`.
+    allow_pickle: explicit opt-in to unpickle `path` (Python only; not a gin binding).
     resolution: phantom side in pixels (256 in the paper); also detector bins per view.
     num_train: training phantoms (procedural) or a cap on the file's.
     num_test: held-out phantoms.
