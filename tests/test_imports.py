@@ -6,7 +6,8 @@ Layers, bottom to top; a module may import modules of its own layer or below:
          forward models and datasets know of no task
   tasks  tasks/: signals, observations, losses and renders on top of those
   meta   meta/: inner loops, MAML, Reptile and inits, written against the Task seam
-  runs   checkpoints, runs: a meta-training run's files and the meta init in them
+  runs   checkpoints, runs, provenance: a meta-training run's files, the meta init in
+         them, and who may write them
   tools  train, evaluate, export, interpolate, benchmark
   cli    cli/: the binaries
 Modules are parsed with `ast`, never imported, so imports inside functions count too
@@ -27,7 +28,7 @@ LAYERS = (
               "tf_metainit.data")),
     ("tasks", ("tf_metainit.tasks",)),
     ("meta", ("tf_metainit.meta",)),
-    ("runs", ("tf_metainit.checkpoints", "tf_metainit.runs")),
+    ("runs", ("tf_metainit.checkpoints", "tf_metainit.runs", "tf_metainit.provenance")),
     ("tools", ("tf_metainit.train", "tf_metainit.evaluate", "tf_metainit.export",
                "tf_metainit.interpolate", "tf_metainit.benchmark")),
     ("cli", ("tf_metainit.cli",)),

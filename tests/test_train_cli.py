@@ -44,8 +44,8 @@ ALGORITHM_BINDINGS = {
 FIELD_VARIABLES = ("kernel_0", "bias_0", "kernel_1", "bias_1", "kernel_2", "bias_2")
 
 
-def _start(root_dir, bindings=(), gin_files=(TEXT_CPU,)):
-  cmd = [sys.executable, str(BINARY), f"--root_dir={root_dir}"]
+def _start(root_dir, bindings=(), gin_files=(TEXT_CPU,), flags=()):
+  cmd = [sys.executable, str(BINARY), f"--root_dir={root_dir}", *flags]
   cmd += [f"--gin_file={f}" for f in gin_files]
   cmd += [f"--gin_bindings={b}" for b in SMALL + tuple(bindings)]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
@@ -59,8 +59,8 @@ def _finish(proc, timeout=300):
   return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _run(root_dir, bindings=(), gin_files=(TEXT_CPU,)):
-  return _finish(_start(root_dir, bindings, gin_files))
+def _run(root_dir, bindings=(), gin_files=(TEXT_CPU,), flags=()):
+  return _finish(_start(root_dir, bindings, gin_files, flags))
 
 
 def _checkpoint_dir(root_dir):
@@ -194,7 +194,7 @@ def test_divergence_binary_keeps_the_last_good_checkpoint(runs):
   # (of the weights before the update) is still finite.
   result = _run(root, ALGORITHM_BINDINGS[runs[0]] + (
       "meta_train.num_iterations = 3", "inner/SGD.learning_rate = 1e6",
-      "meta_train.inner_lr_mode = 'fixed'"))
+      "meta_train.inner_lr_mode = 'fixed'"), flags=("--accept_config_changes",))
   assert result.returncode != 0
   assert "Traceback" not in result.stderr
   _check_divergence(root, os.path.join(_checkpoint_dir(dirs["two"]), "ckpt-2"),
@@ -288,7 +288,7 @@ def test_divergence_in_process_keeps_the_last_good_checkpoint(runs, capsys, clea
       "meta_train.num_iterations = 3", "inner/SGD.learning_rate = 1e6",
       "meta_train.inner_lr_mode = 'fixed'"])
   with pytest.raises(SystemExit) as exit_info:
-    common.run_and_report(lambda: train.meta_train(root))
+    common.run_and_report(lambda: train.meta_train(root, accept_config_changes=True))
   assert exit_info.value.code == 1
   _check_divergence(root, os.path.join(_checkpoint_dir(dirs["two"]), "ckpt-2"),
                     capsys.readouterr().err)

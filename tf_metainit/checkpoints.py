@@ -5,9 +5,11 @@ file last (atomically), so an interrupted save is never the "latest" one: the st
 file is the sentinel that marks a checkpoint complete.
 """
 
+import glob
 import json
 import math
 import os
+import shutil
 
 from absl import logging
 import tensorflow as tf
@@ -42,14 +44,52 @@ def meta_state(field, inner_optimizer=None):
 
 
 class Checkpointer:
-  """tf.train.Checkpoint + CheckpointManager over `directory`, restored on creation."""
+  """tf.train.Checkpoint + CheckpointManager over `directory`, restored on creation.
+
+  Restores the newest readable checkpoint: the state file's list, or every ckpt-N on
+  disk when the state file is gone. An unreadable one is named in a warning, moved to
+  <directory>/unreadable/ (never deleted, never overwritten by the re-save of its step)
+  and the previous one is tried; none readable is an error. Only one trainer may use
+  the directory (train.py holds the run lock), so leftovers of killed saves are ours
+  to remove.
+  """
 
   def __init__(self, directory, max_to_keep=3, **objects):
     self.directory = directory
     self._checkpoint = tf.train.Checkpoint(**objects)
+    _remove_leftovers(directory)
+    self.restored_from = self._restore_newest_readable()
     self._manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep)
-    self.restored_from = restore(self._checkpoint, self._manager.latest_checkpoint,
-                                 partial=False)
+
+  def _restore_newest_readable(self):
+    listed = _listed_checkpoints(self.directory)
+    candidates = listed if listed is not None else _checkpoints_on_disk(self.directory)
+    if listed is None and candidates:
+      logging.warning("%s has checkpoints but no state file ('checkpoint'); recovering "
+                      "from the newest readable of %s.", self.directory,
+                      ", ".join(os.path.basename(c) for c in candidates))
+    unreadable = []
+    for path in candidates:
+      try:
+        restore(self._checkpoint, path, partial=False)
+      except CheckpointError as e:
+        logging.warning("%s", e)
+        unreadable.append(path)
+        continue
+      if unreadable or listed is None:
+        _quarantine(unreadable)
+        # The state file again lists exactly the readable checkpoints, oldest first,
+        # so rotation and the next resume see the same history.
+        readable = [c for c in candidates if c not in unreadable]
+        tf.compat.v1.train.update_checkpoint_state(
+            self.directory, path, all_model_checkpoint_paths=readable[::-1])
+      return path
+    if unreadable:
+      raise CheckpointError(
+          f"No readable checkpoint in {self.directory}: "
+          f"{', '.join(os.path.basename(c) for c in unreadable)} all fail to restore "
+          "(see the warnings above). They are kept; move the folder away to start over.")
+    return None
 
   def save(self, step):
     path = self._manager.save(checkpoint_number=step)
@@ -59,6 +99,48 @@ class Checkpointer:
   @property
   def latest(self):
     return self._manager.latest_checkpoint
+
+
+def _number(path):
+  tail = path.rsplit("-", 1)[-1]
+  return int(tail) if tail.isdigit() else -1
+
+
+def _listed_checkpoints(directory):
+  """The state file's checkpoints, newest first; None if it has no state file."""
+  state = tf.train.get_checkpoint_state(directory)
+  if state is None:
+    return None
+  paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+  paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in paths]
+  return sorted(set(paths), key=_number, reverse=True)
+
+
+def _checkpoints_on_disk(directory):
+  """ckpt-N prefixes with an index file, newest first."""
+  pattern = os.path.join(glob.escape(directory), "ckpt-*.index")
+  paths = [p[:-len(".index")] for p in glob.glob(pattern)]
+  return sorted((p for p in paths if _number(p) >= 0), key=_number, reverse=True)
+
+
+def _quarantine(paths):
+  for path in paths:
+    folder = os.path.join(os.path.dirname(path), "unreadable")
+    os.makedirs(folder, exist_ok=True)
+    for name in glob.glob(glob.escape(path) + ".*"):
+      os.replace(name, os.path.join(folder, os.path.basename(name)))
+    logging.warning("Moved the unreadable checkpoint %s to %s.", path, folder)
+
+
+def _remove_leftovers(directory):
+  """Temp files of saves that were killed: TF's ckpt-N_temp folders and the state
+  file's checkpoint.tmp* copies."""
+  for path in glob.glob(os.path.join(glob.escape(directory), "ckpt-*_temp")):
+    shutil.rmtree(path, ignore_errors=True)
+    logging.info("Removed %s, left by an interrupted save.", path)
+  for path in glob.glob(os.path.join(glob.escape(directory), "checkpoint.tmp*")):
+    os.remove(path)
+    logging.info("Removed %s, left by an interrupted save.", path)
 
 
 def restore(checkpoint, path, partial):
@@ -71,12 +153,14 @@ def restore(checkpoint, path, partial):
       status.expect_partial()
     else:
       status.assert_existing_objects_matched()
-  except (tf.errors.OpError, ValueError, AssertionError) as e:
+  except Exception as e:  # pylint: disable=broad-except
+    # A truncated data file fails deep in the reader (even as an IndexError); the
+    # user needs the file's name either way.
+    detail = " ".join(str(e).split())[:300]
     raise CheckpointError(
-        f"Could not restore checkpoint {path}: {type(e).__name__}: {str(e)[:500]}\n"
-        "It is corrupt or was written by a different configuration (field size, "
-        "algorithm). Use the gin config the run was started with, or start a fresh run "
-        f"by pointing --root_dir elsewhere (or moving {os.path.dirname(path)} away)."
+        f"Could not restore checkpoint {path}: {type(e).__name__}: {detail}. It is "
+        "corrupt or was written by a different configuration (field size, algorithm): "
+        "use the gin config the run was started with, or start a fresh run elsewhere."
     ) from e
   logging.info("Restored %s", path)
   return path

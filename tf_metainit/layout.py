@@ -2,6 +2,8 @@
 
   <root_dir>/config.gin            the gin config the run was trained with
   <root_dir>/operative_config.gin  the values gin actually used in training
+  <root_dir>/config_history/       every config the run trained under, by first step
+  <root_dir>/train.lock            PID and host of the trainer running now
   <root_dir>/train/checkpoints/    meta-training checkpoints (the latest resumes)
   <root_dir>/train/best/           the best init by held-out validation, best.json
   <root_dir>/eval/                 evaluation and interpolation outputs (default)
@@ -39,3 +41,13 @@ def eval_dir(root_dir, output_dir=None):
 def fitted_dir(eval_directory, init_name, setting):
   # ':' (extra runs are 'meta:<label>') is not portable in folder names.
   return os.path.join(eval_directory, "fitted", init_name.replace(":", "_"), str(setting))
+
+
+def config_history_dir(root_dir):
+  """config_history/step-<N>.gin: the config in force from outer step N on."""
+  return os.path.join(root_dir, "config_history")
+
+
+def lock_path(root_dir):
+  """Held by the one trainer of the run (provenance.RunLock)."""
+  return os.path.join(root_dir, "train.lock")

@@ -8,7 +8,10 @@ Layout under root_dir:
 Rerunning on the same root_dir resumes from the latest checkpoint.
 """
 
+import collections
+import functools
 import math
+import os
 import time
 
 from absl import logging
@@ -19,6 +22,7 @@ import tensorflow as tf
 from tf_metainit import checkpoints
 from tf_metainit import files
 from tf_metainit import layout
+from tf_metainit import provenance
 from tf_metainit.fields import functional
 from tf_metainit.meta import inner
 from tf_metainit.meta import learned_lr
@@ -70,7 +74,7 @@ def outer_optimizer(learning_rate, clip_global_norm=None):
                                global_clipnorm=clip_global_norm)
 
 
-@gin.configurable(denylist=["root_dir"])
+@gin.configurable(denylist=["root_dir", "accept_config_changes"])
 def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=1000,
                outer_batch_size=3, outer_learning_rate=1e-5, outer_warmup_steps=0,
                outer_lr_decay="constant", outer_final_lr_fraction=0.0,
@@ -79,7 +83,8 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
                first_order=False, seed=0, jit_compile=False, log_every=50,
                summary_every=50, image_summary_every=500, checkpoint_every=500,
                max_checkpoints=3, val_every=50, num_val_signals=4,
-               collapse_margin_db=3.0, stop_on_collapse=False):
+               collapse_margin_db=3.0, stop_on_collapse=False,
+               accept_config_changes=False):
   """Meta-learns an initialization of `task.field`; returns the final outer step.
 
   Args:
@@ -110,79 +115,109 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
       the end).
     collapse_margin_db: warn when the held-out metric falls this far below the best.
     stop_on_collapse: stop training at such a warning (the best init is kept).
+    accept_config_changes: resume although the training bindings differ from the
+      run's config.gin (the binary's --accept_config_changes; never a gin binding).
   """
   _check_arguments(task, algorithm, inner_optimizer, inner_lr_mode, first_order)
-  tf.io.gfile.makedirs(root_dir)
-  files.write_text(layout.config_path(root_dir), gin.config_str())
-  field = task.field
-  inner_opt = (learned_lr.make(inner_lr_mode, [v.shape for v in field.trainable_variables],
-                               inner_steps, inner_optimizer.learning_rate)
-               or inner_optimizer)
-  schedule = OuterSchedule(outer_learning_rate, num_iterations, outer_warmup_steps,
-                           outer_lr_decay, outer_final_lr_fraction)
-  optimizer = outer_optimizer(schedule, clip_global_norm)
-  optimizer.build(learned_lr.meta_variables(field, inner_opt))
-  step_var = tf.Variable(0, dtype=tf.int64, name="step")
-  dataset = task.train_dataset(seed).batch(outer_batch_size, drop_remainder=True)
-  iterator = iter(dataset.prefetch(2))
-  meta_state = checkpoints.meta_state(field, inner_opt)
-  ckpt = checkpoints.Checkpointer(
-      layout.checkpoints_dir(root_dir), max_checkpoints, optimizer=optimizer,
-      step=step_var, iterator=iterator, **meta_state)
-  best = checkpoints.BestCheckpoint(layout.best_dir(root_dir), meta_state)
-  start = int(step_var.numpy())
-  if ckpt.restored_from:
-    logging.info("Resuming from step %d (%s)", start, ckpt.restored_from)
-  if start >= num_iterations:
-    logging.info("Already trained for %d >= %d iterations.", start, num_iterations)
-    return start
+  cadence = Cadence(num_iterations, log_every, summary_every, image_summary_every,
+                    checkpoint_every, val_every, stop_on_collapse)
+  # One trainer per root_dir (provenance.RunLock); nothing is written before this.
+  with provenance.RunLock(root_dir):
+    config_text = gin.config_str()
+    changes = (provenance.check_resume(root_dir, config_text, accept_config_changes)
+               if _has_checkpoints(root_dir) else None)
+    field = task.field
+    inner_opt = (learned_lr.make(inner_lr_mode, [v.shape for v in field.trainable_variables],
+                                 inner_steps, inner_optimizer.learning_rate)
+                 or inner_optimizer)
+    schedule = OuterSchedule(outer_learning_rate, num_iterations, outer_warmup_steps,
+                             outer_lr_decay, outer_final_lr_fraction)
+    optimizer = outer_optimizer(schedule, clip_global_norm)
+    optimizer.build(learned_lr.meta_variables(field, inner_opt))
+    step_var = tf.Variable(0, dtype=tf.int64, name="step")
+    dataset = task.train_dataset(seed).batch(outer_batch_size, drop_remainder=True)
+    iterator = iter(dataset.prefetch(2))
+    meta_state = checkpoints.meta_state(field, inner_opt)
+    ckpt = checkpoints.Checkpointer(
+        layout.checkpoints_dir(root_dir), max_checkpoints, optimizer=optimizer,
+        step=step_var, iterator=iterator, **meta_state)
+    start = int(step_var.numpy())
+    # Only now, with the checkpoint restored: a rerun that fails leaves config.gin alone.
+    if changes is None or changes:
+      provenance.record_config(root_dir, config_text, start)
+    if ckpt.restored_from:
+      logging.info("Resuming from step %d (%s)", start, ckpt.restored_from)
+    if start >= num_iterations:
+      logging.info("Already trained for %d >= %d iterations.", start, num_iterations)
+      return start
+    step_fn = function(outer.build_step(field, task, optimizer, inner_opt, algorithm,
+                                        inner_steps, first_order, seed), jit_compile)
+    validation = Validation(task, inner_steps, inner_opt, seed, num_val_signals,
+                            CollapseMonitor(collapse_margin_db, checkpoints.BestCheckpoint(
+                                layout.best_dir(root_dir), meta_state)))
+    divergence = functools.partial(_divergence, outer_learning_rate=outer_learning_rate,
+                                   inner_optimizer=inner_optimizer,
+                                   inner_lr_mode=inner_lr_mode)
+    writer = tf.summary.create_file_writer(layout.train_dir(root_dir))
+    with writer.as_default():
+      done = _loop(root_dir, start, cadence, iterator, step_fn, step_var, ckpt,
+                   validation, lambda step: float(schedule(step)), inner_opt, divergence)
+    writer.flush()
+    return done
 
-  train_step = function(outer.build_step(field, task, optimizer, inner_opt, algorithm,
-                                         inner_steps, first_order, seed), jit_compile)
-  val_signals = contract.take(task.test_signals(), slice(0, num_val_signals))
-  validate = function(lambda s: _adapted_metrics(task, s, seed, inner_steps, inner_opt))
-  monitor = CollapseMonitor(collapse_margin_db, best)
-  writer = tf.summary.create_file_writer(layout.train_dir(root_dir))
+
+class Cadence(collections.namedtuple("Cadence", [
+    "num_iterations", "log_every", "summary_every", "image_summary_every",
+    "checkpoint_every", "val_every", "stop_on_collapse"])):
+  """When, in outer steps done, the loop logs, summarises, validates and saves."""
+
+  def due(self, every, done):
+    return (every and done % every == 0) or done == self.num_iterations
+
+
+def _loop(root_dir, start, cadence, iterator, step_fn, step_var, ckpt, validation,
+          learning_rate, inner_opt, divergence):
+  """The outer steps from `start`; returns the last step done."""
+  field = validation.task.field
   last_good = ckpt.latest
   t0, steps_timed = time.time(), 0
-  with writer.as_default():
-    for step in range(start, num_iterations):
-      signals = next(iterator)
-      before, after, grad_norm, finite = train_step(signals, tf.constant(step, tf.int64))
-      step_var.assign(step + 1)
-      steps_timed += 1
-      before, after = float(before), float(after)
-      if not (math.isfinite(after) and math.isfinite(before) and bool(finite)):
-        raise _divergence(step, after, bool(finite), outer_learning_rate,
-                          inner_optimizer, inner_lr_mode, last_good)
-      done = step + 1
-      monitor.record_inner(before, after)
-      if done == start + 1:
-        files.write_text(layout.operative_config_path(root_dir), gin.operative_config_str())
-      if done % summary_every == 0 or done == num_iterations:
-        _training_summaries(done, before, after, float(grad_norm), float(schedule(step)),
-                            field, inner_opt)
-      if done % log_every == 0 or done == num_iterations:
-        rate = steps_timed / (time.time() - t0)
-        tf.summary.scalar("outer/steps_per_sec", rate, step=done)
-        logging.info("step %d/%d  inner-batch loss %.5f -> %.5f  (PSNR %.2f -> %.2f dB)"
-                     "  %.2f steps/s", done, num_iterations, before, after,
-                     _psnr(before), _psnr(after), rate)
-        t0, steps_timed = time.time(), 0
-        monitor.check_inner(done)
-      want_val = (val_every and done % val_every == 0) or done == num_iterations
-      want_images = done % image_summary_every == 0 or done == num_iterations
-      collapsed = (want_val or want_images) and _validate(
-          done, validate, val_signals, task, inner_steps, monitor, want_val, want_images)
-      if done % checkpoint_every == 0 or done == num_iterations or (
-          collapsed and stop_on_collapse):
-        last_good = ckpt.save(done)
-      if collapsed and stop_on_collapse:
-        logging.warning("Stopping at step %d (meta_train.stop_on_collapse = True).", done)
-        writer.flush()
-        return done
-  writer.flush()
-  return num_iterations
+  for step in range(start, cadence.num_iterations):
+    before, after, grad_norm, finite = step_fn(next(iterator), tf.constant(step, tf.int64))
+    step_var.assign(step + 1)
+    steps_timed += 1
+    before, after = float(before), float(after)
+    if not (math.isfinite(after) and math.isfinite(before) and bool(finite)):
+      raise divergence(step, after, bool(finite), last_good=last_good)
+    done = step + 1
+    validation.monitor.record_inner(before, after)
+    if done == start + 1:
+      files.write_text(layout.operative_config_path(root_dir), gin.operative_config_str())
+    if cadence.due(cadence.summary_every, done):
+      _training_summaries(done, before, after, float(grad_norm), learning_rate(step),
+                          field, inner_opt)
+    if cadence.due(cadence.log_every, done):
+      rate = steps_timed / (time.time() - t0)
+      tf.summary.scalar("outer/steps_per_sec", rate, step=done)
+      logging.info("step %d/%d  inner-batch loss %.5f -> %.5f  (PSNR %.2f -> %.2f dB)"
+                   "  %.2f steps/s", done, cadence.num_iterations, before, after,
+                   _psnr(before), _psnr(after), rate)
+      t0, steps_timed = time.time(), 0
+      validation.monitor.check_inner(done)
+    collapsed = validation.run(done, cadence.due(cadence.val_every, done),
+                               cadence.due(cadence.image_summary_every, done))
+    stop = collapsed and cadence.stop_on_collapse
+    if cadence.due(cadence.checkpoint_every, done) or stop:
+      last_good = ckpt.save(done)
+    if stop:
+      logging.warning("Stopping at step %d (meta_train.stop_on_collapse = True).", done)
+      return done
+  return cadence.num_iterations
+
+
+def _has_checkpoints(root_dir):
+  directory = layout.checkpoints_dir(root_dir)
+  return os.path.isdir(directory) and any(
+      name.startswith("ckpt-") for name in os.listdir(directory))
 
 
 def _check_arguments(task, algorithm, inner_optimizer, inner_lr_mode, first_order):
@@ -221,26 +256,45 @@ def _divergence(step, loss, weights_finite, outer_learning_rate, inner_optimizer
       "were not saved.")
 
 
-def _validate(step, validate, signals, task, inner_steps, monitor, metrics_wanted,
-              images_wanted):
-  """Adapts the held-out signals once for both the metrics and the image summaries;
-  returns whether the metrics show a collapse."""
-  metrics, renders = validate(signals)
-  collapsed = False
-  if metrics_wanted:
-    values = {name: float(tf.reduce_mean(v)) for name, v in metrics.items()}
-    for name, value in values.items():
-      tf.summary.scalar(f"val/{name}_after_{inner_steps}_steps", value, step=step)
-    logging.info("step %d  held-out %s after %d inner steps: %s", step, "/".join(values),
-                 inner_steps, " ".join(f"{v:.2f}" for v in values.values()))
-    collapsed = monitor.check_validation(step, values)
-  if images_wanted:
-    tf.summary.image("val/adapted", tf.clip_by_value(renders, 0, 1), step=step,
-                     max_outputs=4)
-    targets = task.targets_for_display(signals)
-    if targets is not None:
-      tf.summary.image("val/target", targets, step=step, max_outputs=4)
-  return collapsed
+class Validation:
+  """Held-out signals adapted from the current init with the meta-training inner loop;
+  their metric feeds the collapse monitor and the best checkpoint."""
+
+  def __init__(self, task, inner_steps, inner_opt, seed, num_signals, monitor):
+    self.task, self.inner_steps, self.monitor = task, inner_steps, monitor
+    self.signals = contract.take(task.test_signals(), slice(0, num_signals))
+
+    def adapted(signals):
+      params = functional.batch_params(task.field.params(),
+                                       contract.batch_size_of(signals))
+      params = inner.fit(task, params, signals, inner_steps, inner_opt, seed,
+                         task.default_setting).params
+      return task.metrics(params, signals), task.render(params, signals)
+
+    self._adapted = function(adapted)
+
+  def run(self, step, metrics_wanted, images_wanted):
+    """Adapts once for both the metrics and the image summaries; returns whether the
+    metrics show a collapse."""
+    if not (metrics_wanted or images_wanted):
+      return False
+    metrics, renders = self._adapted(self.signals)
+    collapsed = False
+    if metrics_wanted:
+      values = {name: float(tf.reduce_mean(v)) for name, v in metrics.items()}
+      for name, value in values.items():
+        tf.summary.scalar(f"val/{name}_after_{self.inner_steps}_steps", value, step=step)
+      logging.info("step %d  held-out %s after %d inner steps: %s", step,
+                   "/".join(values), self.inner_steps,
+                   " ".join(f"{v:.2f}" for v in values.values()))
+      collapsed = self.monitor.check_validation(step, values)
+    if images_wanted:
+      tf.summary.image("val/adapted", tf.clip_by_value(renders, 0, 1), step=step,
+                       max_outputs=4)
+      targets = self.task.targets_for_display(self.signals)
+      if targets is not None:
+        tf.summary.image("val/target", targets, step=step, max_outputs=4)
+    return collapsed
 
 
 VALIDATION_METRIC = "psnr"
@@ -303,13 +357,3 @@ def _training_summaries(step, before, after, grad_norm, learning_rate, field, in
 
 def _psnr(mse):
   return float(contract.psnr_from_mse(mse)) if mse > 0 else float("inf")
-
-
-def _adapted_metrics(task, signals, seed, inner_steps, inner_opt):
-  """Held-out signals adapted from the current init with the meta-training inner loop."""
-  field = task.field
-  batch = contract.batch_size_of(signals)
-  params = functional.batch_params(field.params(), batch)
-  adapted = inner.fit(task, params, signals, inner_steps, inner_opt, seed,
-                      task.default_setting).params
-  return task.metrics(adapted, signals), task.render(adapted, signals)

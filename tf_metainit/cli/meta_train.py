@@ -10,6 +10,9 @@ from absl import flags
 from tf_metainit.cli import common
 
 common.define_run_flags("Run directory (checkpoints, summaries, configs).")
+flags.DEFINE_bool("accept_config_changes", False, "Resume although the training "
+                  "bindings differ from the run's config.gin; the new values take "
+                  "effect and config_history/ keeps both.")
 FLAGS = flags.FLAGS
 
 
@@ -17,7 +20,8 @@ def main(argv):
   common.check_no_args(argv)
   from tf_metainit import train  # pylint: disable=g-import-not-at-top
   common.run_and_report(lambda: common.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings))
-  common.run_and_report(lambda: train.meta_train(FLAGS.root_dir))
+  common.run_and_report(lambda: train.meta_train(
+      FLAGS.root_dir, accept_config_changes=FLAGS.accept_config_changes))
 
 
 def run():

@@ -1,0 +1,143 @@
+"""What makes a run directory trustworthy: one trainer at a time, and a resume that
+trains what config.gin says.
+
+  RunLock           <root_dir>/train.lock holds the trainer's PID and host; a lock
+                    whose process is gone is taken over with a warning
+  check_resume      a rerun's gin config against the stored one: anything beyond
+                    RESUMABLE is refused, listing the differences, unless accepted
+  record_config     config.gin plus config_history/step-<N>.gin, the config in force
+                    from step N on
+"""
+
+import json
+import os
+import socket
+import time
+
+from absl import logging
+
+from tf_metainit import files
+from tf_metainit import layout
+
+# meta_train arguments that change how a run is watched, not what it trains.
+RESUMABLE = frozenset(f"meta_train.{name}" for name in (
+    "num_iterations", "log_every", "summary_every", "image_summary_every",
+    "checkpoint_every", "max_checkpoints", "val_every", "collapse_margin_db",
+    "stop_on_collapse"))
+# Configurables of other commands: a training config may carry them, training never
+# reads them.
+OTHER_COMMANDS = ("evaluate", "export", "interpolate")
+ACCEPT_FLAG = "--accept_config_changes"
+
+
+class RunDirectoryError(ValueError):
+  pass
+
+
+class RunLock:
+  """Context manager: holds <root_dir>/train.lock while a trainer runs."""
+
+  def __init__(self, root_dir):
+    self.path = layout.lock_path(root_dir)
+    self.owner = {"pid": os.getpid(), "host": socket.gethostname()}
+
+  def __enter__(self):
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    for _ in range(2):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+      except FileExistsError:
+        self._take_over_if_stale()
+        continue
+      with os.fdopen(fd, "w") as f:
+        json.dump(dict(self.owner, started=time.strftime("%Y-%m-%dT%H:%M:%S")), f)
+      return self
+    raise RunDirectoryError(f"Could not take {self.path}: another trainer took it "
+                            "at the same moment.")
+
+  def _take_over_if_stale(self):
+    holder = _read_lock(self.path)
+    if holder is not None:
+      same_host = holder.get("host") == self.owner["host"]
+      if not same_host or files.pid_alive(int(holder.get("pid", -1))):
+        raise RunDirectoryError(
+            f"{os.path.dirname(self.path)} is in use by another trainer (pid "
+            f"{holder.get('pid')} on {holder.get('host')}, since "
+            f"{holder.get('started')}). Wait for it to finish, or delete {self.path} if "
+            "that process is gone.")
+      logging.warning("Taking over %s: its trainer (pid %s) is gone.", self.path,
+                      holder.get("pid"))
+    else:
+      logging.warning("Taking over %s: unreadable, left by a trainer killed as it "
+                      "started.", self.path)
+    try:
+      os.remove(self.path)
+    except FileNotFoundError:
+      pass
+
+  def __exit__(self, *exc):
+    holder = _read_lock(self.path)
+    if holder is not None and holder.get("pid") == self.owner["pid"]:
+      os.remove(self.path)
+
+
+def _read_lock(path):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def bindings(config_text):
+  """{selector: value text} of a gin.config_str() text (values may span lines)."""
+  out, key = {}, None
+  for line in config_text.splitlines():
+    if not line.strip() or line.lstrip().startswith("#"):
+      continue
+    if not line[0].isspace() and " = " in line:
+      key, value = line.split(" = ", 1)
+      out[key.strip()] = value.strip()
+    elif key is not None:
+      out[key] += " " + line.strip()
+  return out
+
+
+def _watched_only(selector):
+  name = selector.split("/")[-1]
+  return selector in RESUMABLE or name.split(".")[0] in OTHER_COMMANDS
+
+
+def config_changes(stored_text, new_text):
+  """['selector: stored -> new', ...] for training bindings that differ."""
+  stored, new = bindings(stored_text), bindings(new_text)
+  changes = []
+  for key in sorted(set(stored) | set(new)):
+    if stored.get(key) != new.get(key) and not _watched_only(key):
+      changes.append(f"{key}: {stored.get(key, '(unset)')} -> {new.get(key, '(unset)')}")
+  return changes
+
+
+def check_resume(root_dir, new_text, accept):
+  """Refuses a resume whose training config differs from config.gin, unless `accept`."""
+  path = layout.config_path(root_dir)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    changes = config_changes(f.read(), new_text)
+  if changes and not accept:
+    raise RunDirectoryError(
+        f"{root_dir} was trained with another config; resuming would mix the two. "
+        f"Differences: {'; '.join(changes)}. Restore the original bindings, point "
+        f"--root_dir elsewhere, or pass {ACCEPT_FLAG} to continue under the new ones "
+        "(config_history/ keeps both).")
+  for change in changes:
+    logging.warning("Resuming with a changed binding (accepted): %s", change)
+  return changes
+
+
+def record_config(root_dir, text, step):
+  """Writes config.gin and config_history/step-<step>.gin (the config from `step`)."""
+  files.write_text(os.path.join(layout.config_history_dir(root_dir),
+                                f"step-{step:08d}.gin"), text)
+  files.write_text(layout.config_path(root_dir), text)
