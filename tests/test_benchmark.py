@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from tf_metainit import benchmark
+from tf_metainit.benchmark import analysis
+from tf_metainit.benchmark import flops
+from tf_metainit.benchmark import measure
+from tf_metainit.benchmark import meta_workloads
+from tf_metainit.benchmark import report
+from tf_metainit.benchmark import specs
 from tf_metainit.fields import mlp
 from tf_metainit.fields import siren
 
@@ -14,7 +19,7 @@ def _tiny_field():
 
 
 def test_layer_flops():
-  assert benchmark.layer_flops(_tiny_field()) == [16, 32, 24]
+  assert flops.layer_flops(_tiny_field()) == [16, 32, 24]
 
 
 @pytest.mark.parametrize("kind, steps, per_point", [
@@ -31,37 +36,37 @@ def test_layer_flops():
     ("maml_so", 2, 2 * (200 + 368) + 72 + 128 + 72),
 ])
 def test_flops_by_hand(kind, steps, per_point):
-  assert benchmark.flops(_tiny_field(), 10, kind, steps) == 10 * per_point
+  assert flops.flops(_tiny_field(), 10, kind, steps) == 10 * per_point
 
 
 def test_flops_paper_siren_matches_simple_rule():
   # With a 2-input first layer, 9FK + 4F is within 0.5% of the exact count.
   field = siren.Siren()
-  f = sum(benchmark.layer_flops(field))
+  f = sum(flops.layer_flops(field))
   assert f == 395776
-  exact = benchmark.flops(field, 3 * 64 * 64, "maml_so", 2)
+  exact = flops.flops(field, 3 * 64 * 64, "maml_so", 2)
   assert exact == pytest.approx(3 * 64 * 64 * (9 * f * 2 + 4 * f), rel=5e-3)
 
 
 def test_report_states_the_paper_fields_flops():
-  text = benchmark.markdown({}, {}, "cmd")
+  text = report.markdown({}, {}, "cmd")
   for field in (siren.Siren(), mlp.FourierMLP(), mlp.NerfMLP()):
-    per_layer = benchmark.layer_flops(field)
+    per_layer = flops.layer_flops(field)
     assert f"F = {sum(per_layer):,}, F1 = {per_layer[0]:,}" in text
 
 
 def test_select_groups_and_peak_first():
-  names = benchmark.select("tto,maml_so_r16_graph", quick=True)
+  names = specs.select("tto,maml_so_r16_graph", quick=True)
   assert names[0] == "matmul_peak"
   assert "maml_so_r16_graph" in names and "tto_siren_r32_xla" in names
   with pytest.raises(ValueError, match="Unknown workload"):
-    benchmark.select("nope", quick=True)
+    specs.select("nope", quick=True)
 
 
 def test_package_maml_matches_hand_written_step():
   # The baseline must be the same math: same losses before and after adaptation.
-  package = benchmark.build_image_meta("maml_so", 4, 3, 2, jit=False)
-  plain = benchmark.build_plain_maml(4, 3, 2, jit=False)
+  package = meta_workloads.build_image_meta("maml_so", 4, 3, 2, jit=False)
+  plain = meta_workloads.build_plain_maml(4, 3, 2, jit=False)
   assert package.flops == plain.flops
   np.testing.assert_allclose(package.call(), plain.call(), rtol=1e-4)
 
@@ -69,12 +74,12 @@ def test_package_maml_matches_hand_written_step():
 def test_quick_workloads_in_process_and_report():
   results = {}
   for name in ("matmul_peak", "maml_so_r16_graph"):
-    results[name] = benchmark.run_one(name, quick=True, repeats=1, warmup=0)
+    results[name] = measure.run_one(name, quick=True, repeats=1, warmup=0)
   maml = results["maml_so_r16_graph"]
   assert maml["gflops"] > 0 and maml["median_s"] > 0
-  assert maml["flops"] == benchmark.flops(siren.Siren(), 3 * 16 * 16, "maml_so", 2)
+  assert maml["flops"] == flops.flops(siren.Siren(), 3 * 16 * 16, "maml_so", 2)
   assert maml["peak_rss_mb"] >= maml["baseline_rss_mb"] > 0
-  text = benchmark.markdown(results, benchmark.machine_facts(), "cmd", quick=True)
+  text = report.markdown(results, measure.machine_facts(), "cmd", quick=True)
   assert "| workload | mode | compile s | median ms (min–max) |" in text
   assert "MAML (2nd order) outer step, SIREN 5x256, 16²" in text
   assert "## How FLOPs are counted" in text
@@ -96,8 +101,8 @@ def test_peak_is_the_fastest_matmul_of_either_library():
                                       config={"numpy_gflops": 153.0}),
              "matmul_siren_b3": _fake("matmul_siren_b3", "peak", 90.0,
                                       kind="matmul_shapes")}
-  assert benchmark.peak_gflops(results) == 153.0
-  assert benchmark.peak_gflops({}) is None
+  assert analysis.peak_gflops(results) == 153.0
+  assert analysis.peak_gflops({}) is None
 
 
 def test_markdown_goals_and_memory_tables():
@@ -113,7 +118,7 @@ def test_markdown_goals_and_memory_tables():
       results[name] = _fake(name, "scaling_k", 300.0, mb=200.0 + per_step * k,
                             config={"algorithm": algorithm, "inner_steps": k,
                                     "points": 3 * 64 * 64, "resolution": 64})
-  text = benchmark.markdown(results, {"cores": 2}, "cmd")
+  text = report.markdown(results, {"cores": 2}, "cmd")
   assert ("| MAML outer step at 64² ≥ 55% of the matmul peak | "
           "300 GFLOP/s = 60% of 500") in text
   assert "(hand-written: 310 GFLOP/s = 62%) | yes |" in text
@@ -121,7 +126,7 @@ def test_markdown_goals_and_memory_tables():
   assert "| Reptile memory flat in K | +0.0 MB per inner step" in text
   assert "| MAML (2nd order) memory at most linear in K |" in text
   assert "### Does second-order MAML fit on one 80 GB GPU at paper scale?" in text
-  verdicts = benchmark.memory_verdicts(results)
+  verdicts = analysis.memory_verdicts(results)
   assert verdicts["maml_so"]["slope_mb_per_step"] == pytest.approx(100.0)
   assert verdicts["maml_so"]["linear"] and verdicts["reptile"]["flat"]
   assert verdicts["maml_fo"]["flat"]

@@ -7,7 +7,8 @@ r"""Benchmarks meta-training and test-time speed and memory; writes BENCHMARKS.m
   tf-metainit-benchmark --list
 
 Workloads run one at a time, each in its own process (its peak memory is its own);
-see tf_metainit/benchmark.py for what each measures and how FLOPs are counted.
+see tf_metainit/benchmark/ for what each measures (specs.py, *_workloads.py) and how
+FLOPs are counted (flops.py).
 """
 
 import json
@@ -20,12 +21,14 @@ import time
 from absl import app
 from absl import flags
 
-from tf_metainit import benchmark
 from tf_metainit import files
+from tf_metainit.benchmark import measure
+from tf_metainit.benchmark import report
+from tf_metainit.benchmark import specs
 
 flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown report to write.")
 flags.DEFINE_string("workloads", "all", "Comma list of groups (" +
-                    ", ".join(benchmark.GROUPS) + ") and/or workload names, or 'all'.")
+                    ", ".join(specs.GROUPS) + ") and/or workload names, or 'all'.")
 flags.DEFINE_bool("quick", False, "Tiny sizes and few repeats: checks the tool in "
                   "minutes; the figures are not the ones the goals refer to.")
 flags.DEFINE_integer("repeats", None, "Timed calls per workload (default 5, quick 2).")
@@ -53,7 +56,7 @@ def _child(name):
                           env=env, check=False)
   except subprocess.TimeoutExpired:
     return {"error": f"timed out after {FLAGS.timeout} s", "wall_s": time.time() - t0}
-  result = benchmark.parse_result(proc.stdout)
+  result = measure.parse_result(proc.stdout)
   if result is None:
     tail = (proc.stderr or proc.stdout or "no output").strip().splitlines()[-20:]
     return {"error": "\n".join(tail) or f"exit status {proc.returncode}",
@@ -68,8 +71,8 @@ def _command():
 
 
 def _report(data):
-  return benchmark.markdown(data["results"], data["machine"], data["command"],
-                            data["quick"])
+  return report.markdown(data["results"], data["machine"], data["command"],
+                         data["quick"])
 
 
 def main(argv):
@@ -81,34 +84,35 @@ def main(argv):
     files.write_text(FLAGS.output, _report(data))
     print(f"Wrote {FLAGS.output}")
     return
-  specs = benchmark.workload_specs(FLAGS.quick)
+  all_specs = specs.workload_specs(FLAGS.quick)
   try:
-    names = benchmark.select(FLAGS.workloads, FLAGS.quick)
+    names = specs.select(FLAGS.workloads, FLAGS.quick)
   except ValueError as e:
     raise app.UsageError(str(e))
   if FLAGS.list:
     for name in names:
-      print(f"{specs[name]['group']:12s} {name}")
+      print(f"{all_specs[name]['group']:12s} {name}")
     return
   # The peak is measured again at the end: other jobs may load the CPU unevenly.
   names.append("matmul_peak_end")
   json_path = FLAGS.results_json or os.path.splitext(FLAGS.output)[0] + ".json"
-  data = {"machine": benchmark.machine_facts(), "command": _command(),
+  data = {"machine": measure.machine_facts(), "command": _command(),
           "quick": FLAGS.quick, "results": {}}
   measured = {}
   t0 = time.time()
   for i, name in enumerate(names):
     run_name = "matmul_peak" if name == "matmul_peak_end" else name
-    key = benchmark.spec_key(specs[run_name])
+    key = specs.spec_key(all_specs[run_name])
     if key in measured and name != "matmul_peak_end":
-      result = dict(measured[key], name=name, group=specs[name]["group"], alias=True)
+      result = dict(measured[key], name=name, group=all_specs[name]["group"],
+                    alias=True)
       print(f"[{i + 1}/{len(names)}] {name}: same as {measured[key]['name']}",
             flush=True)
     else:
       print(f"[{i + 1}/{len(names)}] {name} ...", end=" ", flush=True)
       result = _child(run_name)
       result.setdefault("name", name)
-      result.setdefault("group", specs[run_name]["group"])
+      result.setdefault("group", all_specs[run_name]["group"])
       if name == "matmul_peak_end":
         result["name"] = name
       if "error" in result:

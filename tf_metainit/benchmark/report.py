@@ -1,0 +1,287 @@
+"""The BENCHMARKS.md text: one function per section, joined by `markdown()`."""
+
+from tf_metainit.benchmark import analysis
+from tf_metainit.benchmark import flops
+from tf_metainit.benchmark import formatting
+from tf_metainit.benchmark import goals
+from tf_metainit.benchmark import specs
+
+
+def markdown(results, machine, command, quick=False, notes=None):
+  """The BENCHMARKS.md text for a dict {workload name: result}."""
+  peak = analysis.peak_gflops(results)
+  lines = (_introduction(command, quick) + _machine(results, machine)
+           + _matmul_peak(results, peak) + _goals(results, quick, notes)
+           + _outer_steps(results, peak) + _nerf(results, peak)
+           + _test_time(results, peak) + _scaling_k(results, peak)
+           + _scaling_resolution(results, peak) + _pipelines(results)
+           + _flop_counting())
+  return "\n".join(lines)
+
+
+def _introduction(command, quick):
+  lines = ["# Benchmarks", ""]
+  if quick:
+    lines += ["**Quick mode**: tiny sizes for checking the tool, not the figures the "
+              "goals refer to.", ""]
+  return lines + [
+      "Speed and memory of meta-training and test-time optimisation, measured on this "
+      "machine against its own float32 matmul peak. Reproduce with", "",
+      f"    {command}", "",
+      "(`python bin/benchmark.py` is the same). Each workload runs in its own process; "
+      "times are medians over repeated calls after warm-up. *Compile s* is the first "
+      "call (tracing, graph optimisation or XLA compilation, and one execution) minus "
+      "the median call. "
+      "*Baseline RSS* is the process after importing TensorFlow, building the model "
+      "and loading the data; *peak RSS* the highest resident memory while the workload "
+      "ran (the kernel's high-water mark, reset after set-up); *workload MB* their "
+      "difference.", ""]
+
+
+def _machine(results, machine):
+  lines = [
+      "## Machine", "",
+      "| | |", "|---|---|",
+      f"| CPU | {machine.get('cpu')} |",
+      f"| cores | {machine.get('cores')} |",
+      f"| memory | {machine.get('memory_gb')} GB |",
+      f"| GPUs | {', '.join(machine.get('gpus') or []) or 'none'} |",
+      f"| TensorFlow | {machine.get('tensorflow')} (Python {machine.get('python')}) |",
+      f"| TF_ENABLE_ONEDNN_OPTS | {machine.get('onednn', 'unset')} |",
+      f"| platform | {machine.get('platform')} |",
+      f"| date | {machine.get('date')} |",
+      f"| run time | {machine.get('run_minutes', 0):.0f} min |", ""]
+  loads = [r.get("loadavg_after", 0) for r in results.values()]
+  if loads and machine.get("cores") and max(loads) > 1.5 * machine["cores"]:
+    lines += [f"Note: the 1-minute load average reached {max(loads):.1f} on "
+              f"{machine['cores']} cores during the run: other jobs shared the CPU and "
+              "the times are pessimistic (per-workload loads are in the JSON).", ""]
+  return lines
+
+
+def _matmul_peak(results, peak):
+  lines = ["## Matmul peak", ""]
+  for n, r in results.items():
+    if r.get("kind") == "matmul" and "error" not in r:
+      when = "end" if n.endswith("_end") else "start"
+      lines.append(f"- {r['title']}, at the {when} of the run: {r['gflops']:.0f} GFLOP/s "
+                   f"(median {formatting.ms(r['median_s'])} ms); numpy: "
+                   f"{r['config']['numpy_gflops']:.0f} GFLOP/s.")
+  for r in results.values():
+    if r.get("kind") == "matmul_shapes" and "error" not in r:
+      frac = f" ({r['gflops'] / peak:.0%} of peak)" if peak else ""
+      lines.append(f"- {r['title']}: {r['gflops']:.0f} GFLOP/s{frac} with per-signal "
+                   f"weights (batched matmul); {r['config']['unbatched_gflops']:.0f} "
+                   "GFLOP/s as separate 2-D matmuls.")
+  return lines + [
+      "", f"Peak used for the fractions below: **{formatting.fmt(peak, 0)} GFLOP/s**, "
+      "the highest of these 4096² measurements (TensorFlow's and numpy's, at the "
+      "start and end of the run): what this machine's cores deliver in a dense "
+      "matmul, whichever library gets there.", ""]
+
+
+def _goals(results, quick, notes):
+  lines = ["## Goals", "", "| goal | measured | met |", "|---|---|---|"]
+  for goal, figure, met in goals.goals(results, quick):
+    lines.append(f"| {goal} | {figure} | {'yes' if met else '**no**'} |")
+  return lines + [""] + list(notes or goals.explain(results, quick)) + [""]
+
+
+def _outer_steps(results, peak):
+  sections = [
+      ("MAML outer steps (SIREN 5x256, batch 3, K=2, second order)", "maml"),
+      ("Hand-written MAML baseline (same math, unbatched weights, Python loop)",
+       "plain"),
+      ("Reptile outer steps", "reptile"), ("CT Reptile outer steps", "ct"),
+  ]
+  lines = []
+  for title, group in sections:
+    names = _names(results, group)
+    if names:
+      lines += [f"## {title}", ""] + _workload_rows(results, names, peak) + [""]
+  return lines
+
+
+def _nerf(results, peak):
+  names = _names(results, "nerf")
+  if not names:
+    return []
+  steps = [n for n in names if "render" not in n]
+  renders = [n for n in names if "render" in n]
+  rays_per_s = ("rays/s", lambda r: r["per_call"]["rays"] / r["median_s"])
+  return (["## NeRF (ShapeNet)", ""] + _workload_rows(results, steps, peak) + [""]
+          + _workload_rows(results, renders, peak, rays_per_s) + [""])
+
+
+def _test_time(results, peak):
+  names = _names(results, "tto")
+  if not names:
+    return []
+  steps_per_s = ("steps/s", lambda r: r["per_call"]["steps"] / r["median_s"])
+  return (["## Test-time optimisation (Adam, one signal, steps per call as listed)", ""]
+          + _workload_rows(results, names, peak, steps_per_s) + [""])
+
+
+def _scaling_k(results, peak):
+  if not _names(results, "scaling_k"):
+    return []
+  verdicts = analysis.memory_verdicts(results)
+  rows = [(a, r["config"]["inner_steps"], r) for a in specs.ALGORITHM_TITLES
+          for r in analysis.k_sweep(results, a)]
+  lines = ["## Scaling with inner steps K (SIREN 5x256, batch 3, graph mode)", ""]
+  lines += _sweep_rows("K", rows, peak) + [""]
+  for algorithm, v in verdicts.items():
+    lines.append(f"- {specs.ALGORITHM_TITLES[algorithm]}: least-squares slope "
+                 f"{formatting.signed(v['slope_mb_per_step'])} MB per inner step at "
+                 f"{v['points']:,} points per step "
+                 f"({formatting.signed(v['bytes_per_point_step'] / 1024, 2)} KiB per "
+                 "point and step).")
+  return lines + [""] + _paper_memory(verdicts)
+
+
+def _paper_memory(verdicts):
+  estimates = analysis.paper_memory_estimates(verdicts)
+  if not estimates:
+    return []
+  lines = [
+      "### Does second-order MAML fit on one 80 GB GPU at paper scale?", "",
+      "Activation memory of second-order MAML = (measured bytes per point and inner "
+      "step of SIREN 5x256) x (the field's summed layer widths relative to "
+      "SIREN's) x points per step x K; weights and optimizer state are negligible "
+      "(< 10 MB). This is a CPU graph-mode figure used as an estimate for the GPU.",
+      "", "| configuration | points per step | K | estimate GB | fits in 80 GB |",
+      "|---|---|---|---|---|"]
+  for e in estimates:
+    lines.append(f"| {e['config']} | {e['points']:,} | {e['inner_steps']} | "
+                 f"{e['gb']:.1f} | {'yes' if e['fits'] else '**no**'} |")
+  lines.append("")
+  if not all(e["fits"] for e in estimates):
+    return lines + ["Some configuration does not fit: a memory-bounded inner loop "
+                    "(recomputing inner steps in the backward pass) is needed for it.",
+                    ""]
+  flat = [specs.ALGORITHM_TITLES[a] for a in ("reptile", "maml_fo")
+          if verdicts.get(a, {}).get("flat")]
+  return lines + ["Every paper-scale configuration fits, so no memory-bounded "
+                  "(recomputing) variant of the inner loop was added: it would cost "
+                  "about one more forward and backward pass per inner step to save "
+                  "memory that is not short." +
+                  (f" {' and '.join(flat)} stay flat in K." if flat else ""), ""]
+
+
+def _scaling_resolution(results, peak):
+  if not _names(results, "scaling_res"):
+    return []
+  order = list(specs.ALGORITHM_TITLES)
+  # The second-order points are the main MAML workloads (graph mode).
+  rows = sorted(((r["config"]["algorithm"], r["config"]["resolution"], r)
+                 for n, r in results.items() if "error" not in r and (
+                     n.startswith("res_") or (n.startswith("maml_so_r") and
+                                              n.endswith("_graph")))),
+                key=lambda x: (order.index(x[0]), x[1]))
+  return (["## Scaling with resolution (SIREN 5x256, batch 3, K=2, graph mode)", ""]
+          + _sweep_rows("resolution", [(a, f"{v}²", r) for a, v, r in rows], peak)
+          + [""])
+
+
+def _pipelines(results):
+  names = _names(results, "pipeline")
+  if not names:
+    return []
+  lines = [
+      "## Input pipelines", "",
+      "Signals per second the training loop's `tf.data` pipeline delivers "
+      "(`Task.train_dataset(seed).batch(B).prefetch(2)`, measured alone), against "
+      "the fastest training step that consumes it (B / median step time). *Load* "
+      "is consumption / delivery: the share of the pipeline's standalone throughput "
+      "the training step needs. Preparation (rendering / generating / reading the "
+      "signals into memory) happens once per run.", "",
+      "| dataset | resolution | prepared signals | preparation s | pipeline "
+      "signals/s | consumer | consumption signals/s | load |",
+      "|---|---|---|---|---|---|---|---|"]
+  return lines + [_pipeline_row(results, n) for n in names] + [""]
+
+
+def _pipeline_row(results, name):
+  r = results[name]
+  if "error" in r:
+    return f"| {name} | failed: {r['error'].splitlines()[-1][:120]} |"
+  consumer, rate = _consumer(results, name, r)
+  load = rate / r["signals_per_second"] if rate else None
+  return (f"| {r['dataset']} ({r['note']}) | {r['resolution']}² | "
+          f"{r['num_prepared'] or '–'} "
+          f"| {formatting.fmt(r['prepare_seconds'], 1)} | "
+          f"{formatting.fmt(r['signals_per_second'], 0)} | "
+          f"{consumer or '–'} | {formatting.fmt(rate, 2)} | "
+          f"{formatting.fmt(load * 100, 2) + '%' if load is not None else '–'} |")
+
+
+def _consumer(results, name, r):
+  """(title, signals/s) of the fastest training workload that consumes pipeline
+  `name`'s signals, or (None, None)."""
+  key = name[len("pipeline_"):]
+  best = (None, None)
+  for pattern in specs.PIPELINE_CONSUMERS.get(key, ()):
+    c = analysis.ok(results, pattern.format(r=r["resolution"]))
+    if not c:
+      continue
+    batch = c["config"].get("batch", 1)
+    rate = batch / c["median_s"]
+    if best[1] is None or rate > best[1]:
+      best = (c["title"].split(",")[0] + f" ({c.get('mode', '')})", rate)
+  return best
+
+
+def _flop_counting():
+  return ["## How FLOPs are counted", "", "```", flops.FLOP_RULES, "```", "",
+          "GFLOP/s = counted FLOPs of one call / median call time. Per-point FLOPs of "
+          "the paper fields: SIREN 5x256 (2->256->256->256->256->3) F = 395,776, "
+          "F1 = 1,024; CT Fourier MLP (512->256x4->1) F = 655,872, F1 = 262,144; "
+          "NeRF MLP (120->256x5->4) F = 587,776, F1 = 61,440.", ""]
+
+
+# ------------------------------------------------------------------------------------
+# Tables.
+
+
+def _workload_rows(results, names, peak, rate=None):
+  header = ("| workload | mode | compile s | median ms (min–max) | GFLOP/call | "
+            "GFLOP/s | % of peak |" + (f" {rate[0]} |" if rate else "") +
+            " baseline RSS MB | peak RSS MB | workload MB |")
+  lines = [header, "|" + "---|" * (header.count("|") - 1)]
+  for n in names:
+    r = results.get(n)
+    if r is None:
+      continue
+    if "error" in r:
+      lines.append(f"| {n} | – | failed: {r['error'].splitlines()[-1][:120]} |")
+      continue
+    frac = r["gflops"] / peak * 100 if peak else None
+    extra = f" {formatting.fmt(rate[1](r), 1)} |" if rate else ""
+    median = (f"{formatting.ms(r['median_s'])} ({formatting.ms(r['min_s'])}–"
+              f"{formatting.ms(r['max_s'])})")
+    lines.append(
+        f"| {r['title']} | {r['mode']} | {formatting.fmt(r['compile_s'], 1)} | "
+        f"{median} | {formatting.fmt(r['flops'] / 1e9, 1)} | "
+        f"{formatting.fmt(r['gflops'], 0)} | {formatting.fmt(frac, 0)}% |{extra} "
+        f"{formatting.fmt(r['baseline_rss_mb'], 0)} | "
+        f"{formatting.fmt(r['peak_rss_mb'], 0)} | "
+        f"{formatting.fmt(r['workload_mb'], 0)} |")
+  return lines
+
+
+def _sweep_rows(variable, rows, peak):
+  """Table of (algorithm, value of `variable`, result) rows."""
+  lines = [f"| algorithm | {variable} | median ms | GFLOP/s | % of peak | peak RSS MB | "
+           "workload MB |", "|---|---|---|---|---|---|---|"]
+  for algorithm, value, r in rows:
+    frac = r["gflops"] / peak * 100 if peak else None
+    lines.append(f"| {specs.ALGORITHM_TITLES[algorithm]} | {value} | "
+                 f"{formatting.ms(r['median_s'])} | "
+                 f"{formatting.fmt(r['gflops'], 0)} | {formatting.fmt(frac, 0)}% | "
+                 f"{formatting.fmt(r['peak_rss_mb'], 0)} | "
+                 f"{formatting.fmt(r['workload_mb'], 0)} |")
+  return lines
+
+
+def _names(results, group):
+  return [n for n, r in results.items() if r.get("group") == group]

@@ -1,0 +1,135 @@
+"""The workloads by name: what each measures, in which group, at which sizes.
+
+Plain data, no TensorFlow: the driver lists and selects from it, the child process
+builds the named workload (measure.run_one) and the report finds results by these names.
+"""
+
+import json
+
+# In the order the report's tables list them.
+ALGORITHM_TITLES = {"maml_so": "MAML (2nd order)", "maml_fo": "MAML (1st order)",
+                    "reptile": "Reptile"}
+
+
+def _modes(name, group, kind, **kwargs):
+  return {f"{name}_{mode}": dict(group=group, kind=kind, jit=(mode == "xla"), **kwargs)
+          for mode in ("graph", "xla")}
+
+
+def workload_specs(quick=False):
+  """Ordered {name: spec}; a spec is {'group', 'kind', builder kwargs...}.
+
+  `quick` shrinks sizes, not structure.
+  """
+  q = quick
+  specs = {}
+  specs["matmul_peak"] = dict(group="peak", kind="matmul", jit=False,
+                               n=2048 if q else 4096)
+  goal_res = 32 if q else 64
+  # The matmul shapes of the two goal workloads: MAML (3 images) and test-time (1).
+  for batch in (3, 1):
+    specs[f"matmul_siren_b{batch}"] = dict(group="peak", kind="matmul_shapes", jit=False,
+                                           points=goal_res ** 2, width=256, batch=batch)
+  maml_res = (16, 32) if q else (32, 64, 128, 178)
+  for r in maml_res:
+    specs.update(_modes(f"maml_so_r{r}", "maml", "image_meta", algorithm="maml_so",
+                        resolution=r, batch=3, inner_steps=2))
+  specs.update(_modes(f"plain_maml_r{goal_res}", "plain", "plain_maml",
+                      resolution=goal_res, batch=3, inner_steps=2))
+  specs.update(_modes(f"reptile_r{goal_res}", "reptile", "image_meta",
+                      algorithm="reptile", resolution=goal_res, batch=4 if q else 10,
+                      inner_steps=2))
+  for r in ((32, 64) if q else (64, 256)):
+    specs.update(_modes(f"ct_reptile_r{r}", "ct", "ct_reptile", resolution=r,
+                        inner_steps=3 if q else 12, projections=20))
+  nerf = dict(data_resolution=16 if q else 128)
+  specs.update(_modes("nerf_reptile", "nerf", "nerf_reptile", rays=32 if q else 128,
+                      samples=32 if q else 128, inner_steps=4 if q else 32, **nerf))
+  specs.update(_modes("nerf_render", "nerf", "nerf_render", samples=32 if q else 128,
+                      **nerf))
+  # Steps per call: about a second of work each on the 2-core CPU.
+  specs.update(_modes(f"tto_siren_r{goal_res}", "tto", "tto", field="siren",
+                      resolution=goal_res, steps=5 if q else 50))
+  specs.update(_modes(f"tto_ct_r{64 if q else 256}", "tto", "tto", field="fourier",
+                      resolution=64 if q else 256, steps=5 if q else 10))
+  specs.update(_modes("tto_nerf", "tto", "tto", field="nerf", rays=16 if q else 64,
+                      samples=32 if q else 128, steps=5 if q else 20, **nerf))
+  k_res = 16 if q else 64
+  for algorithm in ("maml_so", "maml_fo", "reptile"):
+    for k in ((1, 2, 4) if q else (1, 2, 4, 8, 16)):
+      specs[f"k_{algorithm}_k{k}"] = dict(
+          group="scaling_k", kind="image_meta", jit=False, algorithm=algorithm,
+          resolution=k_res, batch=3, inner_steps=k)
+  for algorithm in ("maml_fo", "reptile"):
+    for r in maml_res:
+      specs[f"res_{algorithm}_r{r}"] = dict(
+          group="scaling_res", kind="image_meta", jit=False, algorithm=algorithm,
+          resolution=r, batch=3, inner_steps=2)
+  specs.update(_pipeline_specs(quick, goal_res))
+  return specs
+
+
+def _pipeline_specs(quick, goal_res):
+  """The input pipelines: the datasets the training workloads read, at their sizes."""
+  q = quick
+  specs = {}
+  specs["pipeline_text"] = dict(group="pipeline", kind="pipeline", dataset="text",
+                                resolution=goal_res, num=20 if q else 200, batch=3)
+  specs["pipeline_text_178"] = dict(group="pipeline", kind="pipeline", dataset="text",
+                                    resolution=32 if q else 178, num=20 if q else 200,
+                                    batch=3)
+  for name in ("celeb_a", "imagenette"):
+    specs[f"pipeline_{name}"] = dict(group="pipeline", kind="pipeline", dataset=name,
+                                     resolution=32 if q else 178, num=0, batch=3)
+  specs["pipeline_ct"] = dict(group="pipeline", kind="pipeline", dataset="ct",
+                              resolution=64 if q else 256, num=4 if q else 32, batch=1)
+  specs["pipeline_shapenet"] = dict(group="pipeline", kind="pipeline",
+                                    dataset="shapenet", resolution=16 if q else 128,
+                                    num=2 if q else 4, batch=1)
+  specs["pipeline_shapenet_disk"] = dict(group="pipeline", kind="pipeline",
+                                         dataset="shapenet_disk",
+                                         resolution=16 if q else 128,
+                                         num=2 if q else 4, batch=1)
+  return specs
+
+
+GROUPS = ("peak", "maml", "plain", "reptile", "ct", "nerf", "tto", "scaling_k",
+          "scaling_res", "pipeline")
+
+# Which training workloads consume each pipeline's signals (the fastest one counts).
+PIPELINE_CONSUMERS = {
+    "text": ("maml_so_r{r}_graph", "reptile_r{r}_graph", "k_maml_fo_k1",
+             "k_reptile_k1"),
+    "text_178": ("maml_so_r{r}_graph", "res_reptile_r{r}", "res_maml_fo_r{r}"),
+    "celeb_a": ("maml_so_r{r}_graph", "res_reptile_r{r}", "res_maml_fo_r{r}"),
+    "imagenette": ("maml_so_r{r}_graph", "res_reptile_r{r}", "res_maml_fo_r{r}"),
+    "ct": ("ct_reptile_r{r}_graph",),
+    "shapenet": ("nerf_reptile_graph",),
+    "shapenet_disk": ("nerf_reptile_graph",),
+}
+
+
+def spec_key(spec):
+  """Identical configurations (e.g. a K-sweep point that is also a main workload)
+  are measured once."""
+  return json.dumps({k: v for k, v in spec.items() if k != "group"}, sort_keys=True)
+
+
+def select(names_or_groups, quick=False):
+  """Workload names for a comma list of groups / names, or 'all'."""
+  specs = workload_specs(quick)
+  wanted = [w.strip() for w in names_or_groups.split(",") if w.strip()]
+  if not wanted or wanted == ["all"]:
+    return list(specs)
+  out = []
+  for w in wanted:
+    if w in GROUPS:
+      out += [n for n, s in specs.items() if s["group"] == w]
+    elif w in specs:
+      out.append(w)
+    else:
+      raise ValueError(f"Unknown workload or group {w!r}. Groups: {', '.join(GROUPS)}; "
+                       f"workloads: {', '.join(specs)}.")
+  # The matmul peak is the yardstick of every fraction: always measured.
+  out = ["matmul_peak"] + [n for n in out if n != "matmul_peak"]
+  return list(dict.fromkeys(out))
