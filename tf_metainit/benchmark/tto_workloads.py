@@ -37,7 +37,7 @@ def _tto_nerf_task(data_dir, rays, samples, data_resolution):
 def build_tto(field, steps, jit, resolution=None, rays=None, samples=None,
               data_resolution=None):
   """Test-time optimisation as evaluate.TestTimeOptimizer runs it (Adam 1e-4, one
-  signal), without the metric trace: `steps` steps of inner.adapt per call."""
+  signal), without the metric trace: `steps` steps of inner.fit per call."""
   if field == "siren":
     task, setting = workloads.image_task(resolution, 1), "full"
     points = resolution ** 2
