@@ -18,6 +18,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from tf_metainit import checks
 from tf_metainit import export
 from tf_metainit import files
 from tf_metainit import figures
@@ -109,6 +110,20 @@ class TestTimeOptimizer:
     return np.concatenate(traces, axis=1), finals
 
 
+def _check_numbers(num_steps, report_step, num_test, chunk, trace_every, fit_steps,
+                   fit_learning_rate, grid_signals):
+  steps = num_steps.values() if isinstance(num_steps, dict) else [num_steps]
+  for value in steps:
+    for v in (value.values() if isinstance(value, dict) else [value]):
+      checks.non_negative_int("evaluate.num_steps", v)
+  checks.optional(checks.non_negative_int, "evaluate.report_step", report_step)
+  checks.optional(checks.positive_int, "evaluate.num_test", num_test)
+  for name, value in (("chunk", chunk), ("trace_every", trace_every),
+                      ("fit_steps", fit_steps), ("grid_signals", grid_signals)):
+    checks.positive_int(f"evaluate.{name}", value)
+  checks.positive("evaluate.fit_learning_rate", fit_learning_rate)
+
+
 def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate, seed,
                 checkpoint="best", overrides=()):
   """Returns ({name: unbatched params} in table order, {name: learned inner optimizer}
@@ -187,6 +202,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
                      "%TASK), or run on a root_dir written by meta_train.")
   user_settings = optimizers.check(dict(optimizer_settings or {}),
                                    "evaluate.optimizer_settings", "")
+  _check_numbers(num_steps, report_step, num_test, chunk, trace_every, fit_steps,
+                 fit_learning_rate, grid_signals)
   output_dir = layout.eval_dir(root_dir, output_dir)
   os.makedirs(output_dir, exist_ok=True)
   optimizer_settings = dict(DEFAULT_OPTIMIZERS, **user_settings)

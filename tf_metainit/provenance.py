@@ -5,6 +5,7 @@ trains what config.gin says.
                     whose process is gone is taken over with a warning
   check_resume      a rerun's gin config against the stored one: anything beyond
                     RESUMABLE is refused, listing the differences, unless accepted
+  unread_bindings   bindings the chosen configuration never reads
   record_config     config.gin plus config_history/step-<N>.gin, the config in force
                     from step N on
 """
@@ -103,9 +104,20 @@ def bindings(config_text):
   return out
 
 
+def unread_bindings(config_text, operative_text):
+  """Bindings of a training config that training never read (a CT option on an image
+  run, a misspelt scope): gin's config minus its operative config, except for the
+  other commands' configurables."""
+  unread = set(bindings(config_text)) - set(bindings(operative_text))
+  return sorted(k for k in unread if not _other_command(k) and "." in k)
+
+
+def _other_command(selector):
+  return selector.split("/")[-1].split(".")[0] in OTHER_COMMANDS
+
+
 def _watched_only(selector):
-  name = selector.split("/")[-1]
-  return selector in RESUMABLE or name.split(".")[0] in OTHER_COMMANDS
+  return selector in RESUMABLE or _other_command(selector)
 
 
 def config_changes(stored_text, new_text):

@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from tf_metainit import checkpoints
+from tf_metainit import checks
 from tf_metainit import files
 from tf_metainit import layout
 from tf_metainit import provenance
@@ -118,7 +119,22 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
     accept_config_changes: resume although the training bindings differ from the
       run's config.gin (the binary's --accept_config_changes; never a gin binding).
   """
-  _check_arguments(task, algorithm, inner_optimizer, inner_lr_mode, first_order)
+  _check_arguments(**locals())  # at entry, locals() are exactly the arguments
+  # The task, field and optimizers are built by now: whatever gin has not handed to
+  # them was bound for nothing.
+  unread = provenance.unread_bindings(gin.config_str(), gin.operative_config_str())
+  # A shipped config's inner/SGD.learning_rate stays bound when a user switches the
+  # inner optimizer to Adam, and gin cannot unbind it: a warning, not an error.
+  spare_rates = [k for k in unread if k.split("/")[-1].split(".")[0] in ("SGD", "Adam")]
+  for binding in spare_rates:
+    logging.warning("%s is bound but this run uses another optimizer there.", binding)
+  # meta_train's own bindings go unread only where Python passed the argument.
+  unread = [k for k in unread if k not in spare_rates and
+            not k.startswith("meta_train.")]
+  if unread:
+    raise ValueError(f"This run never reads {', '.join(unread)}: they belong to another "
+                     "task, dataset or field than the one configured. Remove them or "
+                     "fix the name.")
   cadence = Cadence(num_iterations, log_every, summary_every, image_summary_every,
                     checkpoint_every, val_every, stop_on_collapse)
   # One trainer per root_dir (provenance.RunLock); nothing is written before this.
@@ -220,8 +236,26 @@ def _has_checkpoints(root_dir):
       name.startswith("ckpt-") for name in os.listdir(directory))
 
 
-def _check_arguments(task, algorithm, inner_optimizer, inner_lr_mode, first_order):
+# meta_train's numeric arguments and the rule each must meet.
+_NUMBER_RULES = {
+    "num_iterations": checks.positive_int, "outer_batch_size": checks.positive_int,
+    "outer_learning_rate": checks.non_negative,
+    "outer_warmup_steps": checks.non_negative_int,
+    "outer_final_lr_fraction": checks.fraction, "inner_steps": checks.positive_int,
+    "seed": checks.non_negative_int, "log_every": checks.positive_int,
+    "summary_every": checks.positive_int, "image_summary_every": checks.positive_int,
+    "checkpoint_every": checks.positive_int, "max_checkpoints": checks.positive_int,
+    "val_every": checks.non_negative_int, "num_val_signals": checks.positive_int,
+    "collapse_margin_db": checks.non_negative,
+}
+
+
+def _check_arguments(task, algorithm, inner_optimizer, inner_lr_mode, first_order,
+                     clip_global_norm, **others):
   """Errors that name the gin binding to fix, before anything is written."""
+  for name, rule in _NUMBER_RULES.items():
+    rule(f"meta_train.{name}", others[name])
+  checks.optional(checks.positive, "meta_train.clip_global_norm", clip_global_norm)
   if algorithm not in outer.ALGORITHMS:
     raise ValueError(f"meta_train.algorithm must be one of {outer.ALGORITHMS}, got "
                      f"{algorithm!r}.")

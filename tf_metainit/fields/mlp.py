@@ -8,8 +8,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_metainit.fields import functional
+from tf_metainit import checks
 from tf_metainit.fields import encodings
+from tf_metainit.fields import functional
 
 _OUTPUTS = {
     "sigmoid": tf.sigmoid,
@@ -22,6 +23,9 @@ class EncodedMLP(functional.Field):
 
   def __init__(self, in_dim, out_dim, encoded_dim, width, depth, output, seed, name):
     super().__init__(name=name)
+    kind = type(self).__name__
+    for arg, value in (("in_dim", in_dim), ("out_dim", out_dim), ("width", width)):
+      checks.positive_int(f"{kind}.{arg}", value)
     if output not in _OUTPUTS:
       raise ValueError(f"Unknown output activation {output!r}; use one of {sorted(_OUTPUTS)}.")
     if depth < 2:
@@ -59,8 +63,9 @@ class FourierMLP(EncodedMLP):
 
   def __init__(self, in_dim=2, out_dim=1, num_features=256, sigma=30.0, two_pi=False,
                width=256, depth=5, output="sigmoid", seed=0, name="fourier_mlp"):
+    checks.positive_int("FourierMLP.num_features", num_features)
     super().__init__(in_dim, out_dim, 2 * num_features, width, depth, output, seed, name)
-    self.sigma, self.two_pi = float(sigma), bool(two_pi)
+    self.sigma, self.two_pi = checks.positive("FourierMLP.sigma", sigma), bool(two_pi)
     self.feature_matrix = self.add_weight(
         shape=(in_dim, num_features), name="fourier_matrix", trainable=False,
         initializer=keras.initializers.Constant(
@@ -89,10 +94,12 @@ class NerfMLP(EncodedMLP):
 
   def __init__(self, in_dim=3, out_dim=4, num_frequencies=20, max_log_frequency=8.0,
                width=256, depth=6, output="linear", seed=0, name="nerf_mlp"):
+    checks.positive_int("NerfMLP.num_frequencies", num_frequencies)
     super().__init__(in_dim, out_dim, 2 * num_frequencies * in_dim, width, depth,
                      output, seed, name)
     self.num_frequencies = num_frequencies
-    self.max_log_frequency = float(max_log_frequency)
+    self.max_log_frequency = checks.non_negative("NerfMLP.max_log_frequency",
+                                                 max_log_frequency)
     self.frequencies = encodings.positional_frequencies(num_frequencies, max_log_frequency)
 
   def encode(self, x):

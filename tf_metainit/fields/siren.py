@@ -10,6 +10,7 @@ import math
 import keras
 import tensorflow as tf
 
+from tf_metainit import checks
 from tf_metainit.fields import functional
 
 
@@ -20,11 +21,14 @@ class Siren(functional.Field):
   def __init__(self, in_dim=2, out_dim=3, width=256, depth=5, w0=200.0,
                output_offset=0.5, seed=0, name="siren"):
     super().__init__(name=name)
-    if depth < 2:
-      raise ValueError(f"Siren depth must be >= 2 linear layers, got {depth}.")
+    for arg, value in (("in_dim", in_dim), ("out_dim", out_dim), ("width", width)):
+      checks.positive_int(f"Siren.{arg}", value)
+    if checks.positive_int("Siren.depth", depth) < 2:
+      raise ValueError(f"Siren.depth must be >= 2 linear layers, got {depth}.")
     self.in_dim, self.out_dim = in_dim, out_dim
     self.width, self.depth = width, depth
-    self.w0, self.output_offset = float(w0), float(output_offset)
+    self.w0 = checks.positive("Siren.w0", w0)
+    self.output_offset = float(output_offset)
     dims = [in_dim] + [width] * (depth - 1) + [out_dim]
     for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
       # First layer U(-1/in, 1/in); later U(+-sqrt(6/in)/w0) keeps sin inputs ~U(-pi,pi).

@@ -15,6 +15,8 @@ import re
 import gin
 import tensorflow as tf
 
+from tf_metainit import checks
+
 
 class _Optimizer:
   name = None  # as results and manifests name it (a class attribute, not a field)
@@ -29,6 +31,10 @@ class _Optimizer:
 class SGD(_Optimizer):
   learning_rate: float = 1e-2
   name = "sgd"
+
+  def __post_init__(self):
+    checks.positive("SGD.learning_rate (in its gin scope, e.g. inner/SGD)",
+                    self.learning_rate)
 
   def init(self, params):
     return ()
@@ -46,6 +52,13 @@ class Adam(_Optimizer):
   beta2: float = 0.999
   epsilon: float = 1e-8
   name = "adam"
+
+  def __post_init__(self):
+    checks.positive("Adam.learning_rate (in its gin scope, e.g. standard/Adam)",
+                    self.learning_rate)
+    checks.fraction("Adam.beta1", self.beta1)
+    checks.fraction("Adam.beta2", self.beta2)
+    checks.positive("Adam.epsilon", self.epsilon)
 
   def init(self, params):
     return ([tf.zeros_like(p) for p in params], [tf.zeros_like(p) for p in params])

@@ -1,0 +1,346 @@
+"""A run directory a user can trust: faults a careless or hostile user meets, each as
+a test that failed before the fix (see RELIABILITY.md for the whole probe).
+
+Runs are tiny (8x8 images, a 2x16 SIREN, Reptile) and made in-process through the
+calls the binaries make; the subprocess tests (one-line errors, kill -9) are few.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_metainit import checkpoints
+from tf_metainit import export
+from tf_metainit import layout
+from tf_metainit import provenance
+from tf_metainit import runs
+from tf_metainit import train
+from tf_metainit.cli import common
+from tf_metainit.data import phantoms
+from tf_metainit.tasks import image
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+SMALL = (
+    "ImageRegression.resolution = 8",
+    "ImageRegression.num_train = 6",
+    "ImageRegression.num_test = 2",
+    "Siren.width = 16",
+    "Siren.depth = 2",
+    "meta_train.algorithm = 'reptile'",
+    "meta_train.inner_lr_mode = 'fixed'",
+    "meta_train.inner_steps = 2",
+    "meta_train.outer_batch_size = 2",
+    "meta_train.num_val_signals = 2",
+    "meta_train.checkpoint_every = 2",
+    "meta_train.max_checkpoints = 5",
+)
+
+
+def _train(root, num_iterations, *bindings, accept=False):
+  gin.clear_config()
+  try:
+    common.parse_gin(["image/text_cpu.gin"], list(SMALL) + [
+        f"meta_train.num_iterations = {num_iterations}", *bindings])
+    return train.meta_train(str(root), accept_config_changes=accept)
+  finally:
+    gin.clear_config()
+
+
+def _weights(path):
+  reader = tf.train.load_checkpoint(str(path))
+  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+          if k.startswith("field/")}
+
+
+def _assert_same_weights(a, b):
+  wa, wb = _weights(a), _weights(b)
+  assert wa.keys() == wb.keys()
+  for k in wa:
+    np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+
+
+def _digest(path):
+  digest = hashlib.sha256()
+  for f in sorted(pathlib.Path(path).rglob("*")):
+    if f.is_file():
+      digest.update(str(f.relative_to(path)).encode() + f.read_bytes())
+  return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+  """`six`: 6 steps in one go (ckpt-2, 4, 6); `four`: 4 steps, copied by the tests."""
+  base = tmp_path_factory.mktemp("faults")
+  _train(base / "six", 6)
+  _train(base / "four", 4)
+  return base
+
+
+def _copy(base, tmp_path, name="four"):
+  root = tmp_path / name
+  shutil.copytree(base / name, root)
+  return root
+
+
+def _ckpt(root, step):
+  return pathlib.Path(layout.checkpoints_dir(str(root))) / f"ckpt-{step}"
+
+
+# --- export writes only where it may ----------------------------------------------------
+
+
+def test_export_refuses_every_target_it_did_not_write(base, tmp_path):
+  root = _copy(base, tmp_path)
+  user = tmp_path / "photos"
+  user.mkdir()
+  (user / "holiday.jpg").write_bytes(b"precious")
+  a_file = tmp_path / "notes.txt"
+  a_file.write_text("mine")
+  before = {p: _digest(p) for p in (root, user)}
+  gin.clear_config()
+  common.parse_run_config(str(root), [], [], task_for=("export",))
+  try:
+    for target, why in ((root, "inside or above the run"),
+                        (root / "train", "inside or above the run"),
+                        (tmp_path, "inside or above the run"),
+                        (user, "not a tf_metainit export"),
+                        (a_file, "is a file")):
+      with pytest.raises(export.ExportError, match=why):
+        export.export(str(root), str(target))
+    assert a_file.read_text() == "mine"
+    assert {p: _digest(p) for p in (root, user)} == before
+    # A previous export of the package is replaced, as before.
+    out = tmp_path / "init"
+    export.export(str(root), str(out))
+    export.export(str(root), str(out), checkpoint="latest")
+    assert json.loads((out / "manifest.json").read_text())["source"][
+        "checkpoint"].endswith("ckpt-4")
+  finally:
+    gin.clear_config()
+
+
+# --- nothing runs code unless this command line says so ---------------------------------
+
+
+def test_a_stored_config_cannot_grant_unpickling(tmp_path):
+  root = tmp_path / "run"
+  root.mkdir()
+  (root / "config.gin").write_text(
+      "meta_train.task = @CTReconstruction()\n"
+      "CTReconstruction.source = 'reference_pickle'\n"
+      "CTReconstruction.path = '/tmp/evil.pkl'\n"
+      "CTReconstruction.allow_pickle = True\n")
+  gin.clear_config()
+  try:
+    with pytest.raises(common.ConfigError, match="Pass --allow_pickle on the command"):
+      common.parse_run_config(str(root), [], [])
+  finally:
+    gin.clear_config()
+
+
+def test_unpickling_needs_the_grant(tmp_path):
+  path = tmp_path / "ct.pkl"
+  path.write_bytes(b"\x80\x04N.")  # pickle of None: harmless, and never opened
+  with pytest.raises(ValueError, match="pass --allow_pickle"):
+    phantoms.load_reference_pickle(path)
+  phantoms.grant_unpickling(True)
+  try:
+    with pytest.raises(ValueError, match="data_train"):  # unpickled, then checked
+      phantoms.load_reference_pickle(path)
+  finally:
+    phantoms.grant_unpickling(False)
+
+
+# --- resume is exact or refuses ---------------------------------------------------------
+
+
+def test_missing_state_file_resumes_from_the_newest_checkpoint(base, tmp_path):
+  root = _copy(base, tmp_path)
+  os.remove(_ckpt(root, 4).parent / "checkpoint")
+  assert _train(root, 6) == 6
+  _assert_same_weights(_ckpt(root, 6), _ckpt(base / "six", 6))
+  for step in (2, 4, 6):  # nothing deleted
+    assert pathlib.Path(f"{_ckpt(root, step)}.index").exists()
+
+
+def test_truncated_checkpoint_falls_back_and_is_kept(base, tmp_path, caplog):
+  root = _copy(base, tmp_path)
+  data = next(_ckpt(root, 4).parent.glob("ckpt-4.data-*"))
+  size = data.stat().st_size
+  with open(data, "r+b") as f:
+    f.truncate(size // 2)
+  assert _train(root, 6) == 6
+  assert "Could not restore checkpoint" in caplog.text and "ckpt-4" in caplog.text
+  # Resumed from ckpt-2 and ended where the uninterrupted run did.
+  _assert_same_weights(_ckpt(root, 6), _ckpt(base / "six", 6))
+  kept = _ckpt(root, 4).parent / "unreadable" / data.name
+  assert kept.stat().st_size == size // 2
+
+
+def test_no_readable_checkpoint_names_the_files(base, tmp_path):
+  root = _copy(base, tmp_path)
+  for data in _ckpt(root, 4).parent.glob("ckpt-*.data-*"):
+    data.write_bytes(b"")
+  with pytest.raises(checkpoints.CheckpointError, match="ckpt-4, ckpt-2 all fail"):
+    _train(root, 6)
+
+
+def test_evaluate_and_export_name_a_truncated_checkpoint(base, tmp_path):
+  root = _copy(base, tmp_path)
+  data = next(_ckpt(root, 4).parent.glob("ckpt-4.data-*"))
+  data.write_bytes(data.read_bytes()[:100])
+  gin.clear_config()
+  common.parse_run_config(str(root), [], [])
+  try:
+    with pytest.raises(checkpoints.CheckpointError, match=r"ckpt-4: .*corrupt"):
+      runs.load_meta_init(image.ImageRegression(), str(root), "latest")
+  finally:
+    gin.clear_config()
+
+
+def test_leftovers_of_killed_saves_are_removed(base, tmp_path):
+  root = _copy(base, tmp_path)
+  directory = _ckpt(root, 4).parent
+  (directory / "ckpt-5_temp").mkdir()
+  (directory / "ckpt-5_temp" / "part-00000").write_bytes(b"half")
+  (directory / "checkpoint.tmp1234abcd").write_text("half")
+  _train(root, 4)
+  assert not (directory / "ckpt-5_temp").exists()
+  assert not (directory / "checkpoint.tmp1234abcd").exists()
+
+
+# --- provenance -------------------------------------------------------------------------
+
+
+def _lock(root, pid):
+  pathlib.Path(layout.lock_path(str(root))).write_text(json.dumps(
+      {"pid": pid, "host": socket.gethostname(), "started": "then"}))
+
+
+def test_a_second_trainer_is_refused(base, tmp_path):
+  root = _copy(base, tmp_path)
+  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    _lock(root, sleeper.pid)
+    with pytest.raises(provenance.RunDirectoryError, match=f"pid {sleeper.pid}"):
+      _train(root, 6)
+  finally:
+    sleeper.kill()
+    sleeper.wait()
+  assert tf.train.latest_checkpoint(str(_ckpt(root, 4).parent)).endswith("ckpt-4")
+
+
+def test_a_dead_trainers_lock_is_taken_over(base, tmp_path, caplog):
+  root = _copy(base, tmp_path)
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  _lock(root, dead.pid)
+  assert _train(root, 6) == 6
+  assert "Taking over" in caplog.text
+  assert not os.path.exists(layout.lock_path(str(root)))  # released at the end
+
+
+def test_a_changed_config_is_refused_and_leaves_config_gin_alone(base, tmp_path):
+  root = _copy(base, tmp_path)
+  config = (root / "config.gin").read_text()
+  for binding, change in (
+      ("meta_train.outer_learning_rate = 0.001",
+       "meta_train.outer_learning_rate: 0.0001 -> 0.001"),
+      ("Siren.width = 32", "Siren.width: 16 -> 32")):
+    with pytest.raises(provenance.RunDirectoryError, match=change):
+      _train(root, 6, binding)
+    assert (root / "config.gin").read_text() == config
+  # num_iterations and logging cadence are free to change.
+  assert _train(root, 6, "meta_train.log_every = 1") == 6
+
+
+def test_an_accepted_change_takes_effect_and_is_kept_in_the_history(base, tmp_path):
+  root = _copy(base, tmp_path)
+  _train(root, 6, "meta_train.outer_learning_rate = 0.0",
+         "meta_train.outer_warmup_steps = 0", accept=True)
+  # With the outer rate now 0, steps 5 and 6 leave the step-4 weights unchanged.
+  _assert_same_weights(_ckpt(root, 6), _ckpt(base / "four", 4))
+  history = sorted(os.listdir(layout.config_history_dir(str(root))))
+  assert history == ["step-00000000.gin", "step-00000004.gin"]
+  assert "outer_learning_rate = 0.0" in (root / "config.gin").read_text()
+
+
+# --- the binaries -----------------------------------------------------------------------
+
+
+def _binary(name, *args):
+  return subprocess.run([sys.executable, str(REPO / "bin" / f"{name}.py"), *args],
+                        capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def test_export_binary_into_the_run_exits_1_and_keeps_the_checkpoints(base, tmp_path):
+  root = _copy(base, tmp_path)
+  before = _digest(root)
+  result = _binary("export", f"--root_dir={root}", f"--export_dir={root}")
+  assert result.returncode == 1
+  errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR:")]
+  assert len(errors) == 1 and "inside or above the run" in errors[0]
+  assert "Traceback" not in result.stderr
+  assert _digest(root) == before
+  debug = _binary("export", f"--root_dir={root}", f"--export_dir={root}", "--debug")
+  assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_resumes_bit_identical(base, tmp_path):
+  """kill -9 the trainer at random moments (many inside a save: one every step) until
+  it finishes; the end is the uninterrupted run's."""
+  root = tmp_path / "killed"
+  args = ([f"--root_dir={root}", "--gin_file=image/text_cpu.gin"] +
+          [f"--gin_bindings={b}" for b in SMALL + (
+              "meta_train.num_iterations = 6", "meta_train.checkpoint_every = 1")])
+  rng = random.Random(0)
+  kills = 0
+  for _ in range(12):
+    proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "meta_train.py"), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    time.sleep(rng.uniform(4.0, 12.0))
+    if proc.poll() is not None:
+      assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+      break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kills += 1
+  else:
+    pytest.fail("the trainer never finished")
+  assert kills >= 1
+  _assert_same_weights(_ckpt(root, 6), _ckpt(base / "six", 6))
+
+
+# --- every bad value gets a one-line error before anything is written ---------------------
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("meta_train.num_iterations = -5", "meta_train.num_iterations must be a positive"),
+    ("meta_train.inner_steps = -1", "meta_train.inner_steps must be a positive"),
+    ("meta_train.outer_batch_size = 2.5", "meta_train.outer_batch_size must be a posit"),
+    ("meta_train.outer_final_lr_fraction = 1.5", "must be a number in \\[0, 1\\]"),
+    ("inner/SGD.learning_rate = -0.01", "SGD.learning_rate .* must be a finite number"),
+    ("Siren.width = 0", "Siren.width must be a positive integer"),
+    ("Siren.w0 = -30.0", "Siren.w0 must be a finite number > 0"),
+    ("CTReconstruction.resolution = 8", "never reads CTReconstruction.resolution"),
+])
+def test_bad_values_and_unread_bindings_are_refused_up_front(tmp_path, binding, message):
+  root = tmp_path / "run"
+  with pytest.raises(ValueError, match=message):
+    _train(root, 2, binding)
+  assert not root.exists()
