@@ -181,6 +181,56 @@ def test_clear_errors(tmp_path):
     shapenet.load_object(os.path.join(category, 'c'))
 
 
+def _set_frame(object_dir, index, **fields):
+  path = os.path.join(object_dir, 'transforms.json')
+  with open(path) as f:
+    meta = json.load(f)
+  meta['frames'][index].update(fields)
+  with open(path, 'w') as f:
+    json.dump(meta, f)
+
+
+@pytest.mark.parametrize('file_path', ['../b/r_1', '../b/r_1.png', 'ABS'])
+def test_frame_paths_outside_the_object_are_refused(tmp_path, file_path):
+  category = _write_category(str(tmp_path))
+  object_a = os.path.join(category, 'a')
+  if file_path == 'ABS':
+    file_path = os.path.join(category, 'b', 'r_1.png')
+  os.remove(os.path.join(object_a, 'r_1.png'))  # Only the outside file exists.
+  _set_frame(object_a, 1, file_path=file_path)
+  with pytest.raises(shapenet.DataFormatError) as error:
+    shapenet.load_object(object_a)
+  message = str(error.value)
+  assert 'frame 1 of' in message and 'transforms.json' in message
+  assert repr(file_path) in message and 'must stay inside' in message
+
+
+def test_frame_link_pointing_out_of_the_object_is_refused(tmp_path):
+  category = _write_category(str(tmp_path))
+  object_a = os.path.join(category, 'a')
+  outside = os.path.join(str(tmp_path), 'elsewhere.png')
+  os.rename(os.path.join(object_a, 'r_2.png'), outside)
+  os.symlink(outside, os.path.join(object_a, 'r_2.png'))
+  with pytest.raises(shapenet.DataFormatError, match=r"frame 2 .*'\./train/r_2'"):
+    shapenet.read_transforms(object_a)
+
+
+@pytest.mark.parametrize('object_id', ['../outside', '..', '.', 'ABS', 'a/b'])
+def test_object_ids_outside_the_category_are_refused(tmp_path, object_id):
+  category = _write_category(str(tmp_path))
+  _write_object(os.path.join(str(tmp_path), 'outside'))
+  _write_object(os.path.join(category, 'a', 'b'))
+  if object_id == 'ABS':
+    object_id = os.path.join(str(tmp_path), 'outside')
+  with open(os.path.join(category, 'chairs_splits.json'), 'w') as f:
+    json.dump({'train': ['a', object_id], 'val': [], 'test': []}, f)
+  with pytest.raises(shapenet.DataFormatError) as error:
+    shapenet.list_objects(category, 'train')
+  message = str(error.value)
+  assert 'chairs_splits.json' in message and repr(object_id) in message
+  assert 'splits file' in message or 'must stay inside' in message
+
+
 # ----------------------------------------------------------------------------
 # Procedural stand-in.
 

@@ -41,13 +41,26 @@ def _read_json(path):
         f'{path} is not valid JSON ({e}); re-download or regenerate it.') from e
 
 
-def _resolve_image(object_dir, file_path):
+def _check_inside(root, path, where):
+  """Refuses a path from a data file that resolves outside its folder `root`."""
+  real_root = os.path.realpath(root)
+  real = os.path.realpath(path)
+  if real == real_root or os.path.commonpath([real_root, real]) != real_root:
+    raise DataFormatError(
+        f'{where} does not resolve inside {root}; paths in data files must '
+        'stay inside their folder (no "..", absolute paths or outward links): '
+        'fix or re-download the file.')
+
+
+def _resolve_image(object_dir, file_path, where):
   """Finds a frame's PNG; NeRF-Blender paths may lack '.png' or a flat dir."""
+  _check_inside(object_dir, os.path.join(object_dir, file_path), where)
   names = [file_path, os.path.basename(file_path)]
   for name in names:
     for candidate in (name, name + '.png'):
       path = os.path.join(object_dir, candidate)
       if os.path.isfile(path):
+        _check_inside(object_dir, path, where)  # A link may point out.
         return path
   raise FileNotFoundError(
       f'no image for frame file_path={file_path!r} in {object_dir} (tried it '
@@ -126,7 +139,8 @@ def read_transforms(object_dir):
   for index, frame in enumerate(frames):
     matrix, file_path = _frame_matrix(frame, transforms_path, index)
     poses.append(matrix)
-    files.append(_resolve_image(object_dir, file_path))
+    where = f'frame {index} of {transforms_path}: file_path {file_path!r}'
+    files.append(_resolve_image(object_dir, file_path, where))
   return camera_angle_x, np.stack(poses), files
 
 
@@ -214,6 +228,8 @@ def list_objects(category_dir, split, splits_file=None):
         f'{splits_file} has no split {split!r} (found {keys}); use one of '
         f'{SPLITS} or fix the file.')
   ids = sorted(str(i) for i in splits[split])
+  for object_id in ids:
+    _check_object_id(category_dir, object_id, f'{splits_file}: {split!r} id')
   missing = [i for i in ids if not os.path.isdir(os.path.join(category_dir, i))]
   if missing:
     raise FileNotFoundError(
@@ -234,6 +250,16 @@ def list_objects(category_dir, split, splits_file=None):
         f'no {split!r} object of {category_dir} has a transforms.json; '
         f'{_FIX_DATA}.')
   return paths
+
+
+def _check_object_id(category_dir, object_id, where):
+  """An id names a folder directly inside the category folder, nothing else."""
+  if os.sep in object_id or '/' in object_id:
+    raise DataFormatError(
+        f'{where} {object_id!r} holds a path separator; ids must be plain '
+        f'folder names inside {category_dir}: fix the splits file.')
+  _check_inside(category_dir, os.path.join(category_dir, object_id),
+                f'{where} {object_id!r}')
 
 
 def load_split(category_dir, split, resolution=None, max_objects=None,
