@@ -231,6 +231,43 @@ def test_object_ids_outside_the_category_are_refused(tmp_path, object_id):
   assert 'splits file' in message or 'must stay inside' in message
 
 
+def _bad_poses():
+  good = np.array(MATRIX)
+  nan, inf, scaled, flipped, sheared, row, zero = (good.copy() for _ in range(7))
+  nan[1, 2] = np.nan
+  inf[0, 3] = np.inf
+  scaled[:3, :3] *= 2.0
+  flipped[:3, 0] *= -1.0  # Orthonormal but a reflection.
+  sheared[0, 2] = 0.01
+  row[3] = [0.0, 0.0, 1.0, 1.0]
+  zero[:3, :3] = 0.0
+  return {'nan': nan, 'inf': inf, 'scaled': scaled, 'reflection': flipped,
+          'sheared': sheared, 'last row': row, 'degenerate': zero}
+
+
+@pytest.mark.parametrize('name', sorted(_bad_poses()))
+def test_poses_must_be_finite_rigid_transforms(tmp_path, name):
+  _write_object(str(tmp_path))
+  _set_frame(str(tmp_path), 2, transform_matrix=_bad_poses()[name].tolist())
+  with pytest.raises(shapenet.DataFormatError,
+                     match=r'frame 2 of .*transforms\.json.*not a camera pose'):
+    shapenet.read_transforms(str(tmp_path))
+
+
+def test_poses_rounded_to_float32_still_load(tmp_path):
+  """Blender writes float32 poses: rotations to ~1e-7, which must still load."""
+  _write_object(str(tmp_path))
+  angle = 0.3
+  rotation = np.array([[np.cos(angle), -np.sin(angle), 0.0],
+                       [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+  matrix = np.eye(4)
+  matrix[:3, :3], matrix[:3, 3] = rotation, [1.0, -2.0, 3.5]
+  rounded = np.round(matrix.astype(np.float32).astype(np.float64), 6)
+  _set_frame(str(tmp_path), 0, transform_matrix=rounded[:3].tolist())  # 3x4.
+  _, poses, _ = shapenet.read_transforms(str(tmp_path))
+  np.testing.assert_allclose(poses[0], rounded)
+
+
 # ----------------------------------------------------------------------------
 # Procedural stand-in.
 

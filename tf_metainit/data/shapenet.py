@@ -23,6 +23,9 @@ NEAR = 2.0
 FAR = 6.0
 NUM_TRAIN_VIEWS = 25
 SPLITS = ('train', 'val', 'test')
+# Stored poses are rotations to float32 precision (~1e-7, the procedural ones to
+# 1e-15); 1e-3 admits rounded JSON and refuses scaled or sheared matrices.
+POSE_TOLERANCE = 1e-3
 _FIX_DATA = ('download the ShapeNet data of the learnit project (see '
              'REFERENCE.md 1.3) or write a procedural stand-in with '
              'tf_metainit.data.procedural_shapes.write_category')
@@ -116,7 +119,28 @@ def _frame_matrix(frame, transforms_path, index):
         f'{matrix.shape}, expected 4x4.')
   if matrix.shape == (3, 4):
     matrix = np.concatenate([matrix, [[0.0, 0.0, 0.0, 1.0]]])
+  problem = _pose_problem(matrix)
+  if problem:
+    raise DataFormatError(
+        f'frame {index} of {transforms_path}: transform_matrix is not a camera '
+        f'pose ({problem}); it must be a finite [R | t] with R a rotation and '
+        'last row [0, 0, 0, 1]: fix or re-download the file.')
   return matrix, file_path
+
+
+def _pose_problem(matrix):
+  """What keeps a 4x4 matrix from being a rigid camera-to-world pose, or None."""
+  if not np.all(np.isfinite(matrix)):
+    return 'NaN or inf entries'
+  if np.max(np.abs(matrix[3] - [0.0, 0.0, 0.0, 1.0])) > POSE_TOLERANCE:
+    return f'last row {matrix[3].tolist()}'
+  rotation = matrix[:3, :3]
+  error = np.max(np.abs(rotation @ rotation.T - np.eye(3)))
+  if error > POSE_TOLERANCE:
+    return f'R R^T differs from the identity by {error:.3g}'
+  if np.linalg.det(rotation) < 0:
+    return 'R is a reflection (det -1)'
+  return None
 
 
 def read_transforms(object_dir):
