@@ -268,6 +268,36 @@ def test_poses_rounded_to_float32_still_load(tmp_path):
   np.testing.assert_allclose(poses[0], rounded)
 
 
+WIDE = np.repeat(PIXELS, 2, axis=1)  # 2x4 (HxW) RGBA views.
+
+
+@pytest.mark.parametrize('reader', ['load_split', 'index_split'])
+def test_squashing_nonsquare_views_needs_an_explicit_opt_in(tmp_path, reader):
+  category = _write_category(str(tmp_path))
+  _write_object(os.path.join(category, 'b'), pixels=WIDE)
+  read = getattr(shapenet, reader)
+  with pytest.raises(shapenet.DataFormatError) as error:
+    read(category, 'train', resolution=2)
+  message = str(error.value)
+  assert os.path.join(category, 'b', 'r_0.png') in message
+  assert '2x4 (HxW)' in message and 'allow_nonsquare_resize=True' in message
+  # Asked for, the views are squashed to the square resolution.
+  data = read(category, 'train', resolution=2, allow_nonsquare_resize=True)
+  assert data['object_id'] == ['a', 'b']
+  if reader == 'load_split':
+    assert data['images'].shape == (2, 4, 2, 2, 3)
+  else:
+    assert data['size'] == (2, 2)
+
+
+def test_nonsquare_views_load_unchanged_at_their_own_aspect(tmp_path):
+  _write_object(str(tmp_path), pixels=WIDE)
+  assert shapenet.load_object(str(tmp_path))['images'].shape == (4, 2, 4, 3)
+  half = shapenet.load_object(str(tmp_path), resolution=(1, 2))
+  assert half['images'].shape == (4, 1, 2, 3)
+  assert half['focal'] == pytest.approx(1.0)  # W/2 at the returned 2 px width.
+
+
 # ----------------------------------------------------------------------------
 # Procedural stand-in.
 

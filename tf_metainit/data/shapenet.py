@@ -64,7 +64,7 @@ def _resolve_image(object_dir, file_path, where):
       path = os.path.join(object_dir, candidate)
       if os.path.isfile(path):
         _check_inside(object_dir, path, where)  # A link may point out.
-        return path
+        return os.path.normpath(path)  # Error messages name 'b/r_0.png'.
   raise FileNotFoundError(
       f'no image for frame file_path={file_path!r} in {object_dir} (tried it '
       'with and without .png and its directory); the object is incomplete: '
@@ -103,6 +103,17 @@ def _target_size(resolution, height, width):
   if isinstance(resolution, int):
     return resolution, resolution
   return tuple(int(r) for r in resolution)
+
+
+def _check_aspect(path, height, width, size, allow_nonsquare_resize):
+  """Refuses a resample that would squash the views, unless asked for."""
+  if allow_nonsquare_resize or height * size[1] == width * size[0]:
+    return
+  raise DataFormatError(
+      f'{path} is {height}x{width} (HxW) and resampling it to {size[0]}x'
+      f'{size[1]} would distort it; crop the views to the aspect ratio of '
+      'the resolution, or pass allow_nonsquare_resize=True (gin: '
+      'ShapeNetViews.allow_nonsquare_resize = True) to squash them.')
 
 
 def _frame_matrix(frame, transforms_path, index):
@@ -168,31 +179,40 @@ def read_transforms(object_dir):
   return camera_angle_x, np.stack(poses), files
 
 
-def load_object(object_dir, resolution=None):
+def _read_views(files):
+  """(V, H, W, 3) float32 views of one object, composited on white."""
+  images = []
+  for path in files:
+    rgba = _read_rgba(path)
+    if images and rgba.shape[:2] != images[0].shape[:2]:
+      raise DataFormatError(
+          f'{path} is {rgba.shape[:2]} but {files[0]} is '
+          f'{images[0].shape[:2]}; all views of an object must match.')
+    images.append(composite_on_white(rgba))
+  return np.stack(images).astype(np.float32)
+
+
+def load_object(object_dir, resolution=None, allow_nonsquare_resize=False):
   """Loads one object: all views composited on white, poses and focal.
 
   Args:
     object_dir: folder with transforms.json and the PNGs.
     resolution: None keeps the stored size; an int (square) or (H, W)
       resamples the images and rescales the focal length accordingly.
+    allow_nonsquare_resize: let `resolution` change the views' aspect ratio
+      (e.g. squash non-square views to square). Off, that is an error: the
+      focal length follows the width, so squashed views get wrong rays.
 
   Returns:
     dict(images=(V, H, W, 3) float32 in [0, 1], c2w=(V, 4, 4) float32,
     focal=float pixels at the returned resolution).
   """
   camera_angle_x, poses, files = read_transforms(object_dir)
-  images = []
-  for index, path in enumerate(files):
-    rgba = _read_rgba(path)
-    if images and rgba.shape[:2] != images[0].shape[:2]:
-      raise DataFormatError(
-          f'{object_dir}: frame {index} is {rgba.shape[:2]} but frame 0 is '
-          f'{images[0].shape[:2]}; all views of an object must match.')
-    images.append(composite_on_white(rgba))
-  images = np.stack(images).astype(np.float32)
+  images = _read_views(files)
   height, width = images.shape[1:3]
   focal = 0.5 * width / np.tan(0.5 * camera_angle_x)
   size = _target_size(resolution, height, width)
+  _check_aspect(files[0], height, width, size, allow_nonsquare_resize)
   images = _resize(images, size)
   return {'images': images.astype(np.float32),
           'c2w': np.stack(poses).astype(np.float32),
@@ -287,15 +307,17 @@ def _check_object_id(category_dir, object_id, where):
 
 
 def load_split(category_dir, split, resolution=None, max_objects=None,
-               splits_file=None):
+               splits_file=None, allow_nonsquare_resize=False):
   """All objects of a split stacked in memory (small or procedural sets).
+
+  Args as load_object, and as list_objects for the split.
 
   Returns:
     dict(images=(N, V, H, W, 3), c2w=(N, V, 4, 4), focal=(N,),
     object_id=list of N ids).
   """
   paths = list_objects(category_dir, split, splits_file)[:max_objects]
-  objects = [load_object(p, resolution) for p in paths]
+  objects = [load_object(p, resolution, allow_nonsquare_resize) for p in paths]
   _check_same_shapes(objects, paths)
   return {'images': np.stack([o['images'] for o in objects]),
           'c2w': np.stack([o['c2w'] for o in objects]),
@@ -313,7 +335,7 @@ def _check_same_shapes(objects, paths):
 
 
 def index_split(category_dir, split, resolution=None, max_objects=None,
-                splits_file=None):
+                splits_file=None, allow_nonsquare_resize=False):
   """Poses, focal lengths and image paths of a split, without decoding any image.
 
   For splits too large for memory (the released chairs: ~10 MB per object at
@@ -341,6 +363,7 @@ def index_split(category_dir, split, resolution=None, max_objects=None,
       raise DataFormatError(f'cannot read image {files[0]} ({e}); the file is '
                             'corrupt: re-download or regenerate the object.') from e
     size = size or _target_size(resolution, h, w)
+    _check_aspect(files[0], h, w, size, allow_nonsquare_resize)
     paths.append(files)
     poses.append(matrices)
     focal.append(0.5 * size[1] / np.tan(0.5 * camera_angle_x))
