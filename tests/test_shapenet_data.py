@@ -106,7 +106,7 @@ def test_streamed_objects_equal_the_in_memory_ones(tmp_path, resolution):
   np.testing.assert_allclose(index['focal'], stacked['focal'])
   np.testing.assert_array_equal(index['c2w'], stacked['c2w'])
   stream = iter(shapenet.streamed_dataset(index, seed=5))
-  for _ in range(4):  # Two epochs: every object, decoded by TF ops, equals PIL's.
+  for _ in range(4):  # Two epochs: every object, as load_split decodes it.
     obj = next(stream)
     row = [k for k in range(2)
            if np.array_equal(obj['c2w'].numpy(), stacked['c2w'][k])]
@@ -296,6 +296,29 @@ def test_nonsquare_views_load_unchanged_at_their_own_aspect(tmp_path):
   half = shapenet.load_object(str(tmp_path), resolution=(1, 2))
   assert half['images'].shape == (4, 1, 2, 3)
   assert half['focal'] == pytest.approx(1.0)  # W/2 at the returned 2 px width.
+
+
+def _stream_error(category, corrupt):
+  index = shapenet.index_split(category, 'train')
+  path = os.path.join(category, 'a', 'r_3.png')
+  with open(path, 'rb') as f:
+    data = f.read()
+  with open(path, 'wb') as f:
+    f.write(corrupt(data))
+  stream = iter(shapenet.streamed_dataset(index, seed=0))
+  with pytest.raises(tf.errors.OpError) as error:
+    for _ in range(2):  # Both objects: one of them is 'a'.
+      next(stream)
+  return path, str(error.value)
+
+
+@pytest.mark.parametrize('corrupt', ['truncated', 'garbage'])
+def test_stream_decode_errors_name_the_file(tmp_path, corrupt):
+  category = _write_category(str(tmp_path))
+  damage = {'truncated': lambda data: data[:len(data) // 2],
+            'garbage': lambda data: data[:8] + b'not really a png'}[corrupt]
+  path, message = _stream_error(category, damage)
+  assert path in message and 're-download or regenerate' in message
 
 
 # ----------------------------------------------------------------------------

@@ -372,35 +372,38 @@ def index_split(category_dir, split, resolution=None, max_objects=None,
           'object_id': [os.path.basename(p) for p in object_dirs]}
 
 
-def decode_views(paths, size):
-  """PNG files -> (V, H, W, 3) float32 composited on white, resampled as load_object."""
-
-  def decode(path):
-    rgba = tf.io.decode_png(tf.io.read_file(path), channels=4)
-    rgb = composite_on_white(tf.cast(rgba, tf.float32) / 255.0)
-    return tf.image.resize(rgb, size, method='area')
-
-  return tf.map_fn(decode, paths,
-                   fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
+def _decode_object(paths, size):
+  """A py_function body: PIL decodes as load_object, so errors name the file."""
+  files = [path.decode() for path in paths.numpy()]
+  return _resize(_read_views(files), size)
 
 
 def streamed_dataset(index, seed):
   """Endless shuffled objects of an `index_split` index, images read from disk.
 
-  Only object indices pass through the shuffle buffer and the images are decoded by
-  TF ops, so the iterator checkpoints (and resumes exactly) like the in-memory one.
-  A PNG that fails to decode stops the stream with TensorFlow's decode error.
+  Only object indices pass through the shuffle buffer; the images are decoded by
+  the reader's own PIL path, so a PNG that fails to decode stops the stream with a
+  message naming it. The decoder holds no state (it rereads files), so the
+  iterator checkpoints (and resumes exactly) like the in-memory one.
 
   Elements: dict(images (V, H, W, 3) at index['size'], c2w (V, 4, 4), focal ()).
   """
   paths = tf.constant(index['paths'])
   c2w = tf.constant(index['c2w'])
   focal = tf.constant(index['focal'])
+  shape = [index['paths'].shape[1], *index['size'], 3]
 
   def load(i):
-    return {'images': decode_views(tf.gather(paths, i), index['size']),
+    images = tf.py_function(lambda p: _decode_object(p, index['size']),
+                            [tf.gather(paths, i)], tf.float32)
+    return {'images': tf.ensure_shape(images, shape),
             'c2w': tf.gather(c2w, i), 'focal': tf.gather(focal, i)}
 
   n = len(index['paths'])
+  options = tf.data.Options()
+  # py_function counts as external state; it has none, so checkpoints may skip it.
+  options.experimental_external_state_policy = (
+      tf.data.experimental.ExternalStatePolicy.IGNORE)
   return (tf.data.Dataset.range(n).repeat().shuffle(n, seed=seed)
-          .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+          .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+          .with_options(options))
