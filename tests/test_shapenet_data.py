@@ -298,6 +298,13 @@ def test_nonsquare_views_load_unchanged_at_their_own_aspect(tmp_path):
   assert half['focal'] == pytest.approx(1.0)  # W/2 at the returned 2 px width.
 
 
+def test_area_downsampling_keeps_white_at_one(tmp_path):
+  white = np.full((128, 128, 4), 255, np.uint8)
+  _write_object(str(tmp_path), num_views=1, pixels=white)
+  # 128 -> 89 px area resampling gives 1.00001 in float32 before clipping.
+  assert shapenet.load_object(str(tmp_path), resolution=89)['images'].max() == 1.0
+
+
 def _stream_error(category, corrupt):
   index = shapenet.index_split(category, 'train')
   path = os.path.join(category, 'a', 'r_3.png')

@@ -70,6 +70,14 @@ def test_imagenette_centre_crop():
   np.testing.assert_allclose(out, 1.0, atol=1e-6)
 
 
+def test_resized_white_images_stay_in_range():
+  celeba = tf.fill((218, 178, 3), tf.constant(255, tf.uint8))
+  imagenette = tf.fill((100, 150, 3), tf.constant(255, tf.uint8))
+  # Both resizes lift white to 1.0000002 before clipping.
+  assert tfds_images.celeba_preprocess(celeba, 89).numpy().max() == 1.0
+  assert tfds_images.imagenette_preprocess(imagenette, 7).numpy().max() == 1.0
+
+
 def test_unknown_name_lists_known():
   with pytest.raises(ValueError, match=r"mnist.*celeb_a.*imagenette"):
     tfds_images.tfds_dataset('mnist', 'train')

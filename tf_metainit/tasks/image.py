@@ -33,7 +33,10 @@ def pixel_grid(resolution):
 
 
 def check_images(images, resolution, channels, where):
-  """Fails early, with the fix, when a dataset's images don't fit the field."""
+  """Fails early, with the fix, when a dataset's images don't fit the field.
+
+  Values within 1e-5 outside [0, 1] are resampling round-off and are clipped.
+  """
   images = np.asarray(images)
   if images.ndim != 4 or images.shape[1:3] != (resolution, resolution):
     raise ValueError(
@@ -47,10 +50,12 @@ def check_images(images, resolution, channels, where):
         f"out_dim (e.g. Siren.out_dim = {images.shape[-1]}).")
   if len(images) == 0:
     raise ValueError(f"{where}: no images.")
-  if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
+  slack = 1e-5  # Float32 resampling lifts white up to 1.00001.
+  if not np.all(np.isfinite(images)) or images.min() < -slack or images.max() > 1 + slack:
     raise ValueError(f"{where}: pixel values must be finite and in [0, 1]; "
-                     f"got range [{images.min()}, {images.max()}].")
-  return images.astype(np.float32)
+                     f"got range [{images.min()}, {images.max()}]. Scale the images "
+                     "to [0, 1] (e.g. divide 8-bit values by 255).")
+  return np.clip(images, 0, 1).astype(np.float32)
 
 
 @gin.configurable
