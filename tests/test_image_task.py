@@ -1,9 +1,11 @@
-"""ImageRegression's data checks: the pixel range and image folders with alpha."""
+"""ImageRegression's data: the pixel range, image folders with alpha, TFDS downloads."""
 
+import gin
 import numpy as np
 from PIL import Image
 import pytest
 
+from tf_metainit.data import tfds_images
 from tf_metainit.fields import siren
 from tf_metainit.tasks import image
 
@@ -40,3 +42,29 @@ def test_rgba_folder_reaches_the_task_in_range(tmp_path):
   assert test.shape == (1, 7, 7, 3) and test.max() == 1.0
   np.testing.assert_array_equal(test[0, 0, 0], 1.0)  # Transparent corner: white.
   assert test[0, 3, 3, 1] < 0.6  # The square's centre keeps its red.
+
+
+@pytest.fixture
+def clean_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def test_tfds_download_is_off_unless_bound(tmp_path, monkeypatch, clean_gin):
+  calls = []
+
+  def fake_load(name, **kwargs):
+    calls.append(kwargs["download"])
+    raise AssertionError(f"Dataset {name}: could not find data in {kwargs['data_dir']}.")
+
+  monkeypatch.setattr(tfds_images.tfds, "load", fake_load)
+  task = image.ImageRegression(dataset="imagenette", data_dir=str(tmp_path), field=_field)
+  with pytest.raises(FileNotFoundError, match="ImageRegression.download = True"):
+    task.test_signals()
+  gin.parse_config(["ImageRegression.download = True",
+                    f"ImageRegression.data_dir = '{tmp_path}'"])
+  task = image.ImageRegression(dataset="imagenette", field=_field)
+  with pytest.raises(AssertionError, match="could not find data"):  # TFDS's own.
+    task.test_signals()
+  assert calls == [False, True]

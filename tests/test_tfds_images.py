@@ -1,5 +1,7 @@
 """Tests for the TFDS image datasets, on tfds mock data (no downloads)."""
 
+import socket
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -81,3 +83,17 @@ def test_resized_white_images_stay_in_range():
 def test_unknown_name_lists_known():
   with pytest.raises(ValueError, match=r"mnist.*celeb_a.*imagenette"):
     tfds_images.tfds_dataset('mnist', 'train')
+
+
+def test_unprepared_dataset_names_data_dir_and_the_download_binding(
+    tmp_path, monkeypatch):
+  def no_network(*unused_args):
+    raise RuntimeError('tfds_dataset touched the network without download=True')
+
+  monkeypatch.setattr(socket.socket, 'connect', no_network)
+  with pytest.raises(FileNotFoundError) as error:
+    tfds_images.tfds_dataset('imagenette', 'train', data_dir=str(tmp_path),
+                             download=False)
+  message = str(error.value)
+  assert str(tmp_path) in message and "'imagenette' is not prepared" in message
+  assert 'ImageRegression.download = True' in message
