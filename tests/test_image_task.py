@@ -27,7 +27,7 @@ def test_check_images_clips_round_off():
 def test_check_images_refuses_real_range_errors(value):
   images = np.full((1, 4, 4, 3), 0.5, np.float32)
   images[0, 1, 2] = value
-  with pytest.raises(ValueError, match=r"where: pixel values .*divide 8-bit values by 255"):
+  with pytest.raises(ValueError, match=r"where: pixel values .*divide 8-bit .* by 255"):
     image.check_images(images, 4, 3, "where")
 
 
