@@ -85,3 +85,22 @@ def test_corrupt_file_error_names_file(tmp_path):
   (tmp_path / 'broken.png').write_bytes(b'\x89PNG garbage bytes' * 10)
   with pytest.raises(ValueError, match=r'broken\.png.*Replace it'):
     image_folder.folder_images(str(tmp_path), 8)
+
+
+def test_partly_transparent_rgba_composites_on_white_within_range(tmp_path):
+  # Top half fully transparent -> white; bottom half red at alpha 128.
+  rgba = np.zeros((56, 56, 4), np.uint8)
+  rgba[28:] = (255, 0, 0, 128)
+  _save(tmp_path / 'sticker.png', rgba)
+  # 56 -> 7 px: float rounding of the antialiased resize lifts white past 1.0.
+  out = image_folder.folder_images(str(tmp_path), resolution=7)
+  assert out.shape == (1, 7, 7, 3) and out.max() <= 1.0 and out.min() >= 0.0
+  np.testing.assert_array_equal(out[0, :3], 1.0)  # Rows 0-2 see only the top.
+  half = 1.0 - 128 / 255  # rgb * a + (1 - a) for the green and blue channels.
+  np.testing.assert_allclose(out[0, 4:], np.broadcast_to((1.0, half, half),
+                                                         (3, 7, 3)), atol=1 / 255)
+
+
+def test_resized_white_stays_at_one():
+  white = np.ones((128, 128, 3), np.float32)
+  assert image_folder.center_crop_resize(white, 7).numpy().max() == 1.0

@@ -106,7 +106,7 @@ def test_streamed_objects_equal_the_in_memory_ones(tmp_path, resolution):
   np.testing.assert_allclose(index['focal'], stacked['focal'])
   np.testing.assert_array_equal(index['c2w'], stacked['c2w'])
   stream = iter(shapenet.streamed_dataset(index, seed=5))
-  for _ in range(4):  # Two epochs: every object, decoded by TF ops, equals PIL's.
+  for _ in range(4):  # Two epochs: every object, as load_split decodes it.
     obj = next(stream)
     row = [k for k in range(2)
            if np.array_equal(obj['c2w'].numpy(), stacked['c2w'][k])]
@@ -179,6 +179,153 @@ def test_clear_errors(tmp_path):
     f.write('{"camera_angle_x": 0.5, "frames": [{"file_path": "r_0"}]}')
   with pytest.raises(shapenet.DataFormatError, match='transform_matrix'):
     shapenet.load_object(os.path.join(category, 'c'))
+
+
+def _set_frame(object_dir, index, **fields):
+  path = os.path.join(object_dir, 'transforms.json')
+  with open(path) as f:
+    meta = json.load(f)
+  meta['frames'][index].update(fields)
+  with open(path, 'w') as f:
+    json.dump(meta, f)
+
+
+@pytest.mark.parametrize('file_path', ['../b/r_1', '../b/r_1.png', 'ABS'])
+def test_frame_paths_outside_the_object_are_refused(tmp_path, file_path):
+  category = _write_category(str(tmp_path))
+  object_a = os.path.join(category, 'a')
+  if file_path == 'ABS':
+    file_path = os.path.join(category, 'b', 'r_1.png')
+  os.remove(os.path.join(object_a, 'r_1.png'))  # Only the outside file exists.
+  _set_frame(object_a, 1, file_path=file_path)
+  with pytest.raises(shapenet.DataFormatError) as error:
+    shapenet.load_object(object_a)
+  message = str(error.value)
+  assert 'frame 1 of' in message and 'transforms.json' in message
+  assert repr(file_path) in message and 'must stay inside' in message
+
+
+def test_frame_link_pointing_out_of_the_object_is_refused(tmp_path):
+  category = _write_category(str(tmp_path))
+  object_a = os.path.join(category, 'a')
+  outside = os.path.join(str(tmp_path), 'elsewhere.png')
+  os.rename(os.path.join(object_a, 'r_2.png'), outside)
+  os.symlink(outside, os.path.join(object_a, 'r_2.png'))
+  with pytest.raises(shapenet.DataFormatError, match=r"frame 2 .*'\./train/r_2'"):
+    shapenet.read_transforms(object_a)
+
+
+@pytest.mark.parametrize('object_id', ['../outside', '..', '.', 'ABS', 'a/b'])
+def test_object_ids_outside_the_category_are_refused(tmp_path, object_id):
+  category = _write_category(str(tmp_path))
+  _write_object(os.path.join(str(tmp_path), 'outside'))
+  _write_object(os.path.join(category, 'a', 'b'))
+  if object_id == 'ABS':
+    object_id = os.path.join(str(tmp_path), 'outside')
+  with open(os.path.join(category, 'chairs_splits.json'), 'w') as f:
+    json.dump({'train': ['a', object_id], 'val': [], 'test': []}, f)
+  with pytest.raises(shapenet.DataFormatError) as error:
+    shapenet.list_objects(category, 'train')
+  message = str(error.value)
+  assert 'chairs_splits.json' in message and repr(object_id) in message
+  assert 'splits file' in message or 'must stay inside' in message
+
+
+def _bad_poses():
+  good = np.array(MATRIX)
+  nan, inf, scaled, flipped, sheared, row, zero = (good.copy() for _ in range(7))
+  nan[1, 2] = np.nan
+  inf[0, 3] = np.inf
+  scaled[:3, :3] *= 2.0
+  flipped[:3, 0] *= -1.0  # Orthonormal but a reflection.
+  sheared[0, 2] = 0.01
+  row[3] = [0.0, 0.0, 1.0, 1.0]
+  zero[:3, :3] = 0.0
+  return {'nan': nan, 'inf': inf, 'scaled': scaled, 'reflection': flipped,
+          'sheared': sheared, 'last row': row, 'degenerate': zero}
+
+
+@pytest.mark.parametrize('name', sorted(_bad_poses()))
+def test_poses_must_be_finite_rigid_transforms(tmp_path, name):
+  _write_object(str(tmp_path))
+  _set_frame(str(tmp_path), 2, transform_matrix=_bad_poses()[name].tolist())
+  with pytest.raises(shapenet.DataFormatError,
+                     match=r'frame 2 of .*transforms\.json.*not a camera pose'):
+    shapenet.read_transforms(str(tmp_path))
+
+
+def test_poses_rounded_to_float32_still_load(tmp_path):
+  """Blender writes float32 poses: rotations to ~1e-7, which must still load."""
+  _write_object(str(tmp_path))
+  angle = 0.3
+  rotation = np.array([[np.cos(angle), -np.sin(angle), 0.0],
+                       [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+  matrix = np.eye(4)
+  matrix[:3, :3], matrix[:3, 3] = rotation, [1.0, -2.0, 3.5]
+  rounded = np.round(matrix.astype(np.float32).astype(np.float64), 6)
+  _set_frame(str(tmp_path), 0, transform_matrix=rounded[:3].tolist())  # 3x4.
+  _, poses, _ = shapenet.read_transforms(str(tmp_path))
+  np.testing.assert_allclose(poses[0], rounded)
+
+
+WIDE = np.repeat(PIXELS, 2, axis=1)  # 2x4 (HxW) RGBA views.
+
+
+@pytest.mark.parametrize('reader', ['load_split', 'index_split'])
+def test_squashing_nonsquare_views_needs_an_explicit_opt_in(tmp_path, reader):
+  category = _write_category(str(tmp_path))
+  _write_object(os.path.join(category, 'b'), pixels=WIDE)
+  read = getattr(shapenet, reader)
+  with pytest.raises(shapenet.DataFormatError) as error:
+    read(category, 'train', resolution=2)
+  message = str(error.value)
+  assert os.path.join(category, 'b', 'r_0.png') in message
+  assert '2x4 (HxW)' in message and 'allow_nonsquare_resize=True' in message
+  # Asked for, the views are squashed to the square resolution.
+  data = read(category, 'train', resolution=2, allow_nonsquare_resize=True)
+  assert data['object_id'] == ['a', 'b']
+  if reader == 'load_split':
+    assert data['images'].shape == (2, 4, 2, 2, 3)
+  else:
+    assert data['size'] == (2, 2)
+
+
+def test_nonsquare_views_load_unchanged_at_their_own_aspect(tmp_path):
+  _write_object(str(tmp_path), pixels=WIDE)
+  assert shapenet.load_object(str(tmp_path))['images'].shape == (4, 2, 4, 3)
+  half = shapenet.load_object(str(tmp_path), resolution=(1, 2))
+  assert half['images'].shape == (4, 1, 2, 3)
+  assert half['focal'] == pytest.approx(1.0)  # W/2 at the returned 2 px width.
+
+
+def test_area_downsampling_keeps_white_at_one(tmp_path):
+  white = np.full((128, 128, 4), 255, np.uint8)
+  _write_object(str(tmp_path), num_views=1, pixels=white)
+  # 128 -> 89 px area resampling gives 1.00001 in float32 before clipping.
+  assert shapenet.load_object(str(tmp_path), resolution=89)['images'].max() == 1.0
+
+
+def _stream_error(category, corrupt):
+  index = shapenet.index_split(category, 'train')
+  path = os.path.join(category, 'a', 'r_3.png')
+  with open(path, 'rb') as f:
+    data = f.read()
+  with open(path, 'wb') as f:
+    f.write(corrupt(data))
+  stream = iter(shapenet.streamed_dataset(index, seed=0))
+  with pytest.raises(tf.errors.OpError) as error:
+    for _ in range(2):  # Both objects: one of them is 'a'.
+      next(stream)
+  return path, str(error.value)
+
+
+@pytest.mark.parametrize('corrupt', ['truncated', 'garbage'])
+def test_stream_decode_errors_name_the_file(tmp_path, corrupt):
+  category = _write_category(str(tmp_path))
+  damage = {'truncated': lambda data: data[:len(data) // 2],
+            'garbage': lambda data: data[:8] + b'not really a png'}[corrupt]
+  path, message = _stream_error(category, damage)
+  assert path in message and 're-download or regenerate' in message
 
 
 # ----------------------------------------------------------------------------

@@ -220,6 +220,39 @@ def clean_gin():
   gin.clear_config()
 
 
+def _wide_category(root, num_views=26):
+  """Released-format chairs whose views are 2x4 (HxW): two train, one test object."""
+  category = os.path.join(root, "chairs")
+  rgba = np.full((2, 4, 4), 255, np.uint8)
+  for object_id in ("a", "b", "c"):
+    object_dir = os.path.join(category, object_id)
+    os.makedirs(object_dir)
+    frames = []
+    for k in range(num_views):
+      Image.fromarray(rgba, "RGBA").save(os.path.join(object_dir, f"r_{k}.png"))
+      frames.append({"file_path": f"./r_{k}", "transform_matrix": np.eye(4).tolist()})
+    with open(os.path.join(object_dir, "transforms.json"), "w") as f:
+      json.dump({"camera_angle_x": 0.7, "frames": frames}, f)
+  with open(os.path.join(category, "chairs_splits.json"), "w") as f:
+    json.dump({"train": ["a", "b"], "val": [], "test": ["c"]}, f)
+  return root
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_nonsquare_views_need_the_gin_opt_in(tmp_path, clean_gin, in_memory):
+  data_dir = _wide_category(str(tmp_path))
+  gin.parse_config([f"ShapeNetViews.data_dir = '{data_dir}'",
+                    "ShapeNetViews.procedural = False", "ShapeNetViews.resolution = 2",
+                    f"ShapeNetViews.in_memory = {in_memory}"])
+  with pytest.raises(ValueError, match=r"r_0\.png is 2x4 .*"
+                     r"ShapeNetViews\.allow_nonsquare_resize = True"):
+    shapenet.ShapeNetViews(field=_field).test_signals()
+  gin.parse_config("ShapeNetViews.allow_nonsquare_resize = True")
+  task = shapenet.ShapeNetViews(field=_field)
+  assert task.test_signals()["images"].shape == (1, 26, 2, 2, 3)
+  assert next(iter(task.train_dataset(0)))["images"].shape == (26, 2, 2, 3)
+
+
 @pytest.mark.parametrize("files", [
     ["shapenet/chairs.gin"], ["shapenet/cars.gin"], ["shapenet/lamps.gin"],
     ["shapenet/chairs.gin", "shapenet/sv.gin"], ["shapenet/chairs_cpu.gin"]])

@@ -1,5 +1,7 @@
 """Tests for the TFDS image datasets, on tfds mock data (no downloads)."""
 
+import socket
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -70,6 +72,28 @@ def test_imagenette_centre_crop():
   np.testing.assert_allclose(out, 1.0, atol=1e-6)
 
 
+def test_resized_white_images_stay_in_range():
+  celeba = tf.fill((218, 178, 3), tf.constant(255, tf.uint8))
+  imagenette = tf.fill((100, 150, 3), tf.constant(255, tf.uint8))
+  # Both resizes lift white to 1.0000002 before clipping.
+  assert tfds_images.celeba_preprocess(celeba, 89).numpy().max() == 1.0
+  assert tfds_images.imagenette_preprocess(imagenette, 7).numpy().max() == 1.0
+
+
 def test_unknown_name_lists_known():
   with pytest.raises(ValueError, match=r"mnist.*celeb_a.*imagenette"):
     tfds_images.tfds_dataset('mnist', 'train')
+
+
+def test_unprepared_dataset_names_data_dir_and_the_download_binding(
+    tmp_path, monkeypatch):
+  def no_network(*unused_args):
+    raise RuntimeError('tfds_dataset touched the network without download=True')
+
+  monkeypatch.setattr(socket.socket, 'connect', no_network)
+  with pytest.raises(FileNotFoundError) as error:
+    tfds_images.tfds_dataset('imagenette', 'train', data_dir=str(tmp_path),
+                             download=False)
+  message = str(error.value)
+  assert str(tmp_path) in message and "'imagenette' is not prepared" in message
+  assert 'ImageRegression.download = True' in message

@@ -18,12 +18,13 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
 
 
 def center_crop_resize(image, resolution=None):
-  """Centre square crop of (H, W, C) float image, resized with antialiasing.
+  """Centre square crop of (H, W, C) [0, 1] image, resized with antialiasing.
 
   Works eagerly and inside tf.data. The crop keeps the central min(H, W)
   rows/columns (odd excess goes to the bottom/right); `resolution=None`
   keeps the cropped size. Bilinear antialiasing is a convex combination of
-  pixels, so values stay in their input range.
+  pixels, but float rounding lifts white to 1.0000002, so the result is
+  clipped back to [0, 1].
   """
   image = tf.convert_to_tensor(image)
   height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -33,6 +34,7 @@ def center_crop_resize(image, resolution=None):
   if resolution is not None:
     image = tf.image.resize(image, (resolution, resolution),
                             method='bilinear', antialias=True)
+    image = tf.clip_by_value(image, 0.0, 1.0)
   return image
 
 

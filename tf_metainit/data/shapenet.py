@@ -23,6 +23,9 @@ NEAR = 2.0
 FAR = 6.0
 NUM_TRAIN_VIEWS = 25
 SPLITS = ('train', 'val', 'test')
+# Stored poses are rotations to float32 precision (~1e-7, the procedural ones to
+# 1e-15); 1e-3 admits rounded JSON and refuses scaled or sheared matrices.
+POSE_TOLERANCE = 1e-3
 _FIX_DATA = ('download the ShapeNet data of the learnit project (see '
              'REFERENCE.md 1.3) or write a procedural stand-in with '
              'tf_metainit.data.procedural_shapes.write_category')
@@ -41,14 +44,27 @@ def _read_json(path):
         f'{path} is not valid JSON ({e}); re-download or regenerate it.') from e
 
 
-def _resolve_image(object_dir, file_path):
+def _check_inside(root, path, where):
+  """Refuses a path from a data file that resolves outside its folder `root`."""
+  real_root = os.path.realpath(root)
+  real = os.path.realpath(path)
+  if real == real_root or os.path.commonpath([real_root, real]) != real_root:
+    raise DataFormatError(
+        f'{where} does not resolve inside {root}; paths in data files must '
+        'stay inside their folder (no "..", absolute paths or outward links): '
+        'fix or re-download the file.')
+
+
+def _resolve_image(object_dir, file_path, where):
   """Finds a frame's PNG; NeRF-Blender paths may lack '.png' or a flat dir."""
+  _check_inside(object_dir, os.path.join(object_dir, file_path), where)
   names = [file_path, os.path.basename(file_path)]
   for name in names:
     for candidate in (name, name + '.png'):
       path = os.path.join(object_dir, candidate)
       if os.path.isfile(path):
-        return path
+        _check_inside(object_dir, path, where)  # A link may point out.
+        return os.path.normpath(path)  # Error messages name 'b/r_0.png'.
   raise FileNotFoundError(
       f'no image for frame file_path={file_path!r} in {object_dir} (tried it '
       'with and without .png and its directory); the object is incomplete: '
@@ -75,10 +91,13 @@ def composite_on_white(rgba):
 
 
 def _resize(images, size):
-  """Area resampling (block mean for integer factors), as cv2.INTER_AREA."""
+  """Area resampling (block mean for integer factors), as cv2.INTER_AREA.
+
+  Clipped to [0, 1]: float rounding lifts white up to 1.00001 (128 -> 89 px).
+  """
   if images.shape[1:3] == tuple(size):
     return images
-  return tf.image.resize(images, size, method='area').numpy()
+  return np.clip(tf.image.resize(images, size, method='area').numpy(), 0, 1)
 
 
 def _target_size(resolution, height, width):
@@ -87,6 +106,17 @@ def _target_size(resolution, height, width):
   if isinstance(resolution, int):
     return resolution, resolution
   return tuple(int(r) for r in resolution)
+
+
+def _check_aspect(path, height, width, size, allow_nonsquare_resize):
+  """Refuses a resample that would squash the views, unless asked for."""
+  if allow_nonsquare_resize or height * size[1] == width * size[0]:
+    return
+  raise DataFormatError(
+      f'{path} is {height}x{width} (HxW) and resampling it to {size[0]}x'
+      f'{size[1]} would distort it; crop the views to the aspect ratio of '
+      'the resolution, or pass allow_nonsquare_resize=True (gin: '
+      'ShapeNetViews.allow_nonsquare_resize = True) to squash them.')
 
 
 def _frame_matrix(frame, transforms_path, index):
@@ -103,7 +133,28 @@ def _frame_matrix(frame, transforms_path, index):
         f'{matrix.shape}, expected 4x4.')
   if matrix.shape == (3, 4):
     matrix = np.concatenate([matrix, [[0.0, 0.0, 0.0, 1.0]]])
+  problem = _pose_problem(matrix)
+  if problem:
+    raise DataFormatError(
+        f'frame {index} of {transforms_path}: transform_matrix is not a camera '
+        f'pose ({problem}); it must be a finite [R | t] with R a rotation and '
+        'last row [0, 0, 0, 1]: fix or re-download the file.')
   return matrix, file_path
+
+
+def _pose_problem(matrix):
+  """What keeps a 4x4 matrix from being a rigid camera-to-world pose, or None."""
+  if not np.all(np.isfinite(matrix)):
+    return 'NaN or inf entries'
+  if np.max(np.abs(matrix[3] - [0.0, 0.0, 0.0, 1.0])) > POSE_TOLERANCE:
+    return f'last row {matrix[3].tolist()}'
+  rotation = matrix[:3, :3]
+  error = np.max(np.abs(rotation @ rotation.T - np.eye(3)))
+  if error > POSE_TOLERANCE:
+    return f'R R^T differs from the identity by {error:.3g}'
+  if np.linalg.det(rotation) < 0:
+    return 'R is a reflection (det -1)'
+  return None
 
 
 def read_transforms(object_dir):
@@ -126,35 +177,45 @@ def read_transforms(object_dir):
   for index, frame in enumerate(frames):
     matrix, file_path = _frame_matrix(frame, transforms_path, index)
     poses.append(matrix)
-    files.append(_resolve_image(object_dir, file_path))
+    where = f'frame {index} of {transforms_path}: file_path {file_path!r}'
+    files.append(_resolve_image(object_dir, file_path, where))
   return camera_angle_x, np.stack(poses), files
 
 
-def load_object(object_dir, resolution=None):
+def _read_views(files):
+  """(V, H, W, 3) float32 views of one object, composited on white."""
+  images = []
+  for path in files:
+    rgba = _read_rgba(path)
+    if images and rgba.shape[:2] != images[0].shape[:2]:
+      raise DataFormatError(
+          f'{path} is {rgba.shape[:2]} but {files[0]} is '
+          f'{images[0].shape[:2]}; all views of an object must match.')
+    images.append(composite_on_white(rgba))
+  return np.stack(images).astype(np.float32)
+
+
+def load_object(object_dir, resolution=None, allow_nonsquare_resize=False):
   """Loads one object: all views composited on white, poses and focal.
 
   Args:
     object_dir: folder with transforms.json and the PNGs.
     resolution: None keeps the stored size; an int (square) or (H, W)
       resamples the images and rescales the focal length accordingly.
+    allow_nonsquare_resize: let `resolution` change the views' aspect ratio
+      (e.g. squash non-square views to square). Off, that is an error: the
+      focal length follows the width, so squashed views get wrong rays.
 
   Returns:
     dict(images=(V, H, W, 3) float32 in [0, 1], c2w=(V, 4, 4) float32,
     focal=float pixels at the returned resolution).
   """
   camera_angle_x, poses, files = read_transforms(object_dir)
-  images = []
-  for index, path in enumerate(files):
-    rgba = _read_rgba(path)
-    if images and rgba.shape[:2] != images[0].shape[:2]:
-      raise DataFormatError(
-          f'{object_dir}: frame {index} is {rgba.shape[:2]} but frame 0 is '
-          f'{images[0].shape[:2]}; all views of an object must match.')
-    images.append(composite_on_white(rgba))
-  images = np.stack(images).astype(np.float32)
+  images = _read_views(files)
   height, width = images.shape[1:3]
   focal = 0.5 * width / np.tan(0.5 * camera_angle_x)
   size = _target_size(resolution, height, width)
+  _check_aspect(files[0], height, width, size, allow_nonsquare_resize)
   images = _resize(images, size)
   return {'images': images.astype(np.float32),
           'c2w': np.stack(poses).astype(np.float32),
@@ -214,6 +275,8 @@ def list_objects(category_dir, split, splits_file=None):
         f'{splits_file} has no split {split!r} (found {keys}); use one of '
         f'{SPLITS} or fix the file.')
   ids = sorted(str(i) for i in splits[split])
+  for object_id in ids:
+    _check_object_id(category_dir, object_id, f'{splits_file}: {split!r} id')
   missing = [i for i in ids if not os.path.isdir(os.path.join(category_dir, i))]
   if missing:
     raise FileNotFoundError(
@@ -236,16 +299,28 @@ def list_objects(category_dir, split, splits_file=None):
   return paths
 
 
+def _check_object_id(category_dir, object_id, where):
+  """An id names a folder directly inside the category folder, nothing else."""
+  if os.sep in object_id or '/' in object_id:
+    raise DataFormatError(
+        f'{where} {object_id!r} holds a path separator; ids must be plain '
+        f'folder names inside {category_dir}: fix the splits file.')
+  _check_inside(category_dir, os.path.join(category_dir, object_id),
+                f'{where} {object_id!r}')
+
+
 def load_split(category_dir, split, resolution=None, max_objects=None,
-               splits_file=None):
+               splits_file=None, allow_nonsquare_resize=False):
   """All objects of a split stacked in memory (small or procedural sets).
+
+  Args as load_object, and as list_objects for the split.
 
   Returns:
     dict(images=(N, V, H, W, 3), c2w=(N, V, 4, 4), focal=(N,),
     object_id=list of N ids).
   """
   paths = list_objects(category_dir, split, splits_file)[:max_objects]
-  objects = [load_object(p, resolution) for p in paths]
+  objects = [load_object(p, resolution, allow_nonsquare_resize) for p in paths]
   _check_same_shapes(objects, paths)
   return {'images': np.stack([o['images'] for o in objects]),
           'c2w': np.stack([o['c2w'] for o in objects]),
@@ -263,7 +338,7 @@ def _check_same_shapes(objects, paths):
 
 
 def index_split(category_dir, split, resolution=None, max_objects=None,
-                splits_file=None):
+                splits_file=None, allow_nonsquare_resize=False):
   """Poses, focal lengths and image paths of a split, without decoding any image.
 
   For splits too large for memory (the released chairs: ~10 MB per object at
@@ -291,6 +366,7 @@ def index_split(category_dir, split, resolution=None, max_objects=None,
       raise DataFormatError(f'cannot read image {files[0]} ({e}); the file is '
                             'corrupt: re-download or regenerate the object.') from e
     size = size or _target_size(resolution, h, w)
+    _check_aspect(files[0], h, w, size, allow_nonsquare_resize)
     paths.append(files)
     poses.append(matrices)
     focal.append(0.5 * size[1] / np.tan(0.5 * camera_angle_x))
@@ -299,35 +375,38 @@ def index_split(category_dir, split, resolution=None, max_objects=None,
           'object_id': [os.path.basename(p) for p in object_dirs]}
 
 
-def decode_views(paths, size):
-  """PNG files -> (V, H, W, 3) float32 composited on white, resampled as load_object."""
-
-  def decode(path):
-    rgba = tf.io.decode_png(tf.io.read_file(path), channels=4)
-    rgb = composite_on_white(tf.cast(rgba, tf.float32) / 255.0)
-    return tf.image.resize(rgb, size, method='area')
-
-  return tf.map_fn(decode, paths,
-                   fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
+def _decode_object(paths, size):
+  """A py_function body: PIL decodes as load_object, so errors name the file."""
+  files = [path.decode() for path in paths.numpy()]
+  return _resize(_read_views(files), size)
 
 
 def streamed_dataset(index, seed):
   """Endless shuffled objects of an `index_split` index, images read from disk.
 
-  Only object indices pass through the shuffle buffer and the images are decoded by
-  TF ops, so the iterator checkpoints (and resumes exactly) like the in-memory one.
-  A PNG that fails to decode stops the stream with TensorFlow's decode error.
+  Only object indices pass through the shuffle buffer; the images are decoded by
+  the reader's own PIL path, so a PNG that fails to decode stops the stream with a
+  message naming it. The decoder holds no state (it rereads files), so the
+  iterator checkpoints (and resumes exactly) like the in-memory one.
 
   Elements: dict(images (V, H, W, 3) at index['size'], c2w (V, 4, 4), focal ()).
   """
   paths = tf.constant(index['paths'])
   c2w = tf.constant(index['c2w'])
   focal = tf.constant(index['focal'])
+  shape = [index['paths'].shape[1], *index['size'], 3]
 
   def load(i):
-    return {'images': decode_views(tf.gather(paths, i), index['size']),
+    images = tf.py_function(lambda p: _decode_object(p, index['size']),
+                            [tf.gather(paths, i)], tf.float32)
+    return {'images': tf.ensure_shape(images, shape),
             'c2w': tf.gather(c2w, i), 'focal': tf.gather(focal, i)}
 
   n = len(index['paths'])
+  options = tf.data.Options()
+  # py_function counts as external state; it has none, so checkpoints may skip it.
+  options.experimental_external_state_policy = (
+      tf.data.experimental.ExternalStatePolicy.IGNORE)
   return (tf.data.Dataset.range(n).repeat().shuffle(n, seed=seed)
-          .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+          .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+          .with_options(options))

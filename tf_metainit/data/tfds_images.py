@@ -57,6 +57,7 @@ def tfds_dataset(name, split, resolution=None, data_dir=None,
     shuffle_files: shuffle the order of the TFDS shards.
     download: let TFDS download and prepare missing data (needs network;
       CelebA's source may need a manual download, see the TFDS catalog).
+      Off, data not prepared in data_dir is a FileNotFoundError.
   """
   base = name.split('/')[0].split(':')[0]
   if base not in PREPROCESS:
@@ -65,7 +66,16 @@ def tfds_dataset(name, split, resolution=None, data_dir=None,
         f'{sorted(PREPROCESS)}; use a folder of images '
         '(tf_metainit.data.image_folder) for anything else.')
   preprocess = PREPROCESS[base]
-  ds = tfds.load(name, split=split, data_dir=data_dir,
-                 shuffle_files=shuffle_files, download=download)
+  try:
+    ds = tfds.load(name, split=split, data_dir=data_dir,
+                   shuffle_files=shuffle_files, download=download)
+  except AssertionError as e:  # TFDS's error for data it has not prepared.
+    if download:
+      raise
+    raise FileNotFoundError(
+        f'TFDS dataset {name!r} is not prepared in data_dir '
+        f'{data_dir or tfds.core.constants.DATA_DIR}; bind '
+        'ImageRegression.download = True to let TFDS download it (needs '
+        'network), or set ImageRegression.data_dir to where it is.') from e
   return ds.map(lambda example: preprocess(example['image'], resolution),
                 num_parallel_calls=tf.data.AUTOTUNE)

@@ -33,7 +33,10 @@ def pixel_grid(resolution):
 
 
 def check_images(images, resolution, channels, where):
-  """Fails early, with the fix, when a dataset's images don't fit the field."""
+  """Fails early, with the fix, when a dataset's images don't fit the field.
+
+  Values within 1e-5 outside [0, 1] are resampling round-off and are clipped.
+  """
   images = np.asarray(images)
   if images.ndim != 4 or images.shape[1:3] != (resolution, resolution):
     raise ValueError(
@@ -47,10 +50,12 @@ def check_images(images, resolution, channels, where):
         f"out_dim (e.g. Siren.out_dim = {images.shape[-1]}).")
   if len(images) == 0:
     raise ValueError(f"{where}: no images.")
-  if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
+  slack = 1e-5  # Float32 resampling lifts white up to 1.00001.
+  if not np.all(np.isfinite(images)) or images.min() < -slack or images.max() > 1 + slack:
     raise ValueError(f"{where}: pixel values must be finite and in [0, 1]; "
-                     f"got range [{images.min()}, {images.max()}].")
-  return images.astype(np.float32)
+                     f"got range [{images.min()}, {images.max()}]. Scale the images "
+                     "to [0, 1] (e.g. divide 8-bit values by 255).")
+  return np.clip(images, 0, 1).astype(np.float32)
 
 
 @gin.configurable
@@ -66,19 +71,22 @@ class ImageRegression(contract.Task):
       unless test_folder is given).
     test_folder: optional folder of held-out images.
     data_dir: TFDS data directory.
+    download: let TFDS download and prepare celeb_a/imagenette into data_dir (needs
+      network); off, data that is not there already is an error.
     pixels_per_step: inner-batch size in pixels; None = all pixels (the paper).
     field: a callable building the field (gin: @Siren).
     seed: data seed (text rendering, shuffling).
   """
 
   def __init__(self, dataset="text", resolution=64, num_train=2000, num_test=16,
-               folder=None, test_folder=None, data_dir=None, pixels_per_step=None,
-               field=siren.Siren, seed=0):
+               folder=None, test_folder=None, data_dir=None, download=False,
+               pixels_per_step=None, field=siren.Siren, seed=0):
     if dataset not in DATASETS:
       raise ValueError(f"Unknown image dataset {dataset!r}; use one of {DATASETS}.")
     self.dataset, self.resolution = dataset, int(resolution)
     self.num_train, self.num_test = num_train, int(num_test)
     self.folder, self.test_folder, self.data_dir = folder, test_folder, data_dir
+    self.download = bool(download)
     self.pixels_per_step, self.seed = pixels_per_step, seed
     self.field = field()
     if self.field.in_dim != 2:
@@ -118,7 +126,8 @@ class ImageRegression(contract.Task):
       # Both TFDS sets have a 'validation' split; the reference evaluates CelebA
       # images held out from training.
       test = np.stack(list(tfds_images.tfds_dataset(
-          self.dataset, f"validation[:{self.num_test}]", res, self.data_dir)
+          self.dataset, f"validation[:{self.num_test}]", res, self.data_dir,
+          download=self.download)
                            .as_numpy_iterator()))
     if train is not None:
       train = check_images(train, res, self.channels, where + " train")
@@ -131,7 +140,7 @@ class ImageRegression(contract.Task):
       return contract.shuffled_dataset({"image": self._train_images}, seed)
     split = "train" if self.num_train is None else f"train[:{self.num_train}]"
     ds = tfds_images.tfds_dataset(self.dataset, split, self.resolution, self.data_dir,
-                                  shuffle_files=True)
+                                  shuffle_files=True, download=self.download)
     return ds.repeat().shuffle(256, seed=seed).map(lambda im: {"image": im})
 
   def test_signals(self):
@@ -143,7 +152,7 @@ class ImageRegression(contract.Task):
     if self._train_images is not None:
       return {"image": self._train_images.mean(0)}
     images = tfds_images.tfds_dataset(self.dataset, "train[:2000]", self.resolution,
-                                      self.data_dir)
+                                      self.data_dir, download=self.download)
     total = images.reduce(tf.zeros([self.resolution] * 2 + [3]), lambda a, b: a + b)
     return {"image": (total / 2000.0).numpy()}
 

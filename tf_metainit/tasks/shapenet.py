@@ -72,6 +72,9 @@ class ShapeNetViews(contract.Task):
       object's PNGs from disk (False; the released chairs need ~10 MB per object at
       128 px). None = in RAM for procedural data, from disk otherwise. Test objects
       are always held in RAM.
+    allow_nonsquare_resize: squash non-square stored views to resolution x
+      resolution (off: such views are an error naming the file). The focal length
+      follows the width, so squashed views' rays are off vertically.
     field: a callable building the field (gin: @NerfMLP).
     seed: procedural data seed.
   """
@@ -81,7 +84,8 @@ class ShapeNetViews(contract.Task):
                num_train_views=25, train_view_choice="first", settings=(1, 25),
                rays_per_step=128, test_rays_per_step=64, num_samples=128,
                near=shapenet_data.NEAR, far=shapenet_data.FAR, num_eval_views=None,
-               render_chunk_points=2 ** 17, in_memory=None, field=mlp.NerfMLP, seed=0):
+               render_chunk_points=2 ** 17, in_memory=None, allow_nonsquare_resize=False,
+               field=mlp.NerfMLP, seed=0):
     if train_view_choice not in VIEW_CHOICES:
       raise ValueError(f"ShapeNetViews.train_view_choice must be one of "
                        f"{VIEW_CHOICES}, got {train_view_choice!r}.")
@@ -100,6 +104,7 @@ class ShapeNetViews(contract.Task):
                        "the folder holding the category folder (REFERENCE.md 1.3).")
     self.category, self.procedural = category, bool(procedural)
     self.resolution = int(resolution)
+    self.allow_nonsquare_resize = bool(allow_nonsquare_resize)
     self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
     self.num_views, self.seed = int(num_views), seed
     self.data_dir = data_dir
@@ -145,17 +150,18 @@ class ShapeNetViews(contract.Task):
     if self._test is not None:
       return
     category_dir = self.category_dir()
-    res = self.resolution
+    read = dict(resolution=self.resolution,
+                allow_nonsquare_resize=self.allow_nonsquare_resize)
     if self.in_memory:
-      self._train = _arrays(shapenet_data.load_split(category_dir, "train", res,
-                                                     self.num_train))
+      self._train = _arrays(shapenet_data.load_split(
+          category_dir, "train", max_objects=self.num_train, **read))
       train_views = self._train["images"].shape[1]
     else:  # Poses and focal lengths in RAM, images decoded when drawn.
-      self._train = shapenet_data.index_split(category_dir, "train", res,
-                                              self.num_train)
+      self._train = shapenet_data.index_split(
+          category_dir, "train", max_objects=self.num_train, **read)
       train_views = self._train["paths"].shape[1]
-    self._test = _arrays(shapenet_data.load_split(category_dir, "test", res,
-                                                  self.num_test))
+    self._test = _arrays(shapenet_data.load_split(
+        category_dir, "test", max_objects=self.num_test, **read))
     for name, views in (("train", train_views),
                         ("test", self._test["images"].shape[1])):
       if views <= NUM_INPUT_VIEWS:
