@@ -110,8 +110,22 @@ class TestTimeOptimizer:
     return np.concatenate(traces, axis=1), finals
 
 
-def _check_numbers(num_steps, report_step, num_test, chunk, trace_every, fit_steps,
-                   fit_learning_rate, grid_signals):
+def _optimizer_of(name, setting, learned, optimizer_settings):
+  """(optimizer, its name, its learning rate) of init `name` in `setting`."""
+  if name in learned:
+    optimizer = learned[name]
+    return optimizer, f"learned SGD ({optimizer.mode}), mean", optimizer.mean_rate()
+  optimizer = _lookup(optimizer_settings, name, setting)
+  return optimizer, optimizer.name, optimizer.learning_rate
+
+
+def _check_arguments(task, optimizer_settings, num_steps, report_step, num_test, chunk,
+                     trace_every, fit_steps, fit_learning_rate, grid_signals):
+  """Errors that name the binding, before anything is written; returns the user's
+  optimizer settings, checked."""
+  if task is gin.REQUIRED or task is None:
+    raise ValueError("evaluate.task is not set: bind it in gin (e.g. evaluate.task = "
+                     "%TASK), or run on a root_dir written by meta_train.")
   steps = num_steps.values() if isinstance(num_steps, dict) else [num_steps]
   for value in steps:
     for v in (value.values() if isinstance(value, dict) else [value]):
@@ -122,6 +136,8 @@ def _check_numbers(num_steps, report_step, num_test, chunk, trace_every, fit_ste
                       ("fit_steps", fit_steps), ("grid_signals", grid_signals)):
     checks.positive_int(f"evaluate.{name}", value)
   checks.positive("evaluate.fit_learning_rate", fit_learning_rate)
+  return optimizers.check(dict(optimizer_settings or {}), "evaluate.optimizer_settings",
+                          "")
 
 
 def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate, seed,
@@ -197,13 +213,9 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     checkpoint: which checkpoint of each run is its Meta init: 'best' (held-out
       validation during training) or 'latest'.
   """
-  if task is gin.REQUIRED or task is None:
-    raise ValueError("evaluate.task is not set: bind it in gin (e.g. evaluate.task = "
-                     "%TASK), or run on a root_dir written by meta_train.")
-  user_settings = optimizers.check(dict(optimizer_settings or {}),
-                                   "evaluate.optimizer_settings", "")
-  _check_numbers(num_steps, report_step, num_test, chunk, trace_every, fit_steps,
-                 fit_learning_rate, grid_signals)
+  user_settings = _check_arguments(task, optimizer_settings, num_steps, report_step,
+                                   num_test, chunk, trace_every, fit_steps,
+                                   fit_learning_rate, grid_signals)
   output_dir = layout.eval_dir(root_dir, output_dir)
   os.makedirs(output_dir, exist_ok=True)
   optimizer_settings = dict(DEFAULT_OPTIMIZERS, **user_settings)
@@ -232,12 +244,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
         ("target", task.targets_for_display(shown))) if images is not None]
     for name, init in params.items():
       steps = int(_lookup(num_steps, name, setting))
-      if name in learned:
-        optimizer = learned[name]
-        opt_name, lr = f"learned SGD ({optimizer.mode}), mean", optimizer.mean_rate()
-      else:
-        optimizer = _lookup(optimizer_settings, name, setting)
-        opt_name, lr = optimizer.name, optimizer.learning_rate
+      optimizer, opt_name, lr = _optimizer_of(name, setting, learned, optimizer_settings)
       t0 = time.time()
       trace, finals = tto.run(init, signals, optimizer, steps, setting, trace_every,
                               chunk)
@@ -261,8 +268,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
         shown_params = [p[:grid_signals] for p in finals[0]]
       else:
         k = min(report_step, steps)
-        _, shown_finals = tto.run(init, shown, optimizer, k, setting, max(k, 1), chunk)
-        shown_params = shown_finals[0]
+        shown_params = tto.run(init, shown, optimizer, k, setting, max(k, 1), chunk)[1][0]
       grid_cols.append((entry["label"],
                         np.clip(task.render(shown_params, shown).numpy(), 0, 1)))
     grid_rows[setting] = grid_cols
