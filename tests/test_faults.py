@@ -344,3 +344,15 @@ def test_bad_values_and_unread_bindings_are_refused_up_front(tmp_path, binding, 
   with pytest.raises(ValueError, match=message):
     _train(root, 2, binding)
   assert not root.exists()
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("ImageRegression.test_folder = '/photos'",
+     "ImageRegression.test_folder is only read when ImageRegression.dataset = 'folder'"),
+    ("ImageRegression.data_dir = '/tfds'", "ImageRegression.data_dir is only read when"),
+    ("ImageRegression.num_test = 0", "ImageRegression.num_test must be a positive"),
+])
+def test_options_the_dataset_never_reads_are_refused(tmp_path, binding, message):
+  with pytest.raises(ValueError, match=message):
+    _train(tmp_path / "run", 2, binding)
+  assert not (tmp_path / "run").exists()

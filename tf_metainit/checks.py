@@ -53,3 +53,12 @@ def optional(check, binding, value):
 def _real(value):
   return (isinstance(value, numbers.Real) and not isinstance(value, bool)
           and math.isfinite(value))
+
+
+def unread(owner, values, when):
+  """Refuses options the configuration will not read: `values` {name: value} are
+  bound (not None/False) although `when` (e.g. "dataset = 'folder'") is not so."""
+  for name, value in values.items():
+    if value is not None and value is not False:
+      raise ValueError(f"{owner}.{name} is only read when {owner}.{when}; this run "
+                       f"would ignore it. Remove the binding or set {owner}.{when}.")

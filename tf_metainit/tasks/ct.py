@@ -14,6 +14,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from tf_metainit import checks
 from tf_metainit.data import phantoms
 from tf_metainit.fields import mlp
 from tf_metainit.physics import ct
@@ -58,10 +59,19 @@ class CTReconstruction(contract.Task):
                settings=(1, 2, 4, 8), field=mlp.FourierMLP, seed=0):
     if source not in SOURCES:
       raise ValueError(f"Unknown CT source {source!r}; use one of {SOURCES}.")
+    if source == "procedural":
+      checks.unread("CTReconstruction", {"path": path},
+                    "source = 'npz' or 'reference_pickle'")
     self.source, self.path, self.allow_pickle = source, path, allow_pickle
-    self.resolution, self.num_train, self.num_test = int(resolution), num_train, num_test
-    self.num_projections, self.seed = int(num_projections), seed
-    self.settings = tuple(settings)
+    self.resolution = checks.positive_int("CTReconstruction.resolution", resolution)
+    self.num_train = checks.optional(checks.positive_int, "CTReconstruction.num_train",
+                                     num_train)
+    self.num_test = checks.positive_int("CTReconstruction.num_test", num_test)
+    self.num_projections = checks.positive_int("CTReconstruction.num_projections",
+                                               num_projections)
+    self.seed = seed
+    self.settings = tuple(checks.positive_int("CTReconstruction.settings", n)
+                          for n in settings)
     self.default_setting = max(self.settings)
     self.field = field()
     if self.field.in_dim != 2 or self.field.out_dim != 1:

@@ -9,6 +9,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from tf_metainit import checks
 from tf_metainit.data import image_folder
 from tf_metainit.data import text
 from tf_metainit.data import tfds_images
@@ -83,8 +84,19 @@ class ImageRegression(contract.Task):
                pixels_per_step=None, field=siren.Siren, seed=0):
     if dataset not in DATASETS:
       raise ValueError(f"Unknown image dataset {dataset!r}; use one of {DATASETS}.")
-    self.dataset, self.resolution = dataset, int(resolution)
-    self.num_train, self.num_test = num_train, int(num_test)
+    if dataset != "folder":
+      checks.unread("ImageRegression", {"folder": folder, "test_folder": test_folder},
+                    "dataset = 'folder'")
+    if dataset in ("text", "folder"):
+      checks.unread("ImageRegression", {"data_dir": data_dir, "download": download},
+                    "dataset = 'celeb_a' or 'imagenette' (TFDS)")
+    self.dataset = dataset
+    self.resolution = checks.positive_int("ImageRegression.resolution", resolution)
+    self.num_train = checks.optional(checks.positive_int, "ImageRegression.num_train",
+                                     num_train)
+    self.num_test = checks.positive_int("ImageRegression.num_test", num_test)
+    checks.optional(checks.positive_int, "ImageRegression.pixels_per_step",
+                    pixels_per_step)
     self.folder, self.test_folder, self.data_dir = folder, test_folder, data_dir
     self.download = bool(download)
     self.pixels_per_step, self.seed = pixels_per_step, seed
