@@ -9,9 +9,12 @@ Rerunning on the same root_dir resumes from the latest checkpoint.
 """
 
 import collections
+import contextlib
 import functools
 import math
 import os
+import signal
+import threading
 import time
 
 from absl import logging
@@ -33,6 +36,39 @@ from tf_metainit.tasks import contract
 
 class DivergenceError(RuntimeError):
   pass
+
+
+class Interrupted(RuntimeError):
+  """SIGTERM or SIGINT stopped training after saving a checkpoint."""
+
+  def __init__(self, signum, step, path):
+    self.signum = signum
+    super().__init__(f"Stopped by {signal.Signals(signum).name} after step {step}; "
+                     f"saved {path}. Rerun the same command to resume.")
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """SIGTERM (a scheduler's pre-emption) and SIGINT (Ctrl-C) ask the loop to save
+  and stop after the current step; a second signal stops at once."""
+  requested = []
+  if threading.current_thread() is not threading.main_thread():
+    yield requested  # signal handlers can only be set from the main thread
+    return
+
+  def handler(signum, frame):
+    del frame
+    if requested:
+      raise KeyboardInterrupt
+    logging.warning("%s: stopping after this step.", signal.Signals(signum).name)
+    requested.append(signum)
+
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield requested
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
 
 
 def function(fn, jit_compile=False):
@@ -197,36 +233,40 @@ def _loop(root_dir, start, cadence, iterator, step_fn, step_var, ckpt, validatio
   field = validation.task.field
   last_good = ckpt.latest
   t0, steps_timed = time.time(), 0
-  for step in range(start, cadence.num_iterations):
-    before, after, grad_norm, finite = step_fn(next(iterator), tf.constant(step, tf.int64))
-    step_var.assign(step + 1)
-    steps_timed += 1
-    before, after = float(before), float(after)
-    if not (math.isfinite(after) and math.isfinite(before) and bool(finite)):
-      raise divergence(step, after, bool(finite), last_good=last_good)
-    done = step + 1
-    validation.monitor.record_inner(before, after)
-    if done == start + 1:
-      files.write_text(layout.operative_config_path(root_dir), gin.operative_config_str())
-    if cadence.due(cadence.summary_every, done):
-      _training_summaries(done, before, after, float(grad_norm), learning_rate(step),
-                          field, inner_opt)
-    if cadence.due(cadence.log_every, done):
-      rate = steps_timed / (time.time() - t0)
-      tf.summary.scalar("outer/steps_per_sec", rate, step=done)
-      logging.info("step %d/%d  inner-batch loss %.5f -> %.5f  (PSNR %.2f -> %.2f dB)"
-                   "  %.2f steps/s", done, cadence.num_iterations, before, after,
-                   _psnr(before), _psnr(after), rate)
-      t0, steps_timed = time.time(), 0
-      validation.monitor.check_inner(done)
-    collapsed = validation.run(done, cadence.due(cadence.val_every, done),
-                               cadence.due(cadence.image_summary_every, done))
-    stop = collapsed and cadence.stop_on_collapse
-    if cadence.due(cadence.checkpoint_every, done) or stop:
-      last_good = ckpt.save(done)
-    if stop:
-      logging.warning("Stopping at step %d (meta_train.stop_on_collapse = True).", done)
-      return done
+  with _stop_requests() as requested:
+    for step in range(start, cadence.num_iterations):
+      before, after, grad_norm, finite = step_fn(next(iterator),
+                                                 tf.constant(step, tf.int64))
+      step_var.assign(step + 1)
+      steps_timed += 1
+      before, after = float(before), float(after)
+      if not (math.isfinite(after) and math.isfinite(before) and bool(finite)):
+        raise divergence(step, after, bool(finite), last_good=last_good)
+      done = step + 1
+      validation.monitor.record_inner(before, after)
+      if done == start + 1:
+        files.write_text(layout.operative_config_path(root_dir), gin.operative_config_str())
+      if cadence.due(cadence.summary_every, done):
+        _training_summaries(done, before, after, float(grad_norm), learning_rate(step),
+                            field, inner_opt)
+      if cadence.due(cadence.log_every, done):
+        rate = steps_timed / (time.time() - t0)
+        tf.summary.scalar("outer/steps_per_sec", rate, step=done)
+        logging.info("step %d/%d  inner-batch loss %.5f -> %.5f  (PSNR %.2f -> %.2f dB)"
+                     "  %.2f steps/s", done, cadence.num_iterations, before, after,
+                     _psnr(before), _psnr(after), rate)
+        t0, steps_timed = time.time(), 0
+        validation.monitor.check_inner(done)
+      collapsed = validation.run(done, cadence.due(cadence.val_every, done),
+                                 cadence.due(cadence.image_summary_every, done))
+      stop = collapsed and cadence.stop_on_collapse
+      if cadence.due(cadence.checkpoint_every, done) or stop or requested:
+        last_good = ckpt.save(done)
+      if stop:
+        logging.warning("Stopping at step %d (meta_train.stop_on_collapse = True).", done)
+        return done
+      if requested:
+        raise Interrupted(requested[0], done, last_good)
   return cadence.num_iterations
 
 

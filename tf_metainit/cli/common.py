@@ -138,14 +138,15 @@ def parse_gin(gin_files, gin_bindings, extra_files=()):
 
 def run_and_report(fn):
   """Runs fn(); the package's errors (and the OS's: disk full, read-only folder)
-  become one line on stderr and exit status 1. --debug shows the traceback instead."""
+  become one line on stderr and exit status 1 (128 + the signal's number after a
+  SIGTERM or Ctrl-C). --debug shows the traceback instead."""
   from tf_metainit import checkpoints  # pylint: disable=g-import-not-at-top
   from tf_metainit import train  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     return fn()
-  except (ValueError, OSError, checkpoints.CheckpointError, train.DivergenceError,
-          tf.errors.OpError) as e:
+  except (ValueError, OSError, tf.errors.OpError, checkpoints.CheckpointError,
+          train.DivergenceError, train.Interrupted) as e:
     if flags.FLAGS.is_parsed() and "debug" in flags.FLAGS and flags.FLAGS.debug:
       raise
     # gin appends "In call to configurable ..." lines; the message already names
@@ -153,7 +154,8 @@ def run_and_report(fn):
     message = " ".join(str(e).split("\n  In call to configurable")[0].split())
     logging.error("%s", message)
     print(f"ERROR: {message}", file=sys.stderr)
-    sys.exit(1)
+    # Stopped by a signal: the shell's convention, 128 + its number.
+    sys.exit(128 + e.signum if isinstance(e, train.Interrupted) else 1)
 
 
 def parse_run_config(root_dir, gin_files, gin_bindings, task_for=()):
