@@ -393,3 +393,43 @@ def test_sigterm_saves_the_step_and_resumes_bit_identical(tmp_path):
                          env=ENV, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   _assert_same_weights(_ckpt(root, steps), _ckpt(tmp_path / "reference", steps))
+
+
+def test_resume_with_a_relative_root_dir(base, tmp_path, monkeypatch):
+  root = _copy(base, tmp_path)
+  os.remove(_ckpt(root, 4).parent / "checkpoint")  # the recovery rewrites it, too
+  monkeypatch.chdir(tmp_path)
+  assert _train("four", 5) == 5
+  assert _train("four", 6) == 6
+  _assert_same_weights(_ckpt(root, 6), _ckpt(base / "six", 6))
+
+
+def test_a_longer_run_is_recorded(base, tmp_path):
+  root = _copy(base, tmp_path)
+  _train(root, 6)
+  assert "meta_train.num_iterations = 6" in (root / "config.gin").read_text()
+  assert sorted(os.listdir(root / "config_history")) == [
+      "step-00000000.gin", "step-00000004.gin"]
+
+
+def test_a_config_gin_of_garbage_bytes_is_named(base, tmp_path):
+  root = _copy(base, tmp_path)
+  (root / "config.gin").write_bytes(bytes(range(128, 256)))
+  gin.clear_config()
+  try:
+    with pytest.raises(provenance.RunDirectoryError, match="config.gin is not a gin"):
+      common.parse_run_config(str(root), [], [])
+  finally:
+    gin.clear_config()
+
+
+def test_a_full_disk_while_saving_is_one_line_that_says_what_to_do(tmp_path):
+  ckpt = checkpoints.Checkpointer(str(tmp_path / "ckpts"), v=tf.Variable(1.0))
+  def full(**_):
+    raise tf.errors.ResourceExhaustedError(
+        None, None, "{{function_node __wrapped__SaveV2}} x/ckpt-3_temp/part: No space "
+        "left on device [Op:SaveV2]")
+  ckpt._manager.save = full  # pylint: disable=protected-access
+  with pytest.raises(checkpoints.CheckpointError,
+                     match="step-3 checkpoint .*: No space left on device. Free space"):
+    ckpt.save(3)

@@ -5,10 +5,12 @@ file last (atomically), so an interrupted save is never the "latest" one: the st
 file is the sentinel that marks a checkpoint complete.
 """
 
+import contextlib
 import glob
 import json
 import math
 import os
+import re
 import shutil
 
 from absl import logging
@@ -81,8 +83,10 @@ class Checkpointer:
         # The state file again lists exactly the readable checkpoints, oldest first,
         # so rotation and the next resume see the same history.
         readable = [c for c in candidates if c not in unreadable]
+        # Absolute: TF would put the folder in front of a relative path once more.
         tf.compat.v1.train.update_checkpoint_state(
-            self.directory, path, all_model_checkpoint_paths=readable[::-1])
+            self.directory, os.path.abspath(path),
+            all_model_checkpoint_paths=[os.path.abspath(c) for c in readable[::-1]])
       return path
     if unreadable:
       raise CheckpointError(
@@ -92,13 +96,30 @@ class Checkpointer:
     return None
 
   def save(self, step):
-    path = self._manager.save(checkpoint_number=step)
+    with _save_errors(self.directory, step):
+      path = self._manager.save(checkpoint_number=step)
     logging.info("Saved checkpoint %s", path)
     return path
 
   @property
   def latest(self):
     return self._manager.latest_checkpoint
+
+
+@contextlib.contextmanager
+def _save_errors(directory, step):
+  """A failed save (disk full, read-only folder) as one line saying what to do; the
+  previous checkpoints are complete, since the state file is written last."""
+  try:
+    yield
+  except (tf.errors.OpError, OSError) as e:
+    known = re.search(r"No space left on device|Read-only file system|Permission denied"
+                      r"|Disk quota exceeded", str(e))
+    reason = known.group(0) if known else " ".join(str(e).split())[:200]
+    raise CheckpointError(
+        f"Could not save the step-{step} checkpoint in {directory}: {reason}. Free "
+        "space or fix the folder, then rerun the same command: training resumes from "
+        "the last complete checkpoint.") from e
 
 
 def _number(path):
@@ -111,8 +132,8 @@ def _listed_checkpoints(directory):
   state = tf.train.get_checkpoint_state(directory)
   if state is None:
     return None
+  # TF has already put the folder in front of the paths the file stores.
   paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
-  paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in paths]
   return sorted(set(paths), key=_number, reverse=True)
 
 
@@ -175,6 +196,7 @@ class BestCheckpoint:
 
   def __init__(self, directory, state):
     self.directory = directory
+    _remove_leftovers(directory)
     self._manager = tf.train.CheckpointManager(tf.train.Checkpoint(**state),
                                                self.directory, max_to_keep=1)
     self.step, self.value = None, -math.inf
@@ -188,7 +210,8 @@ class BestCheckpoint:
     """Saves the init if `value` beats the best; returns whether it did."""
     if not value > self.value:
       return False
-    path = self._manager.save(checkpoint_number=step)
+    with _save_errors(self.directory, step):
+      path = self._manager.save(checkpoint_number=step)
     self.step, self.value = step, float(value)
     files.write_json(os.path.join(self.directory, "best.json"), {
         "step": step, "value": self.value, "checkpoint": os.path.basename(path)})

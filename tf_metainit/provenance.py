@@ -120,23 +120,27 @@ def _watched_only(selector):
   return selector in RESUMABLE or _other_command(selector)
 
 
-def config_changes(stored_text, new_text):
-  """['selector: stored -> new', ...] for training bindings that differ."""
+def config_changes(stored_text, new_text, training_only=True):
+  """['selector: stored -> new', ...] for the bindings that differ (with
+  `training_only`, not those in RESUMABLE or of other commands)."""
   stored, new = bindings(stored_text), bindings(new_text)
   changes = []
   for key in sorted(set(stored) | set(new)):
-    if stored.get(key) != new.get(key) and not _watched_only(key):
+    if stored.get(key) != new.get(key) and not (training_only and _watched_only(key)):
       changes.append(f"{key}: {stored.get(key, '(unset)')} -> {new.get(key, '(unset)')}")
   return changes
 
 
 def check_resume(root_dir, new_text, accept):
-  """Refuses a resume whose training config differs from config.gin, unless `accept`."""
+  """Refuses a resume whose training config differs from config.gin, unless `accept`.
+
+  Returns every binding that differs, so that even a free change (a longer run) is
+  recorded in config.gin and config_history/."""
   path = layout.config_path(root_dir)
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    changes = config_changes(f.read(), new_text)
+  stored = read_config(path)
+  changes = config_changes(stored, new_text)
   if changes and not accept:
     raise RunDirectoryError(
         f"{root_dir} was trained with another config; resuming would mix the two. "
@@ -145,7 +149,18 @@ def check_resume(root_dir, new_text, accept):
         "(config_history/ keeps both).")
   for change in changes:
     logging.warning("Resuming with a changed binding (accepted): %s", change)
-  return changes
+  return config_changes(stored, new_text, training_only=False)
+
+
+def read_config(path):
+  """A run's stored gin config, or an error that names the file."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  except UnicodeDecodeError as e:
+    raise RunDirectoryError(f"{path} is not a gin config (not UTF-8 text: {e.reason} at "
+                            f"byte {e.start}); restore it from config_history/ or the "
+                            "run's operative_config.gin.") from e
 
 
 def record_config(root_dir, text, step):

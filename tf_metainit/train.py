@@ -293,6 +293,10 @@ _NUMBER_RULES = {
 def _check_arguments(task, algorithm, inner_optimizer, inner_lr_mode, first_order,
                      clip_global_norm, **others):
   """Errors that name the gin binding to fix, before anything is written."""
+  root_dir = others["root_dir"]
+  if os.path.exists(root_dir) and not os.path.isdir(root_dir):
+    raise ValueError(f"--root_dir={root_dir} is a file; give a directory (new, or a run "
+                     "to resume).")
   for name, rule in _NUMBER_RULES.items():
     rule(f"meta_train.{name}", others[name])
   checks.optional(checks.positive, "meta_train.clip_global_norm", clip_global_norm)

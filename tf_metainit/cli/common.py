@@ -11,6 +11,7 @@ from absl import logging
 import gin
 
 from tf_metainit import layout
+from tf_metainit import provenance
 
 
 def _gin_dir():
@@ -183,8 +184,7 @@ def _parse_old_or_new_run_config(config):
   """Parses a run's config.gin. One written before optimizers were gin objects is read
   in the new form (with a logged note), so that older runs still evaluate and export."""
   from tf_metainit.meta import optimizers  # pylint: disable=g-import-not-at-top
-  with open(config) as f:
-    text = f.read()
+  text = provenance.read_config(config)
   rate = _INNER_RATE.search(text)
   if rate:
     parse_gin([], [_INNER_RATE.sub("", text)])
