@@ -14,6 +14,7 @@ from tf_metainit.fields import siren
 from tf_metainit.meta import inner
 from tf_metainit.meta import maml
 from tf_metainit.meta import optimizers
+from tf_metainit.meta import outer
 from tf_metainit.meta import reptile
 from tf_metainit.tasks import contract
 
@@ -212,11 +213,13 @@ def test_maml_step_with_keras_variables():
   task = TinyTask(field, tf.float32)
   theta0 = [tf.constant(v.numpy()) for v in field.trainable_variables]
   signals = _signals()
-  _, _, ref = maml.meta_loss_and_grads(task, theta0, signals, tf.constant([0, 0]), 2,
+  _, _, ref = maml.meta_loss_and_grads(task, theta0, signals,
+                                       contract.stateless_seed(0, 0), 2,
                                        optimizers.SGD(0.05))
   optimizer = train.outer_optimizer(1e-3)
   optimizer.build(field.trainable_variables)
-  maml.step(field, task, optimizer, signals, tf.constant([0, 0]), 2, optimizers.SGD(0.05))
+  outer.build_step(field, task, optimizer, optimizers.SGD(0.05), "maml", 2)(
+      signals, tf.constant(0))
   for t, g, v in zip(theta0, ref, field.trainable_variables):
     moved = t.numpy() - v.numpy()
     big = np.abs(g.numpy()) > 1e-4
@@ -261,8 +264,8 @@ def test_reptile_step_first_adam_step():
 
   optimizer = train.outer_optimizer(outer_lr)
   optimizer.build(field.trainable_variables)
-  reptile.step(field, task, optimizer, signals, tf.constant([0, 0]), num_steps,
-               optimizers.SGD(lr))
+  outer.build_step(field, task, optimizer, optimizers.SGD(lr), "reptile", num_steps)(
+      signals, tf.constant(0))
   num_checked = 0
   for t, g, v in zip(theta0, grads, field.trainable_variables):
     moved = t - v.numpy()

@@ -56,19 +56,25 @@ class Checkpointer:
   to remove.
   """
 
-  def __init__(self, directory, max_to_keep=3, **objects):
+  def __init__(self, directory, max_to_keep=3, restore_directory=None, **objects):
+    """`restore_directory` (default `directory`): where a non-chief worker of a
+    multi-worker run reads the chief's checkpoints while it saves to a temp folder."""
     self.directory = directory
     self._checkpoint = tf.train.Checkpoint(**objects)
-    _remove_leftovers(directory)
-    self.restored_from = self._restore_newest_readable()
+    if restore_directory in (None, directory):
+      _remove_leftovers(directory)
+      self.restored_from = self._restore_newest_readable(directory)
+    else:
+      self.restored_from = restore(self._checkpoint,
+                                   tf.train.latest_checkpoint(restore_directory), False)
     self._manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep)
 
-  def _restore_newest_readable(self):
-    listed = _listed_checkpoints(self.directory)
-    candidates = listed if listed is not None else _checkpoints_on_disk(self.directory)
+  def _restore_newest_readable(self, directory):
+    listed = _listed_checkpoints(directory)
+    candidates = listed if listed is not None else _checkpoints_on_disk(directory)
     if listed is None and candidates:
       logging.warning("%s has checkpoints but no state file ('checkpoint'); recovering "
-                      "from the newest readable of %s.", self.directory,
+                      "from the newest readable of %s.", directory,
                       ", ".join(os.path.basename(c) for c in candidates))
     unreadable = []
     for path in candidates:
@@ -85,12 +91,12 @@ class Checkpointer:
         readable = [c for c in candidates if c not in unreadable]
         # Absolute: TF would put the folder in front of a relative path once more.
         tf.compat.v1.train.update_checkpoint_state(
-            self.directory, os.path.abspath(path),
+            directory, os.path.abspath(path),
             all_model_checkpoint_paths=[os.path.abspath(c) for c in readable[::-1]])
       return path
     if unreadable:
       raise CheckpointError(
-          f"No readable checkpoint in {self.directory}: "
+          f"No readable checkpoint in {directory}: "
           f"{', '.join(os.path.basename(c) for c in unreadable)} all fail to restore "
           "(see the warnings above). They are kept; move the folder away to start over.")
     return None
@@ -194,13 +200,15 @@ class BestCheckpoint:
   run knows the value to beat.
   """
 
-  def __init__(self, directory, state):
+  def __init__(self, directory, state, read_from=None):
+    """`read_from` (default `directory`): where a non-chief worker reads the chief's
+    best value, so that every worker saves at the same steps (saves are collective)."""
     self.directory = directory
     _remove_leftovers(directory)
     self._manager = tf.train.CheckpointManager(tf.train.Checkpoint(**state),
                                                self.directory, max_to_keep=1)
     self.step, self.value = None, -math.inf
-    record = os.path.join(self.directory, "best.json")
+    record = os.path.join(read_from or self.directory, "best.json")
     if os.path.exists(record):
       with open(record) as f:
         saved = json.load(f)

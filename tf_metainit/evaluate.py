@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metainit import checks
+from tf_metainit import distribute
 from tf_metainit import export
 from tf_metainit import files
 from tf_metainit import figures
@@ -76,8 +77,11 @@ def _lookup(table, name, setting):
 class TestTimeOptimizer:
   """Batched test-time optimisation with compiled functions reused across chunks."""
 
-  def __init__(self, task, metric="psnr", seed=0):
+  def __init__(self, task, metric="psnr", seed=0, strategy=None):
+    """`strategy`: a tf.distribute strategy whose replicas share each chunk's signals
+    (each signal is fitted alone, so its result is the one-device one)."""
     self.task, self.metric, self.seed = task, metric, seed
+    self.strategy = strategy or tf.distribute.get_strategy()
     self._fns = {}
 
   def _fn(self, optimizer, num_steps, setting, trace_every):
@@ -91,8 +95,37 @@ class TestTimeOptimizer:
                            trace_every=trace_every)
         return fitted.params, fitted.trace
 
-      self._fns[key] = tf.function(run, reduce_retracing=True)
+      if self.strategy.num_replicas_in_sync > 1:
+        self._fns[key] = tf.function(lambda p, s: self.strategy.run(run, args=(p, s)),
+                                     reduce_retracing=True)
+      else:
+        self._fns[key] = tf.function(run, reduce_retracing=True)
     return self._fns[key]
+
+  def _fit_chunk(self, fn, params, part):
+    """(final batched params, trace) of one chunk, split evenly over the replicas (the
+    chunk padded with copies of its last signal, which are dropped again)."""
+    size = len(next(iter(part.values())))
+    replicas = self.strategy.num_replicas_in_sync
+    if replicas == 1:
+      return fn(functional.batch_params(params, size),
+                {k: tf.constant(v) for k, v in part.items()})
+    share = -(-size // replicas)
+    padded = {k: np.concatenate([v, np.repeat(v[-1:], share * replicas - size, 0)])
+              for k, v in part.items()}
+
+    def replica_inputs(context):
+      rows = slice(context.replica_id_in_sync_group * share,
+                   (context.replica_id_in_sync_group + 1) * share)
+      return (functional.batch_params(params, share),
+              {k: tf.constant(v[rows]) for k, v in padded.items()})
+
+    final, trace = fn(*self.strategy.experimental_distribute_values_from_function(
+        replica_inputs))
+    final = [tf.concat(self.strategy.experimental_local_results(p), 0)[:size]
+             for p in final]
+    trace = tf.concat(self.strategy.experimental_local_results(trace), 1)[:, :size]
+    return final, trace
 
   def run(self, params, signals, optimizer, num_steps, setting, trace_every=1,
           chunk=16):
@@ -101,10 +134,8 @@ class TestTimeOptimizer:
     fn = self._fn(optimizer, num_steps, setting, trace_every)
     traces, finals = [], []
     for start in range(0, n, chunk):
-      part = contract.take(signals, slice(start, start + chunk))
-      size = len(next(iter(part.values())))
-      batched = functional.batch_params(params, size)
-      final, trace = fn(batched, {k: tf.constant(v) for k, v in part.items()})
+      final, trace = self._fit_chunk(fn, params,
+                                     contract.take(signals, slice(start, start + chunk)))
       traces.append(trace.numpy())
       finals.append(final)
     return np.concatenate(traces, axis=1), finals
@@ -181,7 +212,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
              extra_runs=None, optimizer_settings=None, num_steps=100, report_step=2,
              reference="meta", settings=None, num_test=None, chunk=16, trace_every=1,
              fit_steps=1000, fit_learning_rate=1e-4, grid_signals=4, labels=None,
-             seed=0, output_dir=None, export_fitted=(), checkpoint="best"):
+             seed=0, output_dir=None, export_fitted=(), checkpoint="best",
+             strategy="default", cpu_replicas=2):
   """Runs the comparison and writes the results; returns the results dict.
 
   Args:
@@ -212,7 +244,13 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
       a SavedModel + weights.npz + manifest.json (see export.py).
     checkpoint: which checkpoint of each run is its Meta init: 'best' (held-out
       validation during training) or 'latest'.
+    strategy, cpu_replicas: 'mirrored' spreads each chunk's signals over every local
+      GPU (or cpu_replicas logical CPUs); each signal's result is the one-device one.
   """
+  if strategy not in ("default", "mirrored"):
+    raise ValueError(f"evaluate.strategy must be 'default' or 'mirrored', got "
+                     f"{strategy!r}: signals are evaluated independently, so one "
+                     "machine's devices are what helps.")
   user_settings = _check_arguments(task, optimizer_settings, num_steps, report_step,
                                    num_test, chunk, trace_every, fit_steps,
                                    fit_learning_rate, grid_signals)
@@ -232,7 +270,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
                                 fit_learning_rate, seed, checkpoint, user_settings)
   if "meta" in learned and "meta" not in labels_given:
     labels["meta"] = learned_lr.LABELS[learned["meta"].mode]
-  tto = TestTimeOptimizer(task, seed=seed)
+  tto = TestTimeOptimizer(task, seed=seed,
+                          strategy=distribute.get(strategy, cpu_replicas))
   results = {"settings": [str(s) for s in settings], "report_step": report_step,
              "reference": reference, "inits": {}}
   writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tf_metainit import checkpoints
 from tf_metainit import checks
+from tf_metainit import distribute
 from tf_metainit import files
 from tf_metainit import layout
 from tf_metainit import provenance
@@ -105,10 +106,10 @@ class OuterSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 final_fraction=self.final_fraction)
 
 
-def outer_optimizer(learning_rate, clip_global_norm=None):
+def outer_optimizer(learning_rate):
   # The reference's optax.adam defaults: b1 0.9, b2 0.999, eps 1e-8 (Keras' is 1e-7).
-  return keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                               global_clipnorm=clip_global_norm)
+  # Gradient clipping happens in the outer step, on the gradient averaged over replicas.
+  return keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
 
 
 @gin.configurable(denylist=["root_dir", "accept_config_changes"])
@@ -120,8 +121,8 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
                first_order=False, seed=0, jit_compile=False, log_every=50,
                summary_every=50, image_summary_every=500, checkpoint_every=500,
                max_checkpoints=3, val_every=50, num_val_signals=4,
-               collapse_margin_db=3.0, stop_on_collapse=False,
-               accept_config_changes=False):
+               collapse_margin_db=3.0, stop_on_collapse=False, strategy="default",
+               cpu_replicas=2, accept_config_changes=False):
   """Meta-learns an initialization of `task.field`; returns the final outer step.
 
   Args:
@@ -152,12 +153,80 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
       the end).
     collapse_margin_db: warn when the held-out metric falls this far below the best.
     stop_on_collapse: stop training at such a warning (the best init is kept).
+    strategy: 'default', 'mirrored', 'multi_worker' or 'tpu' (distribute.py); the
+      outer batch is split over the replicas and the update is the one-device one.
+    cpu_replicas: logical CPU devices of 'mirrored' on a machine without GPUs.
     accept_config_changes: resume although the training bindings differ from the
       run's config.gin (the binary's --accept_config_changes; never a gin binding).
   """
   _check_arguments(**locals())  # at entry, locals() are exactly the arguments
-  # The task, field and optimizers are built by now: whatever gin has not handed to
-  # them was bound for nothing.
+  _refuse_unread_bindings()
+  strategy_object = _check_strategy(strategy, outer_batch_size)
+  jit_compile = jit_compile or strategy == "tpu"
+  cadence = Cadence(num_iterations, log_every, summary_every, image_summary_every,
+                    checkpoint_every, val_every, stop_on_collapse)
+  out_dir = distribute.write_root(root_dir, strategy_object)  # root_dir on the chief
+  # One trainer per root_dir (provenance.RunLock); nothing is written before this.
+  try:
+    with provenance.RunLock(out_dir):
+      config_text = gin.config_str()
+      changes = (provenance.check_resume(root_dir, config_text, accept_config_changes)
+                 if _has_checkpoints(root_dir) else None)
+      field = task.field
+      inner_opt = (learned_lr.make(inner_lr_mode,
+                                   [v.shape for v in field.trainable_variables],
+                                   inner_steps, inner_optimizer.learning_rate)
+                   or inner_optimizer)
+      schedule = OuterSchedule(outer_learning_rate, num_iterations, outer_warmup_steps,
+                               outer_lr_decay, outer_final_lr_fraction)
+      optimizer = outer_optimizer(schedule)
+      optimizer.build(learned_lr.meta_variables(field, inner_opt))
+      step_var = tf.Variable(0, dtype=tf.int64, name="step")
+      meta_state = checkpoints.meta_state(field, inner_opt)
+      state = dict(optimizer=optimizer, step=step_var, **meta_state)
+      if strategy == "default":  # a distributed run derives its data position instead
+        dataset = task.train_dataset(seed).batch(outer_batch_size, drop_remainder=True)
+        state["iterator"] = iterator = iter(dataset.prefetch(2))
+      ckpt = checkpoints.Checkpointer(
+          layout.checkpoints_dir(out_dir), max_checkpoints,
+          restore_directory=layout.checkpoints_dir(root_dir), **state)
+      start = int(step_var.numpy())
+      # Only now, with the checkpoint restored: a failed rerun leaves config.gin alone.
+      if changes is None or changes:
+        provenance.record_config(out_dir, config_text, start)
+      if ckpt.restored_from:
+        logging.info("Resuming from step %d (%s)", start, ckpt.restored_from)
+      if start >= num_iterations:
+        logging.info("Already trained for %d >= %d iterations.", start, num_iterations)
+        return start
+      if strategy != "default":
+        iterator = distribute.distributed_dataset(
+            strategy_object, lambda: task.train_dataset(seed), outer_batch_size, start)
+      step_fn = _compiled_step(strategy_object, jit_compile, outer.build_step(
+          field, task, optimizer, inner_opt, algorithm, inner_steps, first_order, seed,
+          clip_global_norm))
+      validation = Validation(task, inner_steps, inner_opt, seed, num_val_signals,
+                              CollapseMonitor(collapse_margin_db,
+                                              checkpoints.BestCheckpoint(
+                                                  layout.best_dir(out_dir), meta_state,
+                                                  layout.best_dir(root_dir))))
+      divergence = functools.partial(_divergence, outer_learning_rate=outer_learning_rate,
+                                     inner_optimizer=inner_optimizer,
+                                     inner_lr_mode=inner_lr_mode)
+      writer = tf.summary.create_file_writer(layout.train_dir(out_dir))
+      with writer.as_default(), distribute.watching_peers(strategy_object, root_dir):
+        done = _loop(out_dir, start, cadence, iterator, step_fn, step_var, ckpt,
+                     validation, lambda step: float(schedule(step)), inner_opt,
+                     divergence)
+      writer.flush()
+      return done
+  finally:
+    distribute.release(out_dir, root_dir)
+
+
+def _refuse_unread_bindings():
+  """The task, field and optimizers are built by now: whatever gin has not handed to
+  them was bound for nothing."""
   unread = provenance.unread_bindings(gin.config_str(), gin.operative_config_str())
   # A shipped config's inner/SGD.learning_rate stays bound when a user switches the
   # inner optimizer to Adam, and gin cannot unbind it: a warning, not an error.
@@ -171,51 +240,35 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
     raise ValueError(f"This run never reads {', '.join(unread)}: they belong to another "
                      "task, dataset or field than the one configured. Remove them or "
                      "fix the name.")
-  cadence = Cadence(num_iterations, log_every, summary_every, image_summary_every,
-                    checkpoint_every, val_every, stop_on_collapse)
-  # One trainer per root_dir (provenance.RunLock); nothing is written before this.
-  with provenance.RunLock(root_dir):
-    config_text = gin.config_str()
-    changes = (provenance.check_resume(root_dir, config_text, accept_config_changes)
-               if _has_checkpoints(root_dir) else None)
-    field = task.field
-    inner_opt = (learned_lr.make(inner_lr_mode, [v.shape for v in field.trainable_variables],
-                                 inner_steps, inner_optimizer.learning_rate)
-                 or inner_optimizer)
-    schedule = OuterSchedule(outer_learning_rate, num_iterations, outer_warmup_steps,
-                             outer_lr_decay, outer_final_lr_fraction)
-    optimizer = outer_optimizer(schedule, clip_global_norm)
-    optimizer.build(learned_lr.meta_variables(field, inner_opt))
-    step_var = tf.Variable(0, dtype=tf.int64, name="step")
-    dataset = task.train_dataset(seed).batch(outer_batch_size, drop_remainder=True)
-    iterator = iter(dataset.prefetch(2))
-    meta_state = checkpoints.meta_state(field, inner_opt)
-    ckpt = checkpoints.Checkpointer(
-        layout.checkpoints_dir(root_dir), max_checkpoints, optimizer=optimizer,
-        step=step_var, iterator=iterator, **meta_state)
-    start = int(step_var.numpy())
-    # Only now, with the checkpoint restored: a rerun that fails leaves config.gin alone.
-    if changes is None or changes:
-      provenance.record_config(root_dir, config_text, start)
-    if ckpt.restored_from:
-      logging.info("Resuming from step %d (%s)", start, ckpt.restored_from)
-    if start >= num_iterations:
-      logging.info("Already trained for %d >= %d iterations.", start, num_iterations)
-      return start
-    step_fn = function(outer.build_step(field, task, optimizer, inner_opt, algorithm,
-                                        inner_steps, first_order, seed), jit_compile)
-    validation = Validation(task, inner_steps, inner_opt, seed, num_val_signals,
-                            CollapseMonitor(collapse_margin_db, checkpoints.BestCheckpoint(
-                                layout.best_dir(root_dir), meta_state)))
-    divergence = functools.partial(_divergence, outer_learning_rate=outer_learning_rate,
-                                   inner_optimizer=inner_optimizer,
-                                   inner_lr_mode=inner_lr_mode)
-    writer = tf.summary.create_file_writer(layout.train_dir(root_dir))
-    with writer.as_default():
-      done = _loop(root_dir, start, cadence, iterator, step_fn, step_var, ckpt,
-                   validation, lambda step: float(schedule(step)), inner_opt, divergence)
-    writer.flush()
-    return done
+
+
+def _check_strategy(name, outer_batch_size):
+  """The strategy meta_train runs under: the one `name` says, whose scope the caller
+  entered before the task (and so the field's weights) was built."""
+  if name not in distribute.STRATEGIES:
+    raise ValueError(f"meta_train.strategy must be one of {distribute.STRATEGIES}, got "
+                     f"{name!r}.")
+  if (name != "default") != tf.distribute.has_strategy():
+    raise ValueError(
+        f"meta_train.strategy = {name!r} but meta_train runs under "
+        f"{type(tf.distribute.get_strategy()).__name__}: call it inside "
+        f"`with distribute.get({name!r}).scope():`, as tf-metainit-train does.")
+  strategy = tf.distribute.get_strategy()
+  distribute.check_global_batch(outer_batch_size, strategy)
+  return strategy
+
+
+def _compiled_step(strategy, jit_compile, step):
+  """The outer step as one tf.function; under a strategy, run on every replica (their
+  results agree after the all-reduce, so the first is returned)."""
+  if not tf.distribute.has_strategy():
+    return function(step, jit_compile)
+
+  def replicated(signals, step_index):
+    outputs = strategy.run(step, args=(signals, step_index))
+    return tuple(strategy.experimental_local_results(x)[0] for x in outputs)
+
+  return function(replicated, jit_compile)
 
 
 class Cadence(collections.namedtuple("Cadence", [
@@ -235,8 +288,13 @@ def _loop(root_dir, start, cadence, iterator, step_fn, step_var, ckpt, validatio
   t0, steps_timed = time.time(), 0
   with _stop_requests() as requested:
     for step in range(start, cadence.num_iterations):
-      before, after, grad_norm, finite = step_fn(next(iterator),
-                                                 tf.constant(step, tf.int64))
+      try:
+        before, after, grad_norm, finite = step_fn(next(iterator),
+                                                   tf.constant(step, tf.int64))
+      except tf.errors.OpError as e:
+        if distribute.is_multi_worker(tf.distribute.get_strategy()):
+          raise distribute.worker_lost(e, root_dir) from e
+        raise
       step_var.assign(step + 1)
       steps_timed += 1
       before, after = float(before), float(after)
@@ -286,7 +344,7 @@ _NUMBER_RULES = {
     "summary_every": checks.positive_int, "image_summary_every": checks.positive_int,
     "checkpoint_every": checks.positive_int, "max_checkpoints": checks.positive_int,
     "val_every": checks.non_negative_int, "num_val_signals": checks.positive_int,
-    "collapse_margin_db": checks.non_negative,
+    "collapse_margin_db": checks.non_negative, "cpu_replicas": checks.positive_int,
 }
 
 

@@ -1,5 +1,5 @@
 """What the measured numbers say: the matmul peak, memory against inner steps K, and
-second-order MAML's memory at the paper's scale."""
+second-order MAML's memory and wall time at the paper's scale."""
 
 import numpy as np
 
@@ -92,4 +92,35 @@ def paper_memory_estimates(verdicts):
     gb = per * scale * points * k / 1e9
     rows.append({"config": title, "points": points, "inner_steps": k, "field": kind,
                  "gb": gb, "fits": gb < GPU_MEMORY_GB})
+  return rows
+
+
+# An A100's float32 (non-tensor-core) matmul peak, the reference for the wall-time
+# estimate; the paper's runs took ~40 h (image MAML) on one GPU of its time.
+GPU_FP32_TFLOPS = 19.5
+# (title, measured workload at the paper's size, outer steps of the paper's run,
+#  signals per outer step)
+PAPER_RUNS = (
+    ("Images: MAML, CelebA 178², batch 3, K=2", "maml_so_r178_graph", 150_000, 3),
+    ("CT: Reptile 256², batch 1, K=12", "ct_reptile_r256_graph", 100_000, 1),
+    ("ShapeNet: Reptile, 128 rays x 128 samples, K=32", "nerf_reptile_graph", 100_000, 1),
+)
+
+
+def paper_wall_times(results, peak):
+  """Hours of the paper's runs on 1 and 8 GPUs, from each workload's measured FLOPs per
+  outer step, assuming a GPU reaches the fraction of its peak this CPU reaches of its
+  own. 8 GPUs run 8x the signals per step (the paper's batch per GPU: its batch does
+  not divide over 8), so they see the paper's signals in 1/8 of the steps; the
+  all-reduce of the ~0.2M-0.6M weights is negligible beside the step."""
+  rows = []
+  for title, name, steps, batch in PAPER_RUNS:
+    r = ok(results, name)
+    if r is None or not peak:
+      continue
+    efficiency = r["gflops"] / peak
+    seconds = r["flops"] / 1e9 / (GPU_FP32_TFLOPS * 1e3 * efficiency)
+    rows.append({"run": title, "gflop_per_step": r["flops"] / 1e9, "steps": steps,
+                 "efficiency": efficiency, "hours_1": steps * seconds / 3600,
+                 "hours_8": steps / 8 * seconds / 3600, "batch_8": 8 * batch})
   return rows

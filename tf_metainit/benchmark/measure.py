@@ -103,6 +103,7 @@ BUILDERS = {
     "matmul_shapes": matmul_workloads.build_matmul_shapes,
     "image_meta": meta_workloads.build_image_meta,
     "plain_maml": meta_workloads.build_plain_maml,
+    "replicated_meta": meta_workloads.build_replicated_meta,
     "ct_reptile": meta_workloads.build_ct_reptile,
     "nerf_reptile": meta_workloads.build_nerf_reptile,
     "nerf_render": tto_workloads.build_nerf_render,

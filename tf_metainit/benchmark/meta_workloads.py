@@ -5,6 +5,7 @@ import itertools
 
 import tensorflow as tf
 
+from tf_metainit import distribute
 from tf_metainit import train
 from tf_metainit.benchmark import flops
 from tf_metainit.benchmark import specs
@@ -130,3 +131,30 @@ def build_nerf_reptile(data_dir, rays, samples, inner_steps, data_resolution, ji
       {"algorithm": "reptile", "field": "nerf", "rays": rays, "samples": samples,
        "inner_steps": inner_steps, "data_resolution": data_resolution,
        "points": points})
+
+
+def build_replicated_meta(resolution, batch, inner_steps, replicas, jit):
+  """Second-order MAML under MirroredStrategy over `replicas` logical CPU devices (the
+  split of the outer batch and the all-reduce), as train.py runs it."""
+  strategy = distribute.get("mirrored", cpu_replicas=replicas)  # before TF starts
+  with strategy.scope():
+    task = workloads.image_task(resolution, batch)
+    inner_opt = optimizers.SGD(1e-2)
+    optimizer = train.outer_optimizer(1e-5)
+    optimizer.build(learned_lr.meta_variables(task.field, inner_opt))
+    step = outer.build_step(task.field, task, optimizer, inner_opt, "maml", inner_steps)
+  signals = next(iter(strategy.experimental_distribute_dataset(
+      task.train_dataset(0).batch(batch, drop_remainder=True))))
+  fn = train.function(lambda s, i: [strategy.experimental_local_results(x)[0]
+                                    for x in strategy.run(step, args=(s, i))[:2]], jit)
+  counter = itertools.count()
+  points = batch * resolution ** 2
+  return workloads.Workload(
+      f"MAML (2nd order) outer step over {replicas} logical CPU replica"
+      f"{'s' if replicas > 1 else ''}, {resolution}², global batch {batch}, "
+      f"K={inner_steps}",
+      lambda: workloads.sync(fn(signals, tf.constant(next(counter), tf.int64))),
+      flops.flops(task.field, points, "maml_so", inner_steps),
+      {"algorithm": "maml_so", "field": "siren", "resolution": resolution,
+       "batch": batch, "inner_steps": inner_steps, "points": points,
+       "replicas": replicas})

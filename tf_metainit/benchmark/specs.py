@@ -36,6 +36,11 @@ def workload_specs(quick=False):
                         resolution=r, batch=3, inner_steps=2))
   specs.update(_modes(f"plain_maml_r{goal_res}", "plain", "plain_maml",
                       resolution=goal_res, batch=3, inner_steps=2))
+  # tf.distribute's split and all-reduce: the same global batch on 1 and 2 replicas.
+  for replicas in (1, 2):
+    specs[f"replicas_maml_r{goal_res}_x{replicas}"] = dict(
+        group="replicas", kind="replicated_meta", jit=False, resolution=goal_res,
+        batch=4, inner_steps=2, replicas=replicas)
   specs.update(_modes(f"reptile_r{goal_res}", "reptile", "image_meta",
                       algorithm="reptile", resolution=goal_res, batch=4 if q else 10,
                       inner_steps=2))
@@ -93,8 +98,8 @@ def _pipeline_specs(quick, goal_res):
   return specs
 
 
-GROUPS = ("peak", "maml", "plain", "reptile", "ct", "nerf", "tto", "scaling_k",
-          "scaling_res", "pipeline")
+GROUPS = ("peak", "maml", "plain", "replicas", "reptile", "ct", "nerf", "tto",
+          "scaling_k", "scaling_res", "pipeline")
 
 # Which training workloads consume each pipeline's signals (the fastest one counts).
 PIPELINE_CONSUMERS = {

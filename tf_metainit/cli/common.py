@@ -142,12 +142,13 @@ def run_and_report(fn):
   become one line on stderr and exit status 1 (128 + the signal's number after a
   SIGTERM or Ctrl-C). --debug shows the traceback instead."""
   from tf_metainit import checkpoints  # pylint: disable=g-import-not-at-top
+  from tf_metainit import distribute  # pylint: disable=g-import-not-at-top
   from tf_metainit import train  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     return fn()
   except (ValueError, OSError, tf.errors.OpError, checkpoints.CheckpointError,
-          train.DivergenceError, train.Interrupted) as e:
+          train.DivergenceError, train.Interrupted, distribute.WorkerLost) as e:
     if flags.FLAGS.is_parsed() and "debug" in flags.FLAGS and flags.FLAGS.debug:
       raise
     # gin appends "In call to configurable ..." lines; the message already names

@@ -18,10 +18,14 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   common.check_no_args(argv)
+  from tf_metainit import distribute  # pylint: disable=g-import-not-at-top
   from tf_metainit import evaluate  # pylint: disable=g-import-not-at-top
   common.run_and_report(
       lambda: common.parse_run_config(FLAGS.root_dir, FLAGS.gin_file, FLAGS.gin_bindings))
-  common.run_and_report(lambda: evaluate.evaluate(FLAGS.root_dir, checkpoint=FLAGS.checkpoint))
+  # evaluate.strategy = 'mirrored' needs its logical devices before TensorFlow starts.
+  common.run_and_report(lambda: distribute.from_gin("evaluate"))
+  common.run_and_report(lambda: evaluate.evaluate(FLAGS.root_dir,
+                                                  checkpoint=FLAGS.checkpoint))
 
 
 def run():

@@ -2,6 +2,9 @@ r"""Meta-trains an initialization.
 
   tf-metainit-train --root_dir=/tmp/text --gin_file=image/text_cpu.gin \
       --gin_bindings='meta_train.num_iterations = 100'
+  # on every local GPU (or 2 logical CPUs), or on the workers of TF_CONFIG:
+  tf-metainit-train ... --gin_bindings="meta_train.strategy = 'mirrored'"
+  TF_CONFIG='{...}' tf-metainit-train ... --gin_bindings="meta_train.strategy = 'multi_worker'"
 """
 
 from absl import app
@@ -18,10 +21,15 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   common.check_no_args(argv)
+  from tf_metainit import distribute  # pylint: disable=g-import-not-at-top
   from tf_metainit import train  # pylint: disable=g-import-not-at-top
   common.run_and_report(lambda: common.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings))
-  common.run_and_report(lambda: train.meta_train(
-      FLAGS.root_dir, accept_config_changes=FLAGS.accept_config_changes))
+  # Before anything builds a TF op: logical devices and the worker cluster are fixed
+  # when TensorFlow starts, and the field's weights must be made in the scope.
+  strategy = common.run_and_report(distribute.from_gin)
+  with strategy.scope():
+    common.run_and_report(lambda: train.meta_train(
+        FLAGS.root_dir, accept_config_changes=FLAGS.accept_config_changes))
 
 
 def run():

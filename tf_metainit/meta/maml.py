@@ -49,14 +49,3 @@ def meta_loss_and_grads(task, theta0, signals, seed, inner_steps, inner_optimize
   grads = tape.gradient(meta_loss, list(theta0) + rates)
   before = task.loss(params, *fitted.query)
   return before, after, grads
-
-
-def step(field, task, optimizer, signals, seed, inner_steps, inner_optimizer,
-         first_order=False):
-  """One outer update of theta0 (and of learned inner rates, if any)."""
-  variables = learned_lr.meta_variables(field, inner_optimizer)
-  before, after, grads = meta_loss_and_grads(
-      task, field.trainable_variables, signals, seed, inner_steps, inner_optimizer,
-      first_order)
-  optimizer.apply_gradients(zip(grads, variables))
-  return before, after, tf.linalg.global_norm(grads)

@@ -22,11 +22,3 @@ def reptile_grads(task, theta0, signals, seed, inner_steps, inner_optimizer):
   after = task.loss(fitted.params, *fitted.query)
   grads = [t - tf.reduce_mean(a, 0) for t, a in zip(theta0, fitted.params)]
   return before, after, grads
-
-
-def step(field, task, optimizer, signals, seed, inner_steps, inner_optimizer):
-  variables = field.trainable_variables
-  before, after, grads = reptile_grads(task, variables, signals, seed, inner_steps,
-                                       inner_optimizer)
-  optimizer.apply_gradients(zip(grads, variables))
-  return before, after, tf.linalg.global_norm(grads)
