@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_metainit
+from tf_metainit import checks
 from tf_metainit import files
 from tf_metainit import layout
 from tf_metainit import runs
@@ -383,6 +384,7 @@ def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=No
     raise ValueError("export.task is not set: bind it in gin (export.task = %TASK), or "
                      "run tf-metainit-export on a root_dir written by meta_train.")
   check_export_dir(export_dir, root_dir)
+  checks.optional(checks.non_negative_int, "export.num_steps", num_steps)
   adapt_optimizer, steps = adapt_settings(task, optimizer, num_steps)
   params, learned, path = runs.load_meta_init(task, root_dir, checkpoint)
   test_time = {"optimizer": adapt_optimizer.name,

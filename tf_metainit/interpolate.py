@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
+from tf_metainit import checks
 from tf_metainit import evaluate
 from tf_metainit import figures
 from tf_metainit import files
@@ -66,6 +67,12 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
   """
   if len(signal_indices) != 3:
     raise ValueError(f"interpolate.signal_indices needs 3 indices, got {signal_indices}.")
+  for index in signal_indices:
+    checks.non_negative_int("interpolate.signal_indices", index)
+  for name, steps in (num_steps or {}).items():
+    checks.non_negative_int(f"interpolate.num_steps['{name}']", steps)
+  checks.positive_int("interpolate.subdivisions", subdivisions)
+  checks.positive_int("interpolate.cell", cell)
   optimizer_settings = optimizers.check(dict(optimizer_settings or {}),
                                         "interpolate.optimizer_settings", "")
   output_dir = layout.eval_dir(root_dir, output_dir)

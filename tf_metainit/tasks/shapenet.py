@@ -25,6 +25,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from tf_metainit import checks
 from tf_metainit.data import procedural_shapes
 from tf_metainit.data import shapenet as shapenet_data
 from tf_metainit.fields import functional
@@ -113,13 +114,24 @@ class ShapeNetViews(contract.Task):
     self.settings = tuple(int(s) for s in settings)
     self.default_setting = self.settings[0]
     self.fit_setting = NUM_INPUT_VIEWS  # Matched fits the Meta renders of 25 views.
+    name = lambda arg: f"ShapeNetViews.{arg}"
+    for arg, value in (("resolution", resolution), ("num_views", num_views),
+                       ("rays_per_step", rays_per_step),
+                       ("test_rays_per_step", test_rays_per_step),
+                       ("num_samples", num_samples),
+                       ("render_chunk_points", render_chunk_points)):
+      checks.positive_int(name(arg), value)
+    for arg, value in (("num_train", num_train), ("num_test", num_test),
+                       ("num_eval_views", num_eval_views)):
+      checks.optional(checks.positive_int, name(arg), value)
+    checks.non_negative_int(name("num_val"), num_val)
+    if checks.positive(name("near"), near) >= checks.positive(name("far"), far):
+      raise ValueError(f"ShapeNetViews.near ({near}) must be below ShapeNetViews.far "
+                       f"({far}).")
     self.rays_per_step = int(rays_per_step)
     self.test_rays_per_step = int(test_rays_per_step)
     self.num_samples = int(num_samples)
     self.near, self.far = float(near), float(far)
-    if num_eval_views is not None and int(num_eval_views) < 1:
-      raise ValueError(f"ShapeNetViews.num_eval_views must be >= 1 or None (all held-out "
-                       f"views), got {num_eval_views}.")
     self.num_eval_views = num_eval_views
     self.render_chunk_points = int(render_chunk_points)
     self.in_memory = self.procedural if in_memory is None else bool(in_memory)
