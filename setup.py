@@ -45,6 +45,7 @@ setuptools.setup(
             "tf-metainit-interpolate=tf_metainit.cli.interpolate:run",
             "tf-metainit-export=tf_metainit.cli.export:run",
             "tf-metainit-benchmark=tf_metainit.cli.benchmark:run",
+            "tf-metainit-fit=tf_metainit.cli.fit:run",
         ],
     },
 )

@@ -50,6 +50,7 @@ from tf_metainit import files
 from tf_metainit import layout
 from tf_metainit import runs
 from tf_metainit import train
+from tf_metainit.fields import functional
 from tf_metainit.meta import inner
 from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
@@ -253,6 +254,28 @@ def _is_export(directory):
       return json.load(f).get("format") == FORMAT
   except (OSError, ValueError, AttributeError):
     return False
+
+
+def load(export_dir):
+  """(field, params, manifest, learned inner optimizer or None) of an export of this
+  package, rebuilt from weights.npz and manifest.json alone (nothing is executed)."""
+  if not _is_export(export_dir):
+    raise ExportError(f"{export_dir} is not a tf_metainit export (no {MANIFEST} of "
+                      f"format {FORMAT}); give a folder tf-metainit-export wrote.")
+  with open(os.path.join(export_dir, MANIFEST)) as f:
+    manifest = json.load(f)
+  with np.load(os.path.join(export_dir, manifest["weights"]), allow_pickle=False) as npz:
+    arrays = {k: npz[k] for k in npz.files}
+  field = functional.from_description(manifest["field"], {
+      name: arrays[name] for name in manifest["constants"]})
+  params = []
+  for layer in manifest["layers"]:
+    params += [tf.constant(arrays[layer["kernel"]]), tf.constant(arrays[layer["bias"]])]
+  rates = [arrays[f"inner_lr_{i}"] for i in range(len(arrays))
+           if f"inner_lr_{i}" in arrays]
+  learned = (learned_lr.from_arrays(rates, [p.shape for p in params]) if rates
+             else None)
+  return field, params, manifest, learned
 
 
 def unbatch(finals):

@@ -66,6 +66,7 @@ def register_configurables():
   # pylint: disable=g-import-not-at-top,unused-import
   from tf_metainit import evaluate
   from tf_metainit import export
+  from tf_metainit import fit
   from tf_metainit import interpolate
   from tf_metainit import train
   from tf_metainit.fields import mlp

@@ -35,11 +35,28 @@ def dense(x, kernel, bias):
   return tf.matmul(x, kernel) + bias
 
 
+# {describe()['type']: field class}: each subclass that names its TYPE registers, so an
+# export's manifest rebuilds its field (from_description) with no table to edit.
+TYPES = {}
+
+
 class Field(keras.Model):
   """Base class: subclasses create weights in `__init__` and implement `apply_flat`."""
 
   in_dim: int
   out_dim: int
+  TYPE = None
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    if cls.__dict__.get("TYPE"):
+      TYPES[cls.TYPE] = cls
+
+  @classmethod
+  def arguments_from_description(cls, description, constants):
+    """Constructor arguments that rebuild the field `describe()` described;
+    `constants` are its fixed (non-trainable) arrays by name."""
+    raise NotImplementedError
 
   def apply(self, params, inputs):
     """Evaluates the field at `inputs` (..., in_dim) with weights `params`."""
@@ -84,3 +101,16 @@ def batch_params(params, batch_size):
   """Copies shared params once per signal: (shape) -> (B, shape)."""
   return [tf.broadcast_to(p[None], tf.concat([[batch_size], tf.shape(p)], 0))
           for p in params]
+
+
+def from_description(description, constants):
+  """The field an export's manifest describes, its fixed arrays set from `constants`
+  ({name: array}); its trainable weights are left to the caller."""
+  kind = description.get("type")
+  if kind not in TYPES:
+    raise ValueError(f"Unknown field type {kind!r} in the manifest; this tf_metainit "
+                     f"knows {sorted(TYPES)}.")
+  field = TYPES[kind](**TYPES[kind].arguments_from_description(description, constants))
+  for v in field.non_trainable_variables:
+    v.assign(constants[v.name])
+  return field

@@ -53,13 +53,27 @@ class EncodedMLP(functional.Field):
     return self.output_activation if last else "relu"
 
   def _describe_mlp(self):
-    return {"in_dim": self.in_dim, "out_dim": self.out_dim, "width": self.width,
-            "depth": self.depth, "output_activation": self.output_activation}
+    return {"type": self.TYPE, "in_dim": self.in_dim, "out_dim": self.out_dim,
+            "width": self.width, "depth": self.depth,
+            "output_activation": self.output_activation}
+
+  @classmethod
+  def _mlp_arguments(cls, description):
+    return dict({k: description[k] for k in ("in_dim", "out_dim", "width", "depth")},
+                output=description["output_activation"])
 
 
 @functional.configurable
 class FourierMLP(EncodedMLP):
   """Random Fourier features [sin(xB), cos(xB)], B = sigma N(0,1), then a ReLU MLP."""
+
+  TYPE = "fourier_mlp"
+
+  @classmethod
+  def arguments_from_description(cls, description, constants):
+    return dict(cls._mlp_arguments(description), sigma=description["sigma"],
+                two_pi=description["two_pi"],
+                num_features=int(constants["fourier_matrix"].shape[1]))
 
   def __init__(self, in_dim=2, out_dim=1, num_features=256, sigma=30.0, two_pi=False,
                width=256, depth=5, output="sigmoid", seed=0, name="fourier_mlp"):
@@ -78,7 +92,7 @@ class FourierMLP(EncodedMLP):
     return encodings.fourier_features(x, matrix, self.two_pi)
 
   def describe(self):
-    return dict(self._describe_mlp(), type="fourier_mlp", sigma=self.sigma,
+    return dict(self._describe_mlp(), sigma=self.sigma,
                 two_pi=self.two_pi,
                 formula="h = [sin(x @ B), cos(x @ B)] (times 2*pi first if two_pi); "
                         "h = relu(h @ W_i + b_i) for i < depth-1; "
@@ -91,6 +105,15 @@ class NerfMLP(EncodedMLP):
 
   Outputs raw values (rgb logits, density logit); the renderer applies sigmoid/relu.
   """
+
+  TYPE = "nerf_mlp"
+
+  @classmethod
+  def arguments_from_description(cls, description, constants):
+    del constants
+    return dict(cls._mlp_arguments(description),
+                num_frequencies=description["num_frequencies"],
+                max_log_frequency=description["max_log_frequency"])
 
   def __init__(self, in_dim=3, out_dim=4, num_frequencies=20, max_log_frequency=8.0,
                width=256, depth=6, output="linear", seed=0, name="nerf_mlp"):
@@ -106,7 +129,7 @@ class NerfMLP(EncodedMLP):
     return encodings.positional_encoding(x, tf.constant(self.frequencies))
 
   def describe(self):
-    return dict(self._describe_mlp(), type="nerf_mlp",
+    return dict(self._describe_mlp(),
                 num_frequencies=self.num_frequencies,
                 max_log_frequency=self.max_log_frequency,
                 frequencies=np.asarray(self.frequencies).tolist(),

@@ -18,6 +18,14 @@ from tf_metainit.fields import functional
 class Siren(functional.Field):
   """`depth` linear layers of `width` units; sin(w0 * (Wx + b)) on all but the last."""
 
+  TYPE = "siren"
+
+  @classmethod
+  def arguments_from_description(cls, description, constants):
+    del constants
+    return {k: description[k] for k in ("in_dim", "out_dim", "width", "depth", "w0",
+                                        "output_offset")}
+
   def __init__(self, in_dim=2, out_dim=3, width=256, depth=5, w0=200.0,
                output_offset=0.5, seed=0, name="siren"):
     super().__init__(name=name)
@@ -54,7 +62,7 @@ class Siren(functional.Field):
 
   def describe(self):
     return {
-        "type": "siren", "in_dim": self.in_dim, "out_dim": self.out_dim,
+        "type": self.TYPE, "in_dim": self.in_dim, "out_dim": self.out_dim,
         "width": self.width, "depth": self.depth, "w0": self.w0,
         "output_offset": self.output_offset,
         "formula": "h = sin(w0 * (h @ W_i + b_i)) for i < depth-1; "

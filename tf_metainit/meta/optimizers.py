@@ -78,6 +78,15 @@ class Adam(_Optimizer):
 _CLASSES = {cls.name: cls for cls in (SGD, Adam)}
 
 
+def from_description(description):
+  """The optimizer `describe()` described ({'name': 'sgd', 'learning_rate': ...})."""
+  classes = {cls.name: cls for cls in (SGD, Adam)}
+  arguments = {k: v for k, v in description.items() if k != "name"}
+  if description.get("name") not in classes:
+    raise ValueError(f"Unknown optimizer {description!r}; known: {sorted(classes)}.")
+  return classes[description["name"]](**arguments)
+
+
 def check(value, selector, scope):
   """Returns `value`: an optimizer object, or dicts of them (per init, per setting).
 

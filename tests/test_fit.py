@@ -1,0 +1,121 @@
+"""tf-metainit-fit: a learned init fitted to an image of any size, and exports read
+back into the field they came from.
+
+PSNR before fitting is checked against a numpy forward pass of the exported weights
+(test_export.numpy_field), independent of the package's field code.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import gin
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from test_export import numpy_field
+from tf_metainit import export
+from tf_metainit import fit
+from tf_metainit import train
+from tf_metainit.cli import common
+from tf_metainit.fields import mlp
+from tf_metainit.fields import siren
+from tf_metainit.meta import optimizers
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMALL = (
+    "ImageRegression.resolution = 8", "ImageRegression.num_train = 6",
+    "ImageRegression.num_test = 2", "Siren.width = 16", "Siren.depth = 3",
+    "meta_train.num_iterations = 3", "meta_train.num_val_signals = 2",
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  base = tmp_path_factory.mktemp("fit")
+  gin.clear_config()
+  common.parse_gin(["image/text_cpu.gin"], list(SMALL))
+  train.meta_train(str(base / "run"))
+  gin.clear_config()
+  common.parse_run_config(str(base / "run"), [], [], task_for=("export",))
+  export.export(str(base / "run"), str(base / "export"))
+  gin.clear_config()
+  rng = np.random.default_rng(0)
+  picture = (rng.uniform(0, 1, (11, 7, 3)) * 255).astype(np.uint8)  # not square
+  Image.fromarray(picture).save(base / "photo.png")
+  return base
+
+
+@pytest.mark.parametrize("field", [
+    siren.Siren(width=8, depth=3, w0=30.0),
+    mlp.FourierMLP(num_features=4, sigma=3.0, width=8, depth=2),
+    mlp.NerfMLP(num_frequencies=2, width=8, depth=3)])
+def test_an_export_rebuilds_its_field(tmp_path, field):
+  out = str(tmp_path / "export")
+  export.export_params(field, field.params(), out)
+  loaded, params, _, _ = export.load(out)
+  x = np.random.default_rng(1).uniform(0, 1, (5, field.in_dim)).astype(np.float32)
+  assert type(loaded) is type(field)
+  np.testing.assert_allclose(loaded.apply(params, x), field.apply(field.params(), x),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_fit_from_an_export(trained, tmp_path):
+  init = fit.init_from_export(str(trained / "export"))
+  # The default job's recipe: 2 steps of its meta-learned per-layer, per-step rates.
+  assert init.num_steps == 2 and init.optimizer.describe()["name"] == "learned_sgd"
+  out = tmp_path / "out"
+  result = fit.fit(init, str(trained / "photo.png"), str(out), num_steps=5,
+                   compare=True)
+  image = np.asarray(Image.open(trained / "photo.png"), np.float32) / 255
+  _, apply = numpy_field(str(trained / "export"))
+  rows, cols = np.meshgrid(np.arange(11) / 11, np.arange(7) / 7, indexing="ij")
+  before = apply(np.stack([rows, cols], -1).reshape(-1, 2)).reshape(11, 7, 3)
+  np.testing.assert_allclose(result["psnr"][0],
+                             -10 * np.log10(np.mean((before - image) ** 2)), rtol=1e-4)
+  assert len(result["psnr"]) == 6 and result["psnr"][-1] > result["psnr"][0]
+  assert Image.open(out / "reconstruction.png").size == (7, 11)
+  assert json.loads((out / "fit.json").read_text())["psnr"] == result["psnr"]
+  assert len(result["standard"]["psnr"]) == 6
+  # The fitted field's export renders the reconstruction.
+  field, params, manifest, _ = export.load(str(out / "export"))
+  assert manifest["kind"] == "fitted" and manifest["fit"]["num_steps"] == 5
+  recon = np.asarray(Image.open(out / "reconstruction.png"), np.float32) / 255
+  np.testing.assert_allclose(fit.render(field, params, 11, 7), recon, atol=0.5 / 255 + 1e-6)
+
+
+def test_fit_refuses_what_it_cannot_do(trained, tmp_path):
+  init = fit.init_from_export(str(trained / "export"))
+  foreign = tmp_path / "mine"
+  foreign.mkdir()
+  (foreign / "notes.txt").write_text("keep")
+  with pytest.raises(ValueError, match="not a tf-metainit-fit output"):
+    fit.fit(init, str(trained / "photo.png"), str(foreign))
+  assert (foreign / "notes.txt").read_text() == "keep"
+  nerf = mlp.NerfMLP(num_frequencies=2, width=8, depth=3)
+  export.export_params(nerf, nerf.params(), str(tmp_path / "nerf"))
+  with pytest.raises(ValueError, match="outputs 4 values per point"):
+    fit.fit(fit.init_from_export(str(tmp_path / "nerf")), str(trained / "photo.png"),
+            str(tmp_path / "out"))
+  (tmp_path / "bad.png").write_bytes(b"not a png")
+  with pytest.raises(ValueError, match="Cannot decode image file"):
+    fit.fit(init, str(tmp_path / "bad.png"), str(tmp_path / "out2"))
+
+
+def test_fit_binary_from_a_run_directory(trained, tmp_path):
+  out = tmp_path / "out"
+  result = subprocess.run(
+      [sys.executable, str(REPO / "bin" / "fit.py"), f"--init={trained / 'run'}",
+       f"--image={trained / 'photo.png'}", f"--out_dir={out}", "--steps=3",
+       "--resolution=5", "--compare"], capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES=""))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Learned init: PSNR" in result.stdout and "Standard init" in result.stdout
+  assert Image.open(out / "reconstruction.png").size == (5, 5)
+  saved = json.loads((out / "fit.json").read_text())
+  assert "train/best/ckpt-" in saved["init"]
+  assert saved["optimizer"]["name"] == "learned_sgd" and len(saved["psnr"]) == 4

@@ -1,0 +1,147 @@
+"""A learned init fitted to one of your own signals: an image file of any size.
+
+  Init           a field, its start weights and the test-time optimizer and steps its
+                 run was made for (from a run directory or an export)
+  fit_image      test-time optimisation on every pixel, with the PSNR after each step
+  fit            the tf-metainit-fit job: writes reconstruction.png, fit.json (the
+                 curve) and export/ (the fitted field) into a new folder
+
+The field is resolution-free: the image's pixel (r, c) is at (r / H, c / W), the
+reference's convention, whatever H and W are.
+"""
+
+import collections
+import os
+
+from absl import logging
+import gin
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from tf_metainit import evaluate
+from tf_metainit import export
+from tf_metainit import files
+from tf_metainit import runs
+from tf_metainit.data import image_folder
+from tf_metainit.fields import functional
+from tf_metainit.meta import inner
+from tf_metainit.meta import optimizers
+from tf_metainit.tasks import contract
+from tf_metainit.tasks import image as image_task
+
+Init = collections.namedtuple("Init", ["field", "params", "optimizer", "num_steps",
+                                       "source"])
+RESULT = "fit.json"
+# Table 1's optimizer for the Standard init (seed supplement).
+STANDARD_OPTIMIZER = optimizers.Adam(1e-4)
+
+
+@gin.configurable(denylist=["root_dir", "checkpoint"])
+def init_from_run(root_dir, checkpoint="best", task=gin.REQUIRED):
+  """The Meta init of a run; `task` is the run's (the binary binds it from its
+  config.gin)."""
+  if task is gin.REQUIRED:
+    raise ValueError("init_from_run.task is not set: parse the run's config.gin first "
+                     "(tf-metainit-fit does).")
+  optimizer, num_steps = export.adapt_settings(task)
+  params, learned, path = runs.load_meta_init(task, root_dir, checkpoint)
+  return Init(task.field, params, learned or optimizer, num_steps, path)
+
+
+def init_from_export(export_dir):
+  field, params, manifest, learned = export.load(export_dir)
+  test_time = manifest.get("test_time") or {}
+  optimizer = learned
+  if optimizer is None:
+    adapt = manifest.get("signatures", {}).get("adapt", {}).get("optimizer")
+    description = adapt or {"name": test_time.get("optimizer", "sgd"),
+                            "learning_rate": test_time.get("learning_rate", 1e-2)}
+    optimizer = optimizers.from_description(description)
+  return Init(field, params, optimizer, test_time.get("num_steps"),
+              os.path.abspath(export_dir))
+
+
+def _pixels(field, image):
+  if field.out_dim not in (1, 3):
+    raise ValueError(f"This init's field outputs {field.out_dim} values per point; an "
+                     "image fit needs 1 (gray) or 3 (RGB): it was made for another task "
+                     "(CT, NeRF).")
+  if field.in_dim != 2:
+    raise ValueError(f"This init's field takes {field.in_dim}-D points; an image fit "
+                     "needs 2-D (an image init).")
+  return image.mean(-1, keepdims=True) if field.out_dim == 1 else image
+
+
+def fit_image(field, params, image, optimizer, num_steps):
+  """(fitted params, PSNR before step 0..num_steps) of `params` fitted to `image`
+  (H, W, C) on every pixel."""
+  height, width, channels = image.shape
+  coords = image_task.pixel_grid_tensor(height, width)[None]
+  pixels = tf.constant(np.reshape(image, [1, -1, channels]), tf.float32)
+
+  def loss(params, inputs, targets):
+    return tf.reduce_mean(tf.square(field.apply(params, inputs) - targets), [1, 2])
+
+  @tf.function
+  def run(params):
+    return inner.adapt(loss, params, lambda i: (coords, pixels), num_steps, optimizer,
+                       trace_fn=lambda p: contract.psnr_from_mse(loss(p, coords, pixels)))
+
+  fitted, trace = run(functional.batch_params(params, 1))
+  return [p[0] for p in fitted], trace[:, 0].numpy()
+
+
+def render(field, params, height, width):
+  coords = image_task.pixel_grid_tensor(height, width)
+  out = field.apply(params, coords).numpy().reshape(height, width, field.out_dim)
+  return np.clip(out, 0.0, 1.0)
+
+
+def check_out_dir(out_dir):
+  """A new or empty folder, or an earlier fit's (its fit.json), so nothing else is
+  overwritten."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise ValueError(f"--out_dir={out_dir} is a file; give a folder.")
+  if (os.path.isdir(out_dir) and os.listdir(out_dir)
+      and not os.path.exists(os.path.join(out_dir, RESULT))):
+    raise ValueError(f"--out_dir={out_dir} holds files that are not a tf-metainit-fit "
+                     "output; give a new or empty folder.")
+
+
+def fit(init, image_path, out_dir, num_steps=None, resolution=None, compare=False):
+  """Fits `init` to the image file; writes the outputs; returns the fit.json dict."""
+  check_out_dir(out_dir)
+  num_steps = int(num_steps or init.num_steps or 2)
+  image = _pixels(init.field, image_folder.load_image(image_path))
+  fitted, curve = fit_image(init.field, init.params, image, init.optimizer, num_steps)
+  logging.info("Meta init: PSNR %.2f -> %.2f dB in %d steps", curve[0], curve[-1],
+               num_steps)
+  height, width = ((resolution, resolution) if resolution else image.shape[:2])
+  result = {"image": os.path.abspath(image_path), "init": init.source,
+            "size": list(image.shape[:2]), "num_steps": num_steps,
+            "optimizer": init.optimizer.describe(), "psnr": curve.tolist()}
+  if compare:
+    result["standard"] = _compare(init.field, image, num_steps, curve[-1])
+  os.makedirs(out_dir, exist_ok=True)
+  picture = render(init.field, fitted, height, width)
+  files.save_image(Image.fromarray(np.round(np.squeeze(picture) * 255).astype(np.uint8)),
+                   os.path.join(out_dir, "reconstruction.png"))
+  export.export_params(init.field, fitted, os.path.join(out_dir, "export"),
+                       manifest_extra={"kind": "fitted", "fit": {
+                           k: v for k, v in result.items() if k != "standard"}})
+  files.write_json(os.path.join(out_dir, RESULT), result)
+  return result
+
+
+def _compare(field, image, num_steps, meta_final):
+  """The Standard init (the field's own) fitted with Table 1's Adam: its curve and the
+  steps it needs to reach the Meta init's final PSNR."""
+  standard = functional.from_description(field.describe(), {
+      v.name: v.numpy() for v in field.non_trainable_variables})
+  _, curve = fit_image(standard, standard.params(), image, STANDARD_OPTIMIZER,
+                       num_steps)
+  match = evaluate.steps_to_reach(curve[:, None], np.asarray([meta_final]),
+                                  np.arange(num_steps + 1))[0]
+  return {"optimizer": STANDARD_OPTIMIZER.describe(), "psnr": curve.tolist(),
+          "steps_to_match_meta": None if not np.isfinite(match) else float(match)}
