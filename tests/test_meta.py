@@ -364,3 +364,29 @@ def test_adapt_unrolled_equals_while_loop_and_traces(dtype):
                          num_steps, opt)
   for a, r in zip(alone, ref_params):
     np.testing.assert_allclose(a.numpy()[0], r.numpy()[1], rtol=1e-5, atol=1e-7)
+
+
+def test_switch_runs_sgd_then_adam_from_adams_own_first_step():
+  """Two SGD steps, then Adam whose first step moves each weight by its rate times
+  sign(g) (bias-corrected moments at its own step 0), checked by hand."""
+  field = _tiny_siren()
+  task = TinyTask(field, tf.float64)
+  theta0 = [tf.constant(np.asarray(v), tf.float64) for v in field.trainable_variables]
+  signals = _signals(num_signals=1)
+  switch = optimizers.Switch(optimizers.SGD(0.1), optimizers.Adam(1e-3), at=2)
+  params = [t[None] for t in theta0]
+  adapted, _ = inner.adapt(task.loss, params,
+                           lambda i: task.inner_batch(task.observe(signals, None), i, None),
+                           3, switch, unroll=True)
+  after_sgd = _sgd_adapt(theta0, task.coords, signals["values"][0].astype(np.float64),
+                         2, 0.1)
+  obs = task.observe(signals, None)
+  with tf.GradientTape() as tape:
+    p = [tf.constant(a.numpy())[None] for a in after_sgd]
+    tape.watch(p)
+    loss = tf.reduce_sum(task.loss(p, *task.inner_batch(obs, tf.constant(2), None)))
+  grads = tape.gradient(loss, p)
+  for a, s, g in zip(adapted, after_sgd, grads):
+    g = g.numpy()[0]
+    expected = s.numpy() - 1e-3 * g / (np.abs(g) + 1e-8)
+    np.testing.assert_allclose(a.numpy()[0], expected, rtol=1e-6, atol=1e-12)

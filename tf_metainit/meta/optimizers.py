@@ -78,6 +78,40 @@ class Adam(_Optimizer):
 _CLASSES = {cls.name: cls for cls in (SGD, Adam)}
 
 
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class Switch(_Optimizer):
+  """`first` for the first `at` steps, then `second` from its own step 0: e.g. a Meta
+  init's own SGD steps, then Adam for a long fit (tf-metainit-fit's default)."""
+  first: object = None
+  second: object = None
+  at: int = 2
+  name = "switch"
+
+  def __post_init__(self):
+    checks.non_negative_int("Switch.at", self.at)
+
+  def describe(self):
+    return {"name": self.name, "first": self.first.describe(),
+            "second": self.second.describe(), "at": self.at}
+
+  def init(self, params):
+    return (self.first.init(params), self.second.init(params))
+
+  def update(self, grads, state, params, step):
+    first_state, second_state = state
+
+    def first():
+      new, state = self.first.update(grads, first_state, params, step)
+      return new, (state, second_state)
+
+    def second():
+      new, state = self.second.update(grads, second_state, params, step - self.at)
+      return new, (first_state, state)
+
+    return tf.cond(step < self.at, first, second)
+
+
 def from_description(description):
   """The optimizer `describe()` described ({'name': 'sgd', 'learning_rate': ...})."""
   classes = {cls.name: cls for cls in (SGD, Adam)}
