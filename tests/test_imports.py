@@ -1,9 +1,10 @@
 """The package's import graph: no cycles, and no module imports a higher layer.
 
 Layers, bottom to top; a module may import modules of its own layer or below:
-  base   tf_metainit itself (the version), checks (gin-bound numbers), files (atomic
-         writes), layout (a run directory's paths), figures, fields/, physics/, data/:
-         coordinate networks, forward models and datasets know of no task
+  base   tf_metainit itself (the version), checks (gin-bound numbers), distribute
+         (tf.distribute strategies), files (atomic writes), layout (a run directory's
+         paths), figures, fields/, physics/, data/: coordinate networks, forward models
+         and datasets know of no task
   tasks  tasks/: signals, observations, losses and renders on top of those
   meta   meta/: inner loops, MAML, Reptile and inits, written against the Task seam
   runs   checkpoints, runs, provenance: a meta-training run's files, the meta init in
@@ -23,9 +24,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
 
 # Module-name prefixes, bottom layer first.
 LAYERS = (
-    ("base", ("tf_metainit", "tf_metainit.checks", "tf_metainit.files",
-              "tf_metainit.layout", "tf_metainit.figures", "tf_metainit.fields", "tf_metainit.physics",
-              "tf_metainit.data")),
+    ("base", ("tf_metainit", "tf_metainit.checks", "tf_metainit.distribute",
+              "tf_metainit.files", "tf_metainit.layout", "tf_metainit.figures",
+              "tf_metainit.fields", "tf_metainit.physics", "tf_metainit.data")),
     ("tasks", ("tf_metainit.tasks",)),
     ("meta", ("tf_metainit.meta",)),
     ("runs", ("tf_metainit.checkpoints", "tf_metainit.runs", "tf_metainit.provenance")),

@@ -31,6 +31,9 @@ from absl import logging
 import gin
 import tensorflow as tf
 
+from tf_metainit import checks
+from tf_metainit import layout
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # A collective that waits longer than this for a lost worker fails, so the survivors
 # exit with an error instead of hanging.
@@ -42,11 +45,15 @@ PEER_PROBE_SECONDS, PEER_MISSES = 2.0, 3
 _created = {}
 
 
-def get(name, cpu_replicas=2):
-  """The process's strategy `name`, created on first use."""
+def check_name(name):
   if name not in STRATEGIES:
     raise ValueError(f"meta_train.strategy must be one of {STRATEGIES}, got {name!r}.")
-  if name not in _created:
+  return name
+
+
+def get(name, cpu_replicas=2):
+  """The process's strategy `name`, created on first use."""
+  if check_name(name) not in _created:
     _created[name] = _make(name, cpu_replicas)
   return _created[name]
 
@@ -82,9 +89,7 @@ def _mirrored_devices(cpu_replicas):
   gpus = tf.config.list_physical_devices("GPU")
   if gpus:
     return [f"/gpu:{i}" for i in range(len(gpus))]
-  if not isinstance(cpu_replicas, int) or cpu_replicas < 1:
-    raise ValueError(f"meta_train.cpu_replicas must be a positive integer, got "
-                     f"{cpu_replicas!r}.")
+  checks.positive_int("meta_train.cpu_replicas", cpu_replicas)
   cpu = tf.config.list_physical_devices("CPU")[0]
   try:
     tf.config.set_logical_device_configuration(
@@ -120,10 +125,6 @@ def check_tf_config(text):
     raise ValueError(f"TF_CONFIG task must be {{'type': 'worker', 'index': i}} with 0 <= "
                      f"i < {len(workers)}, got {task!r}: {fix}.")
   return config
-
-
-def is_multi_worker(strategy):
-  return bool(_peer_addresses(strategy))
 
 
 def is_chief(strategy):
@@ -182,7 +183,7 @@ class WorkerLost(RuntimeError):
 
 def _relaunch(root_dir):
   return ("Relaunch every worker with the same command: training resumes from the "
-          f"last checkpoint in {root_dir}/train/checkpoints.")
+          f"last checkpoint in {layout.checkpoints_dir(root_dir)}.")
 
 
 def worker_lost(error, root_dir):
@@ -197,7 +198,8 @@ def worker_lost(error, root_dir):
 @contextlib.contextmanager
 def watching_peers(strategy, root_dir):
   """While training, probes the other workers of a multi-worker run; if one is gone,
-  prints one line saying so and how to resume, and ends this worker (exit 1)."""
+  prints one line saying so and how to resume, and ends this worker (exit 1). A
+  collective that fails first is raised as WorkerLost, saying the same."""
   peers = _peer_addresses(strategy)
   stop = threading.Event()
 
@@ -218,6 +220,10 @@ def watching_peers(strategy, root_dir):
     thread.start()
   try:
     yield
+  except tf.errors.OpError as e:
+    if peers:
+      raise worker_lost(e, root_dir) from e
+    raise
   finally:
     stop.set()
 

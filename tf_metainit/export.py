@@ -48,6 +48,7 @@ import tf_metainit
 from tf_metainit import checks
 from tf_metainit import files
 from tf_metainit import layout
+from tf_metainit import provenance
 from tf_metainit import runs
 from tf_metainit import train
 from tf_metainit.fields import functional
@@ -235,17 +236,14 @@ def check_export_dir(export_dir, root_dir=None):
   a previous export of this package, or (with `root_dir`) a path inside or above the
   run, whose checkpoints the swap would delete."""
   target = os.path.realpath(export_dir)
-  if os.path.exists(target) and not os.path.isdir(target):
-    raise ExportError(f"--export_dir={export_dir} is a file; give a directory path "
-                      "(it is created).")
   if root_dir is not None:
     run = os.path.realpath(root_dir)
     if os.path.commonpath([target, run]) in (target, run):
       raise ExportError(f"--export_dir={export_dir} is inside or above the run "
                         f"{root_dir}; export outside it (e.g. {run}_export).")
-  if os.path.isdir(target) and os.listdir(target) and not _is_export(target):
-    raise ExportError(f"--export_dir={export_dir} holds files that are not a "
-                      "tf_metainit export; give a new or empty directory.")
+  problem = files.target_dir_problem(target, _is_export, "a tf_metainit export")
+  if problem:
+    raise ExportError(f"--export_dir={export_dir} {problem}")
 
 
 def _is_export(directory):
@@ -416,10 +414,8 @@ def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=No
     adapt_optimizer = learned
     test_time = dict(learned.describe(), num_steps=steps)
   config_path = layout.config_path(root_dir)
-  config_text = None
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      config_text = f.read()
+  config_text = (provenance.read_config(config_path) if os.path.exists(config_path)
+                 else None)
   extra = {
       "kind": "meta_init",
       "source": {"root_dir": os.path.abspath(root_dir),

@@ -59,6 +59,17 @@ def save_figure(figure, path):
 # --- directories -----------------------------------------------------------------------
 
 
+def target_dir_problem(path, owned, what):
+  """Why a command may not write its outputs into `path`, or None: it is a file, or a
+  folder holding anything but what `owned(path)` recognises as its own earlier output
+  (`what` names it). New and empty folders are fine."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    return "is a file; give a directory path (it is created)."
+  if os.path.isdir(path) and os.listdir(path) and not owned(path):
+    return f"holds files that are not {what}; give a new or empty directory."
+  return None
+
+
 def pid_alive(pid):
   """Whether process `pid` runs, so a temp named after it is not a dead writer's."""
   try:

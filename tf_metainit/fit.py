@@ -101,12 +101,11 @@ def render(field, params, height, width):
 def check_out_dir(out_dir):
   """A new or empty folder, or an earlier fit's (its fit.json), so nothing else is
   overwritten."""
-  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise ValueError(f"--out_dir={out_dir} is a file; give a folder.")
-  if (os.path.isdir(out_dir) and os.listdir(out_dir)
-      and not os.path.exists(os.path.join(out_dir, RESULT))):
-    raise ValueError(f"--out_dir={out_dir} holds files that are not a tf-metainit-fit "
-                     "output; give a new or empty folder.")
+  problem = files.target_dir_problem(
+      out_dir, lambda d: os.path.exists(os.path.join(d, RESULT)),
+      "a tf-metainit-fit output")
+  if problem:
+    raise ValueError(f"--out_dir={out_dir} {problem}")
 
 
 def fit(init, image_path, out_dir, num_steps=None, resolution=None, compare=False):

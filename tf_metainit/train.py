@@ -202,9 +202,10 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
       if strategy != "default":
         iterator = distribute.distributed_dataset(
             strategy_object, lambda: task.train_dataset(seed), outer_batch_size, start)
-      step_fn = _compiled_step(strategy_object, jit_compile, outer.build_step(
-          field, task, optimizer, inner_opt, algorithm, inner_steps, first_order, seed,
-          clip_global_norm))
+      step_fn = compiled_step(
+          outer.build_step(field, task, optimizer, inner_opt, algorithm, inner_steps,
+                           first_order, seed, clip_global_norm), jit_compile,
+          strategy_object if strategy != "default" else None)
       validation = Validation(task, inner_steps, inner_opt, seed, num_val_signals,
                               CollapseMonitor(collapse_margin_db,
                                               checkpoints.BestCheckpoint(
@@ -245,10 +246,7 @@ def _refuse_unread_bindings():
 def _check_strategy(name, outer_batch_size):
   """The strategy meta_train runs under: the one `name` says, whose scope the caller
   entered before the task (and so the field's weights) was built."""
-  if name not in distribute.STRATEGIES:
-    raise ValueError(f"meta_train.strategy must be one of {distribute.STRATEGIES}, got "
-                     f"{name!r}.")
-  if (name != "default") != tf.distribute.has_strategy():
+  if (distribute.check_name(name) != "default") != tf.distribute.has_strategy():
     raise ValueError(
         f"meta_train.strategy = {name!r} but meta_train runs under "
         f"{type(tf.distribute.get_strategy()).__name__}: call it inside "
@@ -258,10 +256,10 @@ def _check_strategy(name, outer_batch_size):
   return strategy
 
 
-def _compiled_step(strategy, jit_compile, step):
-  """The outer step as one tf.function; under a strategy, run on every replica (their
+def compiled_step(step, jit_compile, strategy=None):
+  """The outer step as one tf.function; with a strategy, run on every replica (their
   results agree after the all-reduce, so the first is returned)."""
-  if not tf.distribute.has_strategy():
+  if strategy is None:
     return function(step, jit_compile)
 
   def replicated(signals, step_index):
@@ -288,13 +286,8 @@ def _loop(root_dir, start, cadence, iterator, step_fn, step_var, ckpt, validatio
   t0, steps_timed = time.time(), 0
   with _stop_requests() as requested:
     for step in range(start, cadence.num_iterations):
-      try:
-        before, after, grad_norm, finite = step_fn(next(iterator),
-                                                   tf.constant(step, tf.int64))
-      except tf.errors.OpError as e:
-        if distribute.is_multi_worker(tf.distribute.get_strategy()):
-          raise distribute.worker_lost(e, root_dir) from e
-        raise
+      before, after, grad_norm, finite = step_fn(next(iterator),
+                                                 tf.constant(step, tf.int64))
       step_var.assign(step + 1)
       steps_timed += 1
       before, after = float(before), float(after)

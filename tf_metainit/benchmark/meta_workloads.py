@@ -145,8 +145,7 @@ def build_replicated_meta(resolution, batch, inner_steps, replicas, jit):
     step = outer.build_step(task.field, task, optimizer, inner_opt, "maml", inner_steps)
   signals = next(iter(strategy.experimental_distribute_dataset(
       task.train_dataset(0).batch(batch, drop_remainder=True))))
-  fn = train.function(lambda s, i: [strategy.experimental_local_results(x)[0]
-                                    for x in strategy.run(step, args=(s, i))[:2]], jit)
+  fn = train.compiled_step(step, jit, strategy)
   counter = itertools.count()
   points = batch * resolution ** 2
   return workloads.Workload(
