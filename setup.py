@@ -43,6 +43,7 @@ setuptools.setup(
             "tf-metainit-train=tf_metainit.cli.meta_train:run",
             "tf-metainit-evaluate=tf_metainit.cli.evaluate:run",
             "tf-metainit-interpolate=tf_metainit.cli.interpolate:run",
+            "tf-metainit-appearance=tf_metainit.cli.appearance:run",
             "tf-metainit-export=tf_metainit.cli.export:run",
             "tf-metainit-benchmark=tf_metainit.cli.benchmark:run",
             "tf-metainit-fit=tf_metainit.cli.fit:run",

@@ -50,6 +50,13 @@ def save_image(image, path):
     image.save(f, format="PNG")
 
 
+def save_gif(frames, path, milliseconds=120):
+  """Saves PIL images as a looping animated GIF."""
+  with _replacing(path, "wb") as f:
+    frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:],
+                   duration=milliseconds, loop=0)
+
+
 def save_figure(figure, path):
   """Saves a matplotlib figure as PNG."""
   with _replacing(path, "wb") as f:

@@ -391,7 +391,7 @@ class Validation:
 
   def __init__(self, task, inner_steps, inner_opt, seed, num_signals, monitor):
     self.task, self.inner_steps, self.monitor = task, inner_steps, monitor
-    self.signals = contract.take(task.test_signals(), slice(0, num_signals))
+    self.signals = contract.take(task.validation_signals(), slice(0, num_signals))
 
     def adapted(signals):
       params = functional.batch_params(task.field.params(),

@@ -14,8 +14,8 @@ leading signal batch dimension B, and `params` are per-signal (B, ...) weight li
   metrics(params, signals)          -> {'psnr': (B,), ...} on the full held-out signal
   render(params, signals)           -> (B, H, W, C) pictures for summaries and grids
 
-Optional hooks have working defaults: display (targets_for_display,
-inputs_for_display), the Mean and Matched baselines (mean_signals, output_as_signal)
+Optional hooks have working defaults: validation_signals (the test signals),
+display (targets_for_display, inputs_for_display), the Mean and Matched baselines (mean_signals, output_as_signal)
 and export (describe, export_signatures).
 """
 
@@ -97,6 +97,10 @@ class Task:
     sinograms)."""
     del signals, setting
     return None
+
+  def validation_signals(self):
+    """Held-out signals that monitor meta-training; default: the test signals."""
+    return self.test_signals()
 
   def mean_signals(self):
     """The training set's mean signal, shaped like one element of test_signals."""

@@ -6,6 +6,7 @@ TASK_MODULES = (
     "tf_metainit.tasks.image",
     "tf_metainit.tasks.ct",
     "tf_metainit.tasks.shapenet",
+    "tf_metainit.tasks.phototourism",
 )
 
 

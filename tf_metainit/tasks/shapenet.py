@@ -33,6 +33,7 @@ from tf_metainit.fields import mlp
 from tf_metainit.physics import rays
 from tf_metainit.physics import volume
 from tf_metainit.tasks import contract
+from tf_metainit.tasks import nerf
 
 # Frames [0, 25) may be observed; [25, 50) are held out (reference np.split at 25).
 NUM_INPUT_VIEWS = shapenet_data.NUM_TRAIN_VIEWS
@@ -136,10 +137,9 @@ class ShapeNetViews(contract.Task):
     self.render_chunk_points = int(render_chunk_points)
     self.in_memory = self.procedural if in_memory is None else bool(in_memory)
     self.field = field()
-    if self.field.in_dim != 3 or self.field.out_dim != 4:
-      raise ValueError(
-          f"ShapeNet fields map 3-D points to (r, g, b, sigma) logits; the field has "
-          f"in_dim {self.field.in_dim} and out_dim {self.field.out_dim} (use NerfMLP).")
+    self.renderer = nerf.Renderer(self.field, self.num_samples,
+                                  volume.SHAPENET_LAST_DELTA, white_background=True,
+                                  chunk_points=self.render_chunk_points)
     self._train = None
     self._test = None
     # Eager callers (grids, the Matched target) would run the chunk loop op by op.
@@ -218,8 +218,9 @@ class ShapeNetViews(contract.Task):
     else:
       images, c2w = images[:, :num], c2w[:, :num]
     origins, directions = self._rays(c2w, signals["focal"])
-    return {"origins": _flatten_rays(origins), "directions": _flatten_rays(directions),
-            "colours": _flatten_rays(images),
+    return {"origins": nerf.flatten_rays(origins),
+            "directions": nerf.flatten_rays(directions),
+            "colours": nerf.flatten_rays(images),
             # A Python int: observations never cross a tf.function boundary.
             "rays_per_step": self.rays_per_step if training else self.test_rays_per_step}
 
@@ -232,14 +233,12 @@ class ShapeNetViews(contract.Task):
         minval=0, maxval=shape[1], dtype=tf.int32)
     origins = tf.gather(observations["origins"], index, batch_dims=1)
     directions = tf.gather(observations["directions"], index, batch_dims=1)
-    z_vals, points = rays.sample_along_rays(
-        origins, directions, self.near, self.far, self.num_samples, randomized=True,
-        seed=contract.stateless_seed(seed, step, 2))
-    return ({"points": points, "z_vals": z_vals},
-            tf.gather(colours, index, batch_dims=1))
+    inputs = self.renderer.sample(origins, directions, self.near, self.far,
+                                  contract.stateless_seed(seed, step, 2))
+    return inputs, tf.gather(colours, index, batch_dims=1)
 
   def loss(self, params, inputs, targets):
-    pred = self._composite(params, inputs["points"], inputs["z_vals"])
+    pred = self.renderer.composite(params, inputs["points"], inputs["z_vals"])
     return tf.reduce_mean(tf.square(pred - targets), axis=[1, 2])
 
   def metrics(self, params, signals):
@@ -290,13 +289,6 @@ class ShapeNetViews(contract.Task):
     focal = tf.convert_to_tensor(focal)[:, None]
     return rays.camera_rays(c2w, focal, self.resolution, self.resolution)
 
-  def _composite(self, params, points, z_vals):
-    raw = self.field.apply(params, points)
-    rendered = volume.volume_render(
-        tf.sigmoid(raw[..., :3]), tf.nn.relu(raw[..., 3]), z_vals,
-        last_delta=volume.SHAPENET_LAST_DELTA, white_background=True)
-    return rendered["rgb"]
-
   def _held_out(self, signals):
     end = None if self.num_eval_views is None else (
         NUM_INPUT_VIEWS + int(self.num_eval_views))
@@ -308,41 +300,10 @@ class ShapeNetViews(contract.Task):
     """Full images (B, V, H, W, 3) with evenly spaced samples, clipped to [0, 1]."""
     origins, directions = self._rays(c2w, focal)
     shape = tf.shape(origins)
-    colours = self._render_rays(params, _flatten_rays(origins),
-                                _flatten_rays(directions))
+    colours = self.renderer.render_rays(params, nerf.flatten_rays(origins),
+                                        nerf.flatten_rays(directions), self.near,
+                                        self.far)
     return tf.clip_by_value(tf.reshape(colours, shape), 0.0, 1.0)
-
-  def _render_rays(self, params, origins, directions):
-    """(B, R, 3) rays with per-signal params -> (B, R, 3) colours.
-
-    Each signal's rays are cut into chunks and all (signal, chunk) pairs rendered in
-    turn by one map_fn, so at most render_chunk_points points are in flight whatever
-    B and R are, and the graph holds the field once (cheap to trace inside the
-    evaluation's while_loop).
-    """
-    chunk = max(1, self.render_chunk_points // self.num_samples)
-    params = [tf.convert_to_tensor(p) for p in params]
-    shape = tf.shape(origins)
-    num_chunks = (shape[1] + chunk - 1) // chunk
-    # Zero-padded rays sample the origin only; their colours are dropped below.
-    padding = [[0, 0], [0, num_chunks * chunk - shape[1]], [0, 0]]
-
-    def chunked(x):
-      return tf.reshape(tf.pad(x, padding), [-1, chunk, 3])
-
-    signal = tf.repeat(tf.range(shape[0]), num_chunks)
-
-    def render_chunk(elems):
-      index, chunk_origins, chunk_directions = elems
-      z_vals, points = rays.sample_along_rays(
-          chunk_origins, chunk_directions, self.near, self.far, self.num_samples,
-          randomized=False)
-      return self._composite([tf.gather(p, index) for p in params], points, z_vals)
-
-    colours = tf.map_fn(render_chunk, (signal, chunked(origins), chunked(directions)),
-                        fn_output_signature=tf.TensorSpec([chunk, 3], tf.float32),
-                        parallel_iterations=1)
-    return tf.reshape(colours, [shape[0], -1, 3])[:, :shape[1]]
 
 
 def _check_view_count(num_views):
@@ -351,11 +312,6 @@ def _check_view_count(num_views):
     raise ValueError(f"ShapeNet observes 1 to {NUM_INPUT_VIEWS} views (frames 0-24; "
                      f"25+ are held out), got {num_views}.")
   return num_views
-
-
-def _flatten_rays(x):
-  """(B, V, H, W, C) -> (B, V*H*W, C)."""
-  return tf.reshape(x, tf.concat([tf.shape(x)[:1], [-1], tf.shape(x)[-1:]], 0))
 
 
 def _arrays(split):
