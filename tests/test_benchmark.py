@@ -130,3 +130,13 @@ def test_markdown_goals_and_memory_tables():
   assert verdicts["maml_so"]["slope_mb_per_step"] == pytest.approx(100.0)
   assert verdicts["maml_so"]["linear"] and verdicts["reptile"]["flat"]
   assert verdicts["maml_fo"]["flat"]
+
+
+def test_quick_phototourism_workloads_count_their_rays():
+  step = measure.run_one("landmark_reptile_graph", quick=True, repeats=1, warmup=0)
+  assert step["flops"] == flops.flops(mlp.NerfMLP(), 16 * 32, "reptile", 4)
+  render = measure.run_one("landmark_render_graph", quick=True, repeats=1, warmup=0)
+  # A 16-px photo is 16 x 12 or 16 x 11 (3:2) or 16 x 9 (16:9) pixels.
+  assert render["per_call"]["rays"] in (16 * 12, 16 * 11, 16 * 9)
+  assert render["flops"] == flops.flops(mlp.NerfMLP(), render["per_call"]["rays"] * 32,
+                                        "forward")

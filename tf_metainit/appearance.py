@@ -42,8 +42,8 @@ def corner_weights(u, v):
 def mix(init, corners, weights):
   """sum_k weights[k] * params_k over (init, *corners), layer by layer."""
   fields = [init] + list(corners)
-  return [sum(w * np.asarray(f[i]) for w, f in zip(weights, fields))
-          for i in range(len(init))]
+  return [sum(float(w) * np.asarray(f[i]) for w, f in zip(weights, fields)).astype(
+      np.float32) for i in range(len(init))]
 
 
 def camera_path(c2w, frames_per_segment):
@@ -166,7 +166,9 @@ def appearance(root_dir, task=gin.REQUIRED, photo_index=0, corner_indices=(0, 1,
   report = {"photo_index": photo_index, "corner_indices": list(corner_indices),
             "camera_indices": list(camera_indices), "num_steps": num_steps,
             "optimizer": optimizer.describe(), "setting": FIT_SETTING,
-            "fit_right_half_psnr": dict(zip(map(str, fit_rows),
-                                            trace[-1].astype(float).tolist()))}
+            # The whole photo was fitted: its right half is not held out here.
+            "fitted_right_half_psnr": {
+                "transfer": float(trace[-1][0]),
+                "corners": trace[-1][1:].astype(float).tolist()}}
   files.write_json(os.path.join(output_dir, "appearance.json"), report)
   return report

@@ -107,6 +107,8 @@ BUILDERS = {
     "ct_reptile": meta_workloads.build_ct_reptile,
     "nerf_reptile": meta_workloads.build_nerf_reptile,
     "nerf_render": tto_workloads.build_nerf_render,
+    "landmark_reptile": meta_workloads.build_landmark_reptile,
+    "landmark_render": tto_workloads.build_landmark_render,
     "tto": tto_workloads.build_tto,
 }
 

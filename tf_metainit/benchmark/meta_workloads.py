@@ -133,6 +133,20 @@ def build_nerf_reptile(data_dir, rays, samples, inner_steps, data_resolution, ji
        "points": points})
 
 
+@workloads.nerf_data_dir
+def build_landmark_reptile(data_dir, rays, samples, inner_steps, long_side, jit):
+  task = workloads.landmark_task(data_dir, long_side, rays=rays, samples=samples)
+  signals = _first_batch(task, 1)
+  call = _outer_step(task, "reptile", inner_steps, 1.0, 5e-4, signals, jit)
+  points = rays * samples
+  return workloads.Workload(
+      f"Phototourism Reptile outer step, NeRF MLP 6x256, {inner_steps} steps x {rays} "
+      f"rays x {samples} samples", call,
+      flops.flops(task.field, points, "reptile", inner_steps),
+      {"algorithm": "reptile", "field": "nerf", "rays": rays, "samples": samples,
+       "inner_steps": inner_steps, "long_side": long_side, "points": points})
+
+
 def build_replicated_meta(resolution, batch, inner_steps, replicas, jit):
   """Second-order MAML under MirroredStrategy over `replicas` logical CPU devices (the
   split of the outer batch and the all-reduce), as train.py runs it."""

@@ -111,7 +111,7 @@ def _nerf(results, peak):
   steps = [n for n in names if "render" not in n]
   renders = [n for n in names if "render" in n]
   rays_per_s = ("rays/s", lambda r: r["per_call"]["rays"] / r["median_s"])
-  return (["## NeRF (ShapeNet)", ""] + _workload_rows(results, steps, peak) + [""]
+  return (["## NeRF (ShapeNet and Phototourism)", ""] + _workload_rows(results, steps, peak) + [""]
           + _workload_rows(results, renders, peak, rays_per_s) + [""])
 
 

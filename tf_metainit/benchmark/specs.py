@@ -52,6 +52,12 @@ def workload_specs(quick=False):
                       samples=32 if q else 128, inner_steps=4 if q else 32, **nerf))
   specs.update(_modes("nerf_render", "nerf", "nerf_render", samples=32 if q else 128,
                       **nerf))
+  # Phototourism at the paper's step (64 steps x 64 rays x 128 samples), 64-px photos.
+  specs.update(_modes("landmark_reptile", "nerf", "landmark_reptile",
+                      rays=16 if q else 64, samples=32 if q else 128,
+                      inner_steps=4 if q else 64, long_side=16 if q else 64))
+  specs.update(_modes("landmark_render", "nerf", "landmark_render",
+                      samples=32 if q else 128, long_side=16 if q else 64))
   # Steps per call: about a second of work each on the 2-core CPU.
   specs.update(_modes(f"tto_siren_r{goal_res}", "tto", "tto", field="siren",
                       resolution=goal_res, steps=5 if q else 50))

@@ -27,6 +27,24 @@ def build_nerf_render(data_dir, samples, data_resolution, jit):
 
 
 @workloads.nerf_data_dir
+def build_landmark_render(data_dir, samples, long_side, jit):
+  """One whole held-out photo (per-photo bounds, black background), as the evaluation
+  renders the right halves and the figures whole views."""
+  task = workloads.landmark_task(data_dir, long_side, samples=samples)
+  signals = {k: tf.constant(v) for k, v in task.test_signals().items()}
+  params = functional.batch_params(task.field.params(), 1)
+  fn = train.function(task.render, jit)
+  rays = int(signals["counts"].numpy().sum())
+  points = rays * samples
+  return workloads.Workload(
+      f"Phototourism render of one {long_side}-px photo ({rays} rays), {samples} "
+      "samples per ray", lambda: workloads.sync(fn(params, signals)),
+      flops.flops(task.field, points, "forward"),
+      {"field": "nerf", "rays": rays, "samples": samples, "points": points},
+      per_call={"rays": rays})
+
+
+@workloads.nerf_data_dir
 def _tto_nerf_task(data_dir, rays, samples, data_resolution):
   task = workloads.shapenet_task(data_dir, data_resolution, test_rays=rays,
                                  samples=samples)

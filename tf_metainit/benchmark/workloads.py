@@ -6,6 +6,7 @@ results are computed.
 
 import dataclasses
 import functools
+import os
 import shutil
 import tempfile
 
@@ -15,6 +16,7 @@ from tf_metainit.fields import mlp
 from tf_metainit.fields import siren
 from tf_metainit.tasks import ct
 from tf_metainit.tasks import image
+from tf_metainit.tasks import phototourism
 from tf_metainit.tasks import shapenet
 
 
@@ -57,8 +59,18 @@ def shapenet_task(data_dir, data_resolution, num_train=1, rays=128, test_rays=64
       render_chunk_points=min(2 ** 17, data_resolution ** 2 * samples))
 
 
+def landmark_task(data_dir, long_side, rays=64, samples=128):
+  """The procedural landmark with the fewest photos a split allows (26: one to train)."""
+  return phototourism.Phototourism(
+      scene="procedural", scene_dir=os.path.join(data_dir, "landmark"), num_photos=26,
+      long_side=long_side, num_test=1, num_val=1, rays_per_step=rays,
+      num_samples=samples, field=mlp.NerfMLP,
+      render_chunk_points=min(2 ** 17, long_side ** 2 * samples))
+
+
 def nerf_data_dir(builder):
-  """Runs builder(data_dir) with procedural ShapeNet data in a temporary folder."""
+  """Runs builder(data_dir) with procedural NeRF data (ShapeNet objects or the
+  landmark) in a temporary folder."""
   @functools.wraps(builder)
   def wrapped(**kwargs):
     data_dir = tempfile.mkdtemp(prefix="tf_metainit_bench_")
