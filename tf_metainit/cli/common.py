@@ -64,6 +64,7 @@ def define_gin_flags():
 def register_configurables():
   """Imports every module that defines gin configurables so configs can name them."""
   # pylint: disable=g-import-not-at-top,unused-import
+  from tf_metainit import appearance
   from tf_metainit import evaluate
   from tf_metainit import export
   from tf_metainit import fit
