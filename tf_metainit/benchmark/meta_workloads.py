@@ -117,34 +117,32 @@ def build_ct_reptile(resolution, inner_steps, projections, jit):
        "points": points})
 
 
+def _nerf_reptile(task, title, inner_steps, inner_lr, rays, samples, jit, **config):
+  """A NeRF task's Reptile outer step: `inner_steps` SGD steps on `rays`-ray batches."""
+  signals = _first_batch(task, 1)
+  call = _outer_step(task, "reptile", inner_steps, inner_lr, 5e-4, signals, jit)
+  points = rays * samples
+  return workloads.Workload(
+      f"{title} Reptile outer step, NeRF MLP 6x256, {inner_steps} steps x {rays} rays "
+      f"x {samples} samples", call,
+      flops.flops(task.field, points, "reptile", inner_steps),
+      {"algorithm": "reptile", "field": "nerf", "rays": rays, "samples": samples,
+       "inner_steps": inner_steps, "points": points, **config})
+
+
 @workloads.nerf_data_dir
 def build_nerf_reptile(data_dir, rays, samples, inner_steps, data_resolution, jit):
   task = workloads.shapenet_task(data_dir, data_resolution, rays=rays,
                                  samples=samples)
-  signals = _first_batch(task, 1)
-  call = _outer_step(task, "reptile", inner_steps, 0.5, 5e-4, signals, jit)
-  points = rays * samples
-  return workloads.Workload(
-      f"NeRF Reptile outer step, NeRF MLP 6x256, {inner_steps} steps x {rays} rays x "
-      f"{samples} samples", call,
-      flops.flops(task.field, points, "reptile", inner_steps),
-      {"algorithm": "reptile", "field": "nerf", "rays": rays, "samples": samples,
-       "inner_steps": inner_steps, "data_resolution": data_resolution,
-       "points": points})
+  return _nerf_reptile(task, "NeRF", inner_steps, 0.5, rays, samples, jit,
+                       data_resolution=data_resolution)
 
 
 @workloads.nerf_data_dir
 def build_landmark_reptile(data_dir, rays, samples, inner_steps, long_side, jit):
   task = workloads.landmark_task(data_dir, long_side, rays=rays, samples=samples)
-  signals = _first_batch(task, 1)
-  call = _outer_step(task, "reptile", inner_steps, 1.0, 5e-4, signals, jit)
-  points = rays * samples
-  return workloads.Workload(
-      f"Phototourism Reptile outer step, NeRF MLP 6x256, {inner_steps} steps x {rays} "
-      f"rays x {samples} samples", call,
-      flops.flops(task.field, points, "reptile", inner_steps),
-      {"algorithm": "reptile", "field": "nerf", "rays": rays, "samples": samples,
-       "inner_steps": inner_steps, "long_side": long_side, "points": points})
+  return _nerf_reptile(task, "Phototourism", inner_steps, 1.0, rays, samples, jit,
+                       long_side=long_side)
 
 
 def build_replicated_meta(resolution, batch, inner_steps, replicas, jit):

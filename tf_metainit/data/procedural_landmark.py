@@ -33,7 +33,7 @@ from PIL import Image
 
 from tf_metainit import checks
 from tf_metainit import files
-from tf_metainit.data.procedural_shapes import Box, Frustum, Sphere, look_at
+from tf_metainit.data import procedural_shapes
 
 GENERATOR = 'tf_metainit procedural landmark v1'
 SETTINGS_FILE = 'landmark.json'
@@ -50,7 +50,7 @@ CROWN_HALF_WIDTH, CROWN_FRONT, CROWN_TOP = 3.5, -0.1, 14.2
 LANDMARK_CENTRE = np.array([0.0, 0.0, 7.0])
 # Far sky: encloses every camera; its centre lies below the ground so the
 # visible part is a dome meeting the square's edge 87.7 m from the fountain.
-BACKDROP = Sphere(np.array([0.0, 0.0, -20.0]), 90.0, np.zeros(3))
+BACKDROP = procedural_shapes.Sphere(np.array([0.0, 0.0, -20.0]), 90.0, np.zeros(3))
 
 # Cameras: a frontal arc around the facade centre.
 MAX_AZIMUTH = np.radians(60.0)
@@ -93,30 +93,6 @@ _MAX_TRIES = 100
 # -> (t, unit normals) interface, t = inf on a miss.
 
 
-def _slabs(lo, hi, origins, directions):
-  """Entry and exit parameters of rays through box [lo, hi], entry normals.
-
-  Unlike Box.intersect, entry may be negative (origin inside the box).
-  """
-  near = np.full(len(origins), -np.inf)
-  far = np.full(len(origins), np.inf)
-  axis = np.zeros(len(origins), dtype=int)
-  for k in range(3):
-    d = directions[:, k]
-    d = np.where(np.abs(d) < _EPS, _EPS, d)
-    t0 = (lo[k] - origins[:, k]) / d
-    t1 = (hi[k] - origins[:, k]) / d
-    enter = np.minimum(t0, t1)
-    later = enter > near
-    axis = np.where(later, k, axis)
-    near = np.where(later, enter, near)
-    far = np.minimum(far, np.maximum(t0, t1))
-  normals = np.zeros_like(origins)
-  rows = np.arange(len(origins))
-  normals[rows, axis] = -np.sign(directions[rows, axis])
-  return near, far, normals
-
-
 @dataclasses.dataclass
 class ArchedBlock:
   """Box [lo, hi] minus an infinite cylinder along y (the bore).
@@ -153,7 +129,8 @@ class ArchedBlock:
     return enter, leave
 
   def intersect(self, origins, directions):
-    near, far, box_normals = _slabs(self.lo, self.hi, origins, directions)
+    near, far, box_normals = procedural_shapes.slabs(self.lo, self.hi, origins,
+                                                     directions)
     enter, leave = self._bore(origins, directions)
     # The solid starts at the box entry unless that lies in the bore; then it
     # starts where the ray leaves the bore, if still inside the box.
@@ -188,8 +165,8 @@ class Ground:
 
 
 def _box(x0, x1, y0, y1, z0, z1, colour=_TRAVERTINE):
-  return Box(np.array([x0, y0, z0], float), np.array([x1, y1, z1], float),
-             colour)
+  return procedural_shapes.Box(np.array([x0, y0, z0], float),
+                               np.array([x1, y1, z1], float), colour)
 
 
 def _span(side, a, b):
@@ -214,9 +191,9 @@ def _wing(side):
       (ArchedBlock(np.array([opening[0], -0.8, 4.6]),
                    np.array([opening[1], 0.0, WALL_TOP]), niche, 4.6, 0.8,
                    _TRAVERTINE), STONE),
-      (Frustum(2, np.array([niche, -0.4, 0.0]), 2.0, 3.9, 0.32, 0.22,
+      (procedural_shapes.Frustum(2, np.array([niche, -0.4, 0.0]), 2.0, 3.9, 0.32, 0.22,
                _MARBLE), MARBLE),
-      (Sphere(np.array([niche, -0.4, 4.12]), 0.2, _MARBLE), MARBLE),
+      (procedural_shapes.Sphere(np.array([niche, -0.4, 4.12]), 0.2, _MARBLE), MARBLE),
       (_box(*_span(side, 4.9, 6.1), 0.0, 0.05, 6.8, 8.8, _WINDOW), WINDOW),
       (_box(*opening, 0.0, 0.2, 6.6, 6.8), STONE),
       (_box(*_span(side, 4.6, 6.4), 0.0, 0.25, 8.8, 9.1), STONE),
@@ -231,8 +208,8 @@ def _columns(side):
   for c in (2.75 * side, 4.15 * side):
     parts += [
         (_box(c - 0.55, c + 0.55, 0.0, 1.1, 0.6, 1.4), STONE),
-        (Frustum(2, np.array([c, 0.55, 0.0]), 1.4, 9.3, 0.42, 0.36, _MARBLE),
-         MARBLE),
+        (procedural_shapes.Frustum(2, np.array([c, 0.55, 0.0]), 1.4, 9.3, 0.42, 0.36,
+                                   _MARBLE), MARBLE),
         (_box(c - 0.55, c + 0.55, 0.0, 1.1, 9.3, WALL_TOP, _MARBLE), MARBLE),
     ]
   lo, hi = sorted((2.15 * side, 4.75 * side))
@@ -246,9 +223,9 @@ def _centre():
       (ArchedBlock(np.array([-2.2, -2.4, 6.6]), np.array([2.2, 0.0, WALL_TOP]),
                    0.0, 6.6, 2.2, _TRAVERTINE), STONE),
       (_box(-1.1, 1.1, -2.4, -0.6, 0.6, 2.4, _ROCK), ROCK),
-      (Frustum(2, np.array([0.0, -1.5, 0.0]), 2.4, 5.0, 0.65, 0.4, _MARBLE),
-       MARBLE),
-      (Sphere(np.array([0.0, -1.5, 5.35]), 0.33, _MARBLE), MARBLE),
+      (procedural_shapes.Frustum(2, np.array([0.0, -1.5, 0.0]), 2.4, 5.0, 0.65, 0.4,
+                                 _MARBLE), MARBLE),
+      (procedural_shapes.Sphere(np.array([0.0, -1.5, 5.35]), 0.33, _MARBLE), MARBLE),
   ]
 
 
@@ -272,11 +249,11 @@ def _basin():
   w = FACADE_HALF_WIDTH
   steps = [(_box(-w - 0.5, w + 0.5, -0.1, 2.2 - 0.8 * k, 0.0, 0.2 * (k + 1)),
             STONE) for k in range(3)]
-  rocks = [(Sphere(np.array(c, float), r, _ROCK), ROCK) for c, r in (
+  rocks = [(procedural_shapes.Sphere(np.array(c, float), r, _ROCK), ROCK) for c, r in (
       ((0.0, 2.6, 0.0), 1.6), ((-3.2, 3.2, -0.2), 1.3),
       ((3.4, 3.0, -0.3), 1.4), ((-1.6, 1.5, 0.4), 0.9),
       ((1.8, 1.6, 0.5), 0.8))]
-  tritons = [(Sphere(np.array([x, 3.0, 1.5]), 0.5, _MARBLE), MARBLE)
+  tritons = [(procedural_shapes.Sphere(np.array([x, 3.0, 1.5]), 0.5, _MARBLE), MARBLE)
              for x in (-2.6, 2.6)]
   rim = [(_box(-9.0, 9.0, 9.5, 10.0, 0.0, 0.8), STONE),
          (_box(-9.0, -8.5, 2.2, 10.0, 0.0, 0.8), STONE),
@@ -334,7 +311,7 @@ def _nearest(shapes, origins, directions):
 
 def _nearest_culled(shapes, lo, hi, origins, directions):
   """`_nearest`, tracing only the rays that meet the box [lo, hi]."""
-  near, far, _ = _slabs(lo, hi, origins, directions)
+  near, far, _ = procedural_shapes.slabs(lo, hi, origins, directions)
   inside = far >= np.maximum(near, 0)
   best = np.full(len(origins), np.inf)
   normals = np.zeros_like(origins)
@@ -659,7 +636,7 @@ def _sample_camera(rng):
   # Rolling turns the camera's x and y axes about its viewing axis.
   spin = np.array([[np.cos(roll), -np.sin(roll), 0],
                    [np.sin(roll), np.cos(roll), 0], [0, 0, 1.0]])
-  c2w = look_at(eye, target)[:3]
+  c2w = procedural_shapes.look_at(eye, target)[:3]
   c2w[:, :3] = c2w[:, :3] @ spin
   ratio, portrait, _ = ASPECTS[rng.choice(len(ASPECTS),
                                           p=[a[2] for a in ASPECTS])]
@@ -754,15 +731,15 @@ def _person(rng, spot, height):
   skin = np.minimum(
       _SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.9, 1.1), 1)
   if rng.random() < 0.5:
-    body = [Box(np.array([x - 0.17, y - 0.12, 0.0]),
-                np.array([x + 0.17, y + 0.12, hips]), bottom),
-            Box(np.array([x - 0.25, y - 0.15, hips]),
-                np.array([x + 0.25, y + 0.15, shoulders]), top)]
+    body = [procedural_shapes.Box(np.array([x - 0.17, y - 0.12, 0.0]),
+                                  np.array([x + 0.17, y + 0.12, hips]), bottom),
+            procedural_shapes.Box(np.array([x - 0.25, y - 0.15, hips]),
+                                  np.array([x + 0.25, y + 0.15, shoulders]), top)]
   else:
-    body = [Frustum(2, np.array([x, y, 0.0]), 0.0, hips, 0.17, 0.2, bottom),
-            Frustum(2, np.array([x, y, 0.0]), hips, shoulders, 0.25, 0.22,
-                    top)]
-  return body + [Sphere(np.array([x, y, height - head]), head, skin)]
+    base = np.array([x, y, 0.0])
+    body = [procedural_shapes.Frustum(2, base, 0.0, hips, 0.17, 0.2, bottom),
+            procedural_shapes.Frustum(2, base, hips, shoulders, 0.25, 0.22, top)]
+  return body + [procedural_shapes.Sphere(np.array([x, y, height - head]), head, skin)]
 
 
 def photo_occluders(index, seed=0):

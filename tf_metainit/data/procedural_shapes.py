@@ -42,6 +42,31 @@ _EPS = 1e-9
 # unit normals; `scaled` applies p -> (p + shift) * scale for normalisation.
 
 
+def slabs(lo, hi, origins, directions):
+  """Entry and exit parameters of (R, 3) rays through the box [lo, hi], and the entry
+  face's unit normals; entry is negative for an origin inside the box.
+
+  The slab test, one axis at a time (column-wise is faster than (R, 3) ops).
+  """
+  near = np.full(len(origins), -np.inf)
+  far = np.full(len(origins), np.inf)
+  axis = np.zeros(len(origins), dtype=int)
+  for k in range(3):
+    d = directions[:, k]
+    d = np.where(np.abs(d) < _EPS, _EPS, d)
+    t0 = (lo[k] - origins[:, k]) / d
+    t1 = (hi[k] - origins[:, k]) / d
+    enter = np.minimum(t0, t1)
+    later = enter > near
+    axis = np.where(later, k, axis)
+    near = np.where(later, enter, near)
+    far = np.minimum(far, np.maximum(t0, t1))
+  normals = np.zeros_like(origins)
+  rows = np.arange(len(origins))
+  normals[rows, axis] = -np.sign(directions[rows, axis])
+  return near, far, normals
+
+
 @dataclasses.dataclass
 class Box:
   """Axis-aligned box [lo, hi]."""
@@ -57,24 +82,8 @@ class Box:
                self.colour)
 
   def intersect(self, origins, directions):
-    # Slab test, one axis at a time (column-wise is faster than (R, 3) ops).
-    near = np.full(len(origins), -np.inf)
-    far = np.full(len(origins), np.inf)
-    axis = np.zeros(len(origins), dtype=int)
-    for k in range(3):
-      d = directions[:, k]
-      d = np.where(np.abs(d) < _EPS, _EPS, d)
-      t0 = (self.lo[k] - origins[:, k]) / d
-      t1 = (self.hi[k] - origins[:, k]) / d
-      enter = np.minimum(t0, t1)
-      later = enter > near
-      axis = np.where(later, k, axis)
-      near = np.where(later, enter, near)
-      far = np.minimum(far, np.maximum(t0, t1))
+    near, far, normals = slabs(self.lo, self.hi, origins, directions)
     hit = (near <= far) & (near > _EPS)
-    normals = np.zeros_like(origins)
-    rows = np.arange(len(origins))
-    normals[rows, axis] = -np.sign(directions[rows, axis])
     return np.where(hit, near, np.inf), normals
 
 
