@@ -433,3 +433,16 @@ def test_a_full_disk_while_saving_is_one_line_that_says_what_to_do(tmp_path):
   with pytest.raises(checkpoints.CheckpointError,
                      match="step-3 checkpoint .*: No space left on device. Free space"):
     ckpt.save(3)
+
+
+def test_a_changed_macro_is_the_change_of_the_bindings_that_use_it():
+  stored = "LONG = 100\nSHORT = 3\nmeta_train.num_iterations = %LONG\n"
+  assert provenance.config_changes(
+      stored, stored.replace("LONG = 100", "LONG = 900")) == []  # a longer run
+  assert provenance.config_changes(
+      stored, stored.replace("LONG = 100", "LONG = 900"), training_only=False) == [
+          "meta_train.num_iterations: 100 -> 900"]
+  uses = stored + "meta_train.inner_steps = %SHORT\n"
+  assert provenance.config_changes(uses, uses.replace("SHORT = 3", "SHORT = 4")) == [
+      "meta_train.inner_steps: 3 -> 4"]
+  assert provenance.config_changes(stored, stored.replace("SHORT = 3", "SHORT = 4")) == []

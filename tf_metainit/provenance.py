@@ -120,10 +120,20 @@ def _watched_only(selector):
   return selector in RESUMABLE or _other_command(selector)
 
 
+def _macros_resolved(found):
+  """Bindings with each `%MACRO` value replaced by the macro's value, macros dropped:
+  a changed macro is the change of the bindings that use it (BASIC_ITERATIONS is
+  meta_train.num_iterations), and an unused one changes nothing."""
+  macros = {k: v for k, v in found.items() if "." not in k}
+  return {k: macros.get(v[1:], v) if v.startswith("%") else v
+          for k, v in found.items() if "." in k}
+
+
 def config_changes(stored_text, new_text, training_only=True):
   """['selector: stored -> new', ...] for the bindings that differ (with
   `training_only`, not those in RESUMABLE or of other commands)."""
-  stored, new = bindings(stored_text), bindings(new_text)
+  stored = _macros_resolved(bindings(stored_text))
+  new = _macros_resolved(bindings(new_text))
   changes = []
   for key in sorted(set(stored) | set(new)):
     if stored.get(key) != new.get(key) and not (training_only and _watched_only(key)):
