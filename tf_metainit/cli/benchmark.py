@@ -22,9 +22,9 @@ from absl import app
 from absl import flags
 
 from tf_metainit import files
-from tf_metainit.benchmark import measure
 from tf_metainit.benchmark import report
 from tf_metainit.benchmark import specs
+from tf_metainit.cli import common
 
 flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown report to write.")
 flags.DEFINE_string("workloads", "all", "Comma list of groups (" +
@@ -42,6 +42,8 @@ FLAGS = flags.FLAGS
 
 
 def _child(name):
+  # measure imports TensorFlow: imported where used, so that --help does not load it.
+  from tf_metainit.benchmark import measure  # pylint: disable=g-import-not-at-top
   cmd = [sys.executable, "-m", "tf_metainit.benchmark", f"--one={name}"]
   if FLAGS.quick:
     cmd.append("--quick")
@@ -78,6 +80,7 @@ def _report(data):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from tf_metainit.benchmark import measure  # pylint: disable=g-import-not-at-top
   if FLAGS.from_json:
     with open(FLAGS.from_json) as f:
       data = json.load(f)
@@ -132,7 +135,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":
