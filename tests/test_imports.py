@@ -3,8 +3,8 @@
 Layers, bottom to top; a module may import modules of its own layer or below:
   base   tf_metainit itself (the version), checks (gin-bound numbers), distribute
          (tf.distribute strategies), files (atomic writes), layout (a run directory's
-         paths), figures, fields/, physics/, data/: coordinate networks, forward models
-         and datasets know of no task
+         paths), figures, progress (terminal progress bars), fields/, physics/, data/:
+         coordinate networks, forward models and datasets know of no task
   tasks  tasks/: signals, observations, losses and renders on top of those
   meta   meta/: inner loops, MAML, Reptile and inits, written against the Task seam
   runs   checkpoints, runs, provenance: a meta-training run's files, the meta init in
@@ -26,6 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
 LAYERS = (
     ("base", ("tf_metainit", "tf_metainit.checks", "tf_metainit.distribute",
               "tf_metainit.files", "tf_metainit.layout", "tf_metainit.figures",
+              "tf_metainit.progress",
               "tf_metainit.fields", "tf_metainit.physics", "tf_metainit.data")),
     ("tasks", ("tf_metainit.tasks",)),
     ("meta", ("tf_metainit.meta",)),

@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 
 from tf_metainit import files
+from tf_metainit import progress
 from tf_metainit.benchmark import report
 from tf_metainit.benchmark import specs
 from tf_metainit.cli import common
@@ -103,35 +104,46 @@ def main(argv):
           "quick": FLAGS.quick, "results": {}}
   measured = {}
   t0 = time.time()
-  for i, name in enumerate(names):
-    run_name = "matmul_peak" if name == "matmul_peak_end" else name
-    key = specs.spec_key(all_specs[run_name])
-    if key in measured and name != "matmul_peak_end":
-      result = dict(measured[key], name=name, group=all_specs[name]["group"],
-                    alias=True)
-      print(f"[{i + 1}/{len(names)}] {name}: same as {measured[key]['name']}",
-            flush=True)
-    else:
-      print(f"[{i + 1}/{len(names)}] {name} ...", end=" ", flush=True)
-      result = _child(run_name)
-      result.setdefault("name", name)
-      result.setdefault("group", all_specs[run_name]["group"])
-      if name == "matmul_peak_end":
-        result["name"] = name
-      if "error" in result:
-        print(f"FAILED ({result['wall_s']:.0f} s): {result['error'].splitlines()[-1]}",
-              flush=True)
-      else:
-        measured.setdefault(key, result)
-        rate = result.get("gflops") or result.get("signals_per_second")
-        print(f"{result['process_s']:.0f} s ({rate:.0f} "
-              f"{'GFLOP/s' if 'gflops' in result else 'signals/s'})", flush=True)
-    data["results"][name] = result
-    data["machine"]["run_minutes"] = (time.time() - t0) / 60
-    # Rewritten after every workload so an interrupted run keeps what it measured.
-    files.write_text(json_path, json.dumps(data, indent=1))
-    files.write_text(FLAGS.output, _report(data))
+  with progress.Bar(len(names), "workload", "Benchmark") as bar:
+    for i, name in enumerate(names):
+      bar.update(i, running=name)
+      data["results"][name] = _measure(name, f"[{i + 1}/{len(names)}] {name}",
+                                       all_specs, measured, bar)
+      data["machine"]["run_minutes"] = (time.time() - t0) / 60
+      # Rewritten after every workload so an interrupted run keeps what it measured.
+      files.write_text(json_path, json.dumps(data, indent=1))
+      files.write_text(FLAGS.output, _report(data))
   print(f"Wrote {FLAGS.output} and {json_path} in {(time.time() - t0) / 60:.1f} min")
+
+
+def _measure(name, title, all_specs, measured, bar):
+  """The result of workload `name` (the same spec's earlier one if `measured` has it);
+  prints `title ... outcome`."""
+  run_name = "matmul_peak" if name == "matmul_peak_end" else name
+  key = specs.spec_key(all_specs[run_name])
+  if key in measured and name != "matmul_peak_end":
+    bar.clear()
+    print(f"{title}: same as {measured[key]['name']}", flush=True)
+    return dict(measured[key], name=name, group=all_specs[name]["group"], alias=True)
+  # In a log the title shows which workload is running; on a terminal the bar does,
+  # and the whole line comes at the end.
+  if not bar.active:
+    print(f"{title} ...", end=" ", flush=True)
+  result = _child(run_name)
+  result.setdefault("name", name)
+  result.setdefault("group", all_specs[run_name]["group"])
+  if name == "matmul_peak_end":
+    result["name"] = name
+  if "error" in result:
+    outcome = f"FAILED ({result['wall_s']:.0f} s): {result['error'].splitlines()[-1]}"
+  else:
+    measured.setdefault(key, result)
+    rate = result.get("gflops") or result.get("signals_per_second")
+    outcome = (f"{result['process_s']:.0f} s ({rate:.0f} "
+               f"{'GFLOP/s' if 'gflops' in result else 'signals/s'})")
+  bar.clear()
+  print(f"{title} ... {outcome}" if bar.active else outcome, flush=True)
+  return result
 
 
 def run():
