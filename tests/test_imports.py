@@ -3,13 +3,13 @@
 Layers, bottom to top; a module may import modules of its own layer or below:
   base   tf_metainit itself (the version), checks (gin-bound numbers), distribute
          (tf.distribute strategies), files (atomic writes), layout (a run directory's
-         paths), figures, fields/, physics/, data/: coordinate networks, forward models
-         and datasets know of no task
+         paths), figures, progress (terminal progress bars), fields/, physics/, data/:
+         coordinate networks, forward models and datasets know of no task
   tasks  tasks/: signals, observations, losses and renders on top of those
   meta   meta/: inner loops, MAML, Reptile and inits, written against the Task seam
   runs   checkpoints, runs, provenance: a meta-training run's files, the meta init in
          them, and who may write them
-  tools  train, evaluate, export, fit, interpolate, benchmark
+  tools  train, evaluate, export, fit, interpolate, appearance, benchmark
   cli    cli/: the binaries
 Modules are parsed with `ast`, never imported, so imports inside functions count too
 (a lazy import hides a cycle without breaking it), and so do strings naming a
@@ -26,12 +26,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
 LAYERS = (
     ("base", ("tf_metainit", "tf_metainit.checks", "tf_metainit.distribute",
               "tf_metainit.files", "tf_metainit.layout", "tf_metainit.figures",
+              "tf_metainit.progress",
               "tf_metainit.fields", "tf_metainit.physics", "tf_metainit.data")),
     ("tasks", ("tf_metainit.tasks",)),
     ("meta", ("tf_metainit.meta",)),
     ("runs", ("tf_metainit.checkpoints", "tf_metainit.runs", "tf_metainit.provenance")),
     ("tools", ("tf_metainit.train", "tf_metainit.evaluate", "tf_metainit.export",
-               "tf_metainit.fit", "tf_metainit.interpolate", "tf_metainit.benchmark")),
+               "tf_metainit.fit", "tf_metainit.interpolate", "tf_metainit.appearance",
+               "tf_metainit.benchmark")),
     ("cli", ("tf_metainit.cli",)),
 )
 

@@ -24,6 +24,7 @@ from tf_metainit import export
 from tf_metainit import files
 from tf_metainit import figures
 from tf_metainit import layout
+from tf_metainit import progress
 from tf_metainit import runs
 from tf_metainit.fields import functional
 from tf_metainit.meta import inits as inits_lib
@@ -128,8 +129,9 @@ class TestTimeOptimizer:
     return final, trace
 
   def run(self, params, signals, optimizer, num_steps, setting, trace_every=1,
-          chunk=16):
-    """Returns (trace (num_traced, N), list of final params per chunk)."""
+          chunk=16, on_chunk=None):
+    """Returns (trace (num_traced, N), list of final params per chunk); calls
+    on_chunk(signals fitted so far) after each chunk."""
     n = len(next(iter(signals.values())))
     fn = self._fn(optimizer, num_steps, setting, trace_every)
     traces, finals = [], []
@@ -138,6 +140,8 @@ class TestTimeOptimizer:
                                      contract.take(signals, slice(start, start + chunk)))
       traces.append(trace.numpy())
       finals.append(final)
+      if on_chunk is not None:
+        on_chunk(min(start + chunk, n))
     return np.concatenate(traces, axis=1), finals
 
 
@@ -266,6 +270,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   signals = task.test_signals()
   if num_test:
     signals = contract.take(signals, slice(0, num_test))
+  num_signals = len(next(iter(signals.values())))
   params, learned = build_inits(task, root_dir, inits, extra_runs, fit_steps,
                                 fit_learning_rate, seed, checkpoint, user_settings)
   if "meta" in learned and "meta" not in labels_given:
@@ -285,8 +290,11 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
       steps = int(_lookup(num_steps, name, setting))
       optimizer, opt_name, lr = _optimizer_of(name, setting, learned, optimizer_settings)
       t0 = time.time()
-      trace, finals = tto.run(init, signals, optimizer, steps, setting, trace_every,
-                              chunk)
+      with progress.Bar(num_signals, "signal",
+                        f"{setting} / {name}: {steps} steps") as bar:
+        bar.update(0)
+        trace, finals = tto.run(init, signals, optimizer, steps, setting, trace_every,
+                                chunk, on_chunk=bar.update)
       elapsed = time.time() - t0
       if name in export_fitted:
         _export_fitted(task, root_dir, output_dir, name, setting, opt_name, lr, steps,

@@ -11,7 +11,6 @@ import os
 import shutil
 
 from absl import logging
-import tensorflow as tf
 
 
 @contextlib.contextmanager
@@ -20,6 +19,9 @@ def _replacing(path, mode):
 
   Goes through tf.io.gfile, so `path` may also be a remote (e.g. gs://) path.
   """
+  # Imported here: the binaries import this module for --help, which must not load
+  # TensorFlow.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   parent = os.path.dirname(path)
   if parent:
     tf.io.gfile.makedirs(parent)

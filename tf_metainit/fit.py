@@ -11,6 +11,8 @@ reference's convention, whatever H and W are.
 """
 
 import collections
+import contextlib
+import itertools
 import os
 
 from absl import logging
@@ -22,6 +24,7 @@ import tensorflow as tf
 from tf_metainit import evaluate
 from tf_metainit import export
 from tf_metainit import files
+from tf_metainit import progress
 from tf_metainit import runs
 from tf_metainit.data import image_folder
 from tf_metainit.fields import functional
@@ -73,9 +76,9 @@ def _pixels(field, image):
   return image.mean(-1, keepdims=True) if field.out_dim == 1 else image
 
 
-def fit_image(field, params, image, optimizer, num_steps):
+def fit_image(field, params, image, optimizer, num_steps, on_step=None):
   """(fitted params, PSNR before step 0..num_steps) of `params` fitted to `image`
-  (H, W, C) on every pixel."""
+  (H, W, C) on every pixel; on_step(steps done, PSNR) is called as the PSNRs come."""
   height, width, channels = image.shape
   coords = image_task.pixel_grid_tensor(height, width)[None]
   pixels = tf.constant(np.reshape(image, [1, -1, channels]), tf.float32)
@@ -83,13 +86,33 @@ def fit_image(field, params, image, optimizer, num_steps):
   def loss(params, inputs, targets):
     return tf.reduce_mean(tf.square(field.apply(params, inputs) - targets), [1, 2])
 
+  def psnr(params):
+    return contract.psnr_from_mse(loss(params, coords, pixels))
+
   @tf.function
   def run(params):
     return inner.adapt(loss, params, lambda i: (coords, pixels), num_steps, optimizer,
-                       trace_fn=lambda p: contract.psnr_from_mse(loss(p, coords, pixels)))
+                       trace_fn=psnr if on_step is None else _reporting(psnr, on_step))
 
   fitted, trace = run(functional.batch_params(params, 1))
   return [p[0] for p in fitted], trace[:, 0].numpy()
+
+
+def _reporting(trace_fn, on_step):
+  """trace_fn that also hands each value to on_step(steps done, value) from inside the
+  compiled loop (the trace runs before every step and after the last)."""
+  steps_done = itertools.count()
+
+  def report(value):
+    on_step(next(steps_done), float(value[0]))
+    return value
+
+  def traced(params):
+    value = trace_fn(params)
+    reported = tf.numpy_function(report, [value], value.dtype, stateful=True)
+    return tf.ensure_shape(reported, value.shape)
+
+  return traced
 
 
 def render(field, params, height, width):
@@ -113,7 +136,9 @@ def fit(init, image_path, out_dir, num_steps=None, resolution=None, compare=Fals
   check_out_dir(out_dir)
   num_steps = int(num_steps or init.num_steps or 2)
   image = _pixels(init.field, image_folder.load_image(image_path))
-  fitted, curve = fit_image(init.field, init.params, image, init.optimizer, num_steps)
+  with _bar(num_steps, "Fitting the learned init") as on_step:
+    fitted, curve = fit_image(init.field, init.params, image, init.optimizer, num_steps,
+                              on_step)
   logging.info("Meta init: PSNR %.2f -> %.2f dB in %d steps", curve[0], curve[-1],
                num_steps)
   height, width = ((resolution, resolution) if resolution else image.shape[:2])
@@ -133,13 +158,22 @@ def fit(init, image_path, out_dir, num_steps=None, resolution=None, compare=Fals
   return result
 
 
+@contextlib.contextmanager
+def _bar(num_steps, label):
+  """Yields fit_image's on_step for a progress bar on a terminal, else None: the
+  compiled fit then has no call back into Python."""
+  with progress.Bar(num_steps, "step", label) as bar:
+    yield (lambda done, psnr: bar.update(done, psnr=psnr)) if bar.active else None
+
+
 def _compare(field, image, num_steps, meta_final):
   """The Standard init (the field's own) fitted with Table 1's Adam: its curve and the
   steps it needs to reach the Meta init's final PSNR."""
   standard = functional.from_description(field.describe(), {
       v.name: v.numpy() for v in field.non_trainable_variables})
-  _, curve = fit_image(standard, standard.params(), image, STANDARD_OPTIMIZER,
-                       num_steps)
+  with _bar(num_steps, "Fitting the Standard init") as on_step:
+    _, curve = fit_image(standard, standard.params(), image, STANDARD_OPTIMIZER,
+                         num_steps, on_step)
   match = evaluate.steps_to_reach(curve[:, None], np.asarray([meta_final]),
                                   np.arange(num_steps + 1))[0]
   return {"optimizer": STANDARD_OPTIMIZER.describe(), "psnr": curve.tolist(),

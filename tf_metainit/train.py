@@ -27,6 +27,7 @@ from tf_metainit import checks
 from tf_metainit import distribute
 from tf_metainit import files
 from tf_metainit import layout
+from tf_metainit import progress
 from tf_metainit import provenance
 from tf_metainit.fields import functional
 from tf_metainit.meta import inner
@@ -284,7 +285,9 @@ def _loop(root_dir, start, cadence, iterator, step_fn, step_var, ckpt, validatio
   field = validation.task.field
   last_good = ckpt.latest
   t0, steps_timed = time.time(), 0
-  with _stop_requests() as requested:
+  with _stop_requests() as requested, progress.Bar(
+      cadence.num_iterations, "step", "Meta-training", start) as bar:
+    bar.update(start)
     for step in range(start, cadence.num_iterations):
       before, after, grad_norm, finite = step_fn(next(iterator),
                                                  tf.constant(step, tf.int64))
@@ -310,6 +313,7 @@ def _loop(root_dir, start, cadence, iterator, step_fn, step_var, ckpt, validatio
         validation.monitor.check_inner(done)
       collapsed = validation.run(done, cadence.due(cadence.val_every, done),
                                  cadence.due(cadence.image_summary_every, done))
+      bar.update(done, **_bar_values(before, after, validation.latest))
       stop = collapsed and cadence.stop_on_collapse
       if cadence.due(cadence.checkpoint_every, done) or stop or requested:
         last_good = ckpt.save(done)
@@ -319,6 +323,14 @@ def _loop(root_dir, start, cadence, iterator, step_fn, step_var, ckpt, validatio
       if requested:
         raise Interrupted(requested[0], done, last_good)
   return cadence.num_iterations
+
+
+def _bar_values(before, after, held_out):
+  """The latest validation and what the step log line says, for the progress bar (a
+  narrow terminal cuts its end)."""
+  values = {f"held-out {name}": value for name, value in held_out.items()}
+  values["inner-batch psnr"] = f"{_psnr(before):.2f} -> {_psnr(after):.2f}"
+  return values
 
 
 def _has_checkpoints(root_dir):
@@ -391,6 +403,7 @@ class Validation:
 
   def __init__(self, task, inner_steps, inner_opt, seed, num_signals, monitor):
     self.task, self.inner_steps, self.monitor = task, inner_steps, monitor
+    self.latest = {}  # the last held-out metrics, for the progress bar
     self.signals = contract.take(task.validation_signals(), slice(0, num_signals))
 
     def adapted(signals):
@@ -411,6 +424,7 @@ class Validation:
     collapsed = False
     if metrics_wanted:
       values = {name: float(tf.reduce_mean(v)) for name, v in metrics.items()}
+      self.latest = values
       for name, value in values.items():
         tf.summary.scalar(f"val/{name}_after_{self.inner_steps}_steps", value, step=step)
       logging.info("step %d  held-out %s after %d inner steps: %s", step,

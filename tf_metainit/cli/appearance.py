@@ -5,13 +5,13 @@ Phototourism run.
       --gin_bindings="appearance.num_steps = 150"
 """
 
-from absl import app
 from absl import flags
 
 from tf_metainit.cli import common
 
 common.define_run_flags()
 common.define_checkpoint_flag()
+flags.adopt_module_key_flags(common)  # --help lists them
 FLAGS = flags.FLAGS
 
 
@@ -25,7 +25,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ from absl import app
 from absl import flags
 
 from tf_metainit import files
-from tf_metainit.benchmark import measure
+from tf_metainit import progress
 from tf_metainit.benchmark import report
 from tf_metainit.benchmark import specs
+from tf_metainit.cli import common
 
 flags.DEFINE_string("output", "BENCHMARKS.md", "Markdown report to write.")
 flags.DEFINE_string("workloads", "all", "Comma list of groups (" +
@@ -42,6 +43,8 @@ FLAGS = flags.FLAGS
 
 
 def _child(name):
+  # measure imports TensorFlow: imported where used, so that --help does not load it.
+  from tf_metainit.benchmark import measure  # pylint: disable=g-import-not-at-top
   cmd = [sys.executable, "-m", "tf_metainit.benchmark", f"--one={name}"]
   if FLAGS.quick:
     cmd.append("--quick")
@@ -78,6 +81,7 @@ def _report(data):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from tf_metainit.benchmark import measure  # pylint: disable=g-import-not-at-top
   if FLAGS.from_json:
     with open(FLAGS.from_json) as f:
       data = json.load(f)
@@ -100,39 +104,50 @@ def main(argv):
           "quick": FLAGS.quick, "results": {}}
   measured = {}
   t0 = time.time()
-  for i, name in enumerate(names):
-    run_name = "matmul_peak" if name == "matmul_peak_end" else name
-    key = specs.spec_key(all_specs[run_name])
-    if key in measured and name != "matmul_peak_end":
-      result = dict(measured[key], name=name, group=all_specs[name]["group"],
-                    alias=True)
-      print(f"[{i + 1}/{len(names)}] {name}: same as {measured[key]['name']}",
-            flush=True)
-    else:
-      print(f"[{i + 1}/{len(names)}] {name} ...", end=" ", flush=True)
-      result = _child(run_name)
-      result.setdefault("name", name)
-      result.setdefault("group", all_specs[run_name]["group"])
-      if name == "matmul_peak_end":
-        result["name"] = name
-      if "error" in result:
-        print(f"FAILED ({result['wall_s']:.0f} s): {result['error'].splitlines()[-1]}",
-              flush=True)
-      else:
-        measured.setdefault(key, result)
-        rate = result.get("gflops") or result.get("signals_per_second")
-        print(f"{result['process_s']:.0f} s ({rate:.0f} "
-              f"{'GFLOP/s' if 'gflops' in result else 'signals/s'})", flush=True)
-    data["results"][name] = result
-    data["machine"]["run_minutes"] = (time.time() - t0) / 60
-    # Rewritten after every workload so an interrupted run keeps what it measured.
-    files.write_text(json_path, json.dumps(data, indent=1))
-    files.write_text(FLAGS.output, _report(data))
+  with progress.Bar(len(names), "workload", "Benchmark") as bar:
+    for i, name in enumerate(names):
+      bar.update(i, running=name)
+      data["results"][name] = _measure(name, f"[{i + 1}/{len(names)}] {name}",
+                                       all_specs, measured, bar)
+      data["machine"]["run_minutes"] = (time.time() - t0) / 60
+      # Rewritten after every workload so an interrupted run keeps what it measured.
+      files.write_text(json_path, json.dumps(data, indent=1))
+      files.write_text(FLAGS.output, _report(data))
   print(f"Wrote {FLAGS.output} and {json_path} in {(time.time() - t0) / 60:.1f} min")
 
 
+def _measure(name, title, all_specs, measured, bar):
+  """The result of workload `name` (the same spec's earlier one if `measured` has it);
+  prints `title ... outcome`."""
+  run_name = "matmul_peak" if name == "matmul_peak_end" else name
+  key = specs.spec_key(all_specs[run_name])
+  if key in measured and name != "matmul_peak_end":
+    bar.clear()
+    print(f"{title}: same as {measured[key]['name']}", flush=True)
+    return dict(measured[key], name=name, group=all_specs[name]["group"], alias=True)
+  # In a log the title shows which workload is running; on a terminal the bar does,
+  # and the whole line comes at the end.
+  if not bar.active:
+    print(f"{title} ...", end=" ", flush=True)
+  result = _child(run_name)
+  result.setdefault("name", name)
+  result.setdefault("group", all_specs[run_name]["group"])
+  if name == "matmul_peak_end":
+    result["name"] = name
+  if "error" in result:
+    outcome = f"FAILED ({result['wall_s']:.0f} s): {result['error'].splitlines()[-1]}"
+  else:
+    measured.setdefault(key, result)
+    rate = result.get("gflops") or result.get("signals_per_second")
+    outcome = (f"{result['process_s']:.0f} s ({rate:.0f} "
+               f"{'GFLOP/s' if 'gflops' in result else 'signals/s'})")
+  bar.clear()
+  print(f"{title} ... {outcome}" if bar.active else outcome, flush=True)
+  return result
+
+
 def run():
-  app.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":

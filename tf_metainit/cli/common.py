@@ -1,9 +1,11 @@
-"""Shared flags and strict gin parsing for the binaries."""
+"""Shared flags, --help, start-up and strict gin parsing for the binaries."""
 
+import functools
 import logging as std_logging
 import os
 import re
 import sys
+import textwrap
 
 from absl import app
 from absl import flags
@@ -12,6 +14,7 @@ import gin
 
 from tf_metainit import layout
 from tf_metainit import provenance
+from tf_metainit.cli import startup
 
 
 def _gin_dir():
@@ -29,6 +32,57 @@ GIN_DIR = _gin_dir()
 
 class ConfigError(ValueError):
   pass
+
+
+# What asks for help. absl's own --help lists only flags defined in the file run as
+# __main__ (none: they are defined here and in tf_metainit/cli/) and exits with 1.
+_HELP_ARGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
+_HELP_FOOTER = ("--verbosity=1 (or -v 1) also shows TensorFlow's start-up messages. "
+                "--helpfull lists every flag, absl's and TensorFlow's included.")
+
+
+def run(main, module_name):
+  """app.run(main) for the binary in module `module_name`: --help (-h) prints its
+  usage; TensorFlow loads quietly (startup.py) once the flags are parsed."""
+  module = sys.modules[module_name]
+  app.run(functools.partial(_main, main, module),
+          flags_parser=functools.partial(_parse_flags, module))
+
+
+def _parse_flags(module, argv):
+  args = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+  if any(arg in _HELP_ARGS for arg in args):
+    _print_to_closing_pipe(usage(module))
+    sys.exit(0)
+  return app.parse_flags_with_usage(argv)
+
+
+def _print_to_closing_pipe(text):
+  """Prints `text`; a reader that stops early (`--help | head`) is no error."""
+  try:
+    print(text, flush=True)
+  except BrokenPipeError:
+    # Python would flush stdout again at exit and fail on the pipe once more.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _main(main, module, argv):
+  startup.load_tensorflow(flags.FLAGS.verbosity)
+  try:
+    return main(argv)
+  except app.UsageError as e:
+    print(f"{usage(module)}\n{e}", file=sys.stderr)
+    sys.exit(e.exitcode)
+
+
+def usage(module):
+  """The binary's docstring (with an example), then its own flags: those it and this
+  module define (tf_metainit/cli/<name>.py adopts them), not absl's or TensorFlow's."""
+  name = module.__name__
+  # module_help heads the list with the module's name; a user knows the command.
+  own = flags.FLAGS.module_help(name).split(":\n", 1)[-1]
+  return (f"{module.__doc__.strip()}\n\nflags:\n{own}\n\n"
+          f"{textwrap.fill(_HELP_FOOTER, 80)}")
 
 
 def define_run_flags(root_dir_help="A meta-training run directory."):
@@ -50,10 +104,11 @@ def check_no_args(argv):
 
 
 def define_gin_flags():
-  flags.DEFINE_multi_string("gin_file", [], "gin config file (repeatable); relative paths "
-                            "are also looked up in the shipped configs (GIN_DIR).")
+  flags.DEFINE_multi_string("gin_file", [], "gin config file; a relative path is also "
+                            "looked up among the shipped configs (e.g. "
+                            "image/text_cpu.gin)")
   flags.DEFINE_multi_string("gin_bindings", [], "gin binding, e.g. "
-                            "'meta_train.num_iterations = 10' (repeatable).")
+                            "'meta_train.num_iterations = 10'")
   flags.DEFINE_bool("debug", False, "Show the full traceback of an error instead of "
                     "its one-line message.")
   flags.DEFINE_bool("allow_pickle", False, "Let this command unpickle data files (the "

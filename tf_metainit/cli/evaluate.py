@@ -1,18 +1,18 @@
 r"""Test-time optimisation from several inits on held-out signals; writes <root_dir>/eval.
 
-  tf-metainit-evaluate --root_dir=/tmp/text --gin_file=image/eval.gin
+  tf-metainit-evaluate --root_dir=/tmp/text --gin_file=image/text_cpu_eval.gin
 
 The run's own config.gin is read first, so the task is rebuilt exactly as trained;
 --gin_file / --gin_bindings then override (e.g. evaluate.num_steps = 500).
 """
 
-from absl import app
 from absl import flags
 
 from tf_metainit.cli import common
 
 common.define_run_flags()
 common.define_checkpoint_flag()
+flags.adopt_module_key_flags(common)  # --help lists them
 FLAGS = flags.FLAGS
 
 
@@ -29,7 +29,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ export/Adam.learning_rate = 1e-4).
 See tf_metainit/export.py for what is exported.
 """
 
-from absl import app
 from absl import flags
 
 from tf_metainit.cli import common
@@ -17,6 +16,7 @@ common.define_run_flags()
 common.define_checkpoint_flag()
 flags.DEFINE_string("export_dir", None, "Output directory (replaced atomically).")
 flags.mark_flag_as_required("export_dir")
+flags.adopt_module_key_flags(common)  # --help lists them
 FLAGS = flags.FLAGS
 
 
@@ -30,7 +30,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":

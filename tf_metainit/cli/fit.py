@@ -13,7 +13,6 @@ the steps it needs to reach the learned init's PSNR.
 
 import os
 
-from absl import app
 from absl import flags
 
 from tf_metainit.cli import common
@@ -29,6 +28,7 @@ flags.DEFINE_bool("compare", False, "Also fit the Standard init and compare.")
 common.define_checkpoint_flag()
 common.define_gin_flags()
 flags.mark_flags_as_required(["init", "image"])
+flags.adopt_module_key_flags(common)  # --help lists them
 FLAGS = flags.FLAGS
 
 
@@ -65,7 +65,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":

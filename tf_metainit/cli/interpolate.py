@@ -4,13 +4,13 @@ r"""Weight-space interpolation between fields fitted from Standard and Meta init
       --gin_bindings='interpolate.num_steps = {"standard": 100, "meta": 10}'
 """
 
-from absl import app
 from absl import flags
 
 from tf_metainit.cli import common
 
 common.define_run_flags()
 common.define_checkpoint_flag()
+flags.adopt_module_key_flags(common)  # --help lists them
 FLAGS = flags.FLAGS
 
 
@@ -23,7 +23,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":

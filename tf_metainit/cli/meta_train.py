@@ -7,7 +7,6 @@ r"""Meta-trains an initialization.
   TF_CONFIG='{...}' tf-metainit-train ... --gin_bindings="meta_train.strategy = 'multi_worker'"
 """
 
-from absl import app
 from absl import flags
 
 from tf_metainit.cli import common
@@ -16,6 +15,7 @@ common.define_run_flags("Run directory (checkpoints, summaries, configs).")
 flags.DEFINE_bool("accept_config_changes", False, "Resume although the training "
                   "bindings differ from the run's config.gin; the new values take "
                   "effect and config_history/ keeps both.")
+flags.adopt_module_key_flags(common)  # --help lists them
 FLAGS = flags.FLAGS
 
 
@@ -33,7 +33,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":
