@@ -5,6 +5,7 @@ import os
 
 import gin
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 
@@ -115,3 +116,20 @@ def test_end_to_end_results_files(tiny_run):
   assert len(table) == 2 + 5
   meta_row = [r for r in table if r.startswith("| Meta ")][0]
   assert meta_row.rstrip().endswith("| - |")
+
+
+@pytest.mark.parametrize("report_step", [2, None])
+def test_chunks_smaller_than_the_grid_give_the_same_results(tiny_run, tmp_path,
+                                                            report_step):
+  task = gin.query_parameter("meta_train.task").scoped_configurable_fn()
+  runs = {chunk: evaluate.evaluate(
+      tiny_run, task=task, inits=("standard", "meta"), num_steps=3, chunk=chunk,
+      grid_signals=3, report_step=report_step,
+      output_dir=str(tmp_path / f"chunk{chunk}")) for chunk in (1, 3)}
+  for name in ("standard", "meta"):
+    np.testing.assert_allclose(
+        runs[1]["inits"][name]["settings"]["full"]["metric"],
+        runs[3]["inits"][name]["settings"]["full"]["metric"], rtol=1e-5)
+  grids = [np.asarray(Image.open(tmp_path / f"chunk{c}" / "grid_full.png"))
+           for c in (1, 3)]
+  np.testing.assert_array_equal(grids[0].shape, grids[1].shape)

@@ -145,6 +145,11 @@ class TestTimeOptimizer:
     return np.concatenate(traces, axis=1), finals
 
 
+def joined(finals):
+  """TestTimeOptimizer.run's final params per chunk as one batch over all signals."""
+  return [tf.concat([chunk[i] for chunk in finals], 0) for i in range(len(finals[0]))]
+
+
 def _optimizer_of(name, setting, learned, optimizer_settings):
   """(optimizer, its name, its learning rate) of init `name` in `setting`."""
   if name in learned:
@@ -312,10 +317,11 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
         for j, s in enumerate(at):
           tf.summary.scalar(f"eval/{setting}/{name}/psnr", float(trace[j].mean()), step=s)
       if report_step is None:  # the grid shows the final fit: reuse it
-        shown_params = [p[:grid_signals] for p in finals[0]]
+        shown_params = [p[:grid_signals] for p in joined(finals)]
       else:
         k = min(report_step, steps)
-        shown_params = tto.run(init, shown, optimizer, k, setting, max(k, 1), chunk)[1][0]
+        shown_params = joined(tto.run(init, shown, optimizer, k, setting, max(k, 1),
+                                      chunk)[1])
       grid_cols.append((entry["label"],
                         np.clip(task.render(shown_params, shown).numpy(), 0, 1)))
     grid_rows[setting] = grid_cols
