@@ -114,6 +114,13 @@ def test_end_to_end_results_files(tiny_run):
   table = open(os.path.join(out, "results.md")).read().splitlines()
   assert table[0].startswith("| Init | Test-time optimizer | PSNR after 2 steps")
   assert len(table) == 2 + 5
+  # Meta's table stops at its 2 steps; its curve goes on to the longest budget (6) and
+  # starts as its own trace (the same fit, run longer).
+  meta = data["inits"]["meta"]["settings"]["full"]
+  assert meta["steps"] == [0, 1, 2] and meta["continued"]["steps"] == list(range(7))
+  np.testing.assert_allclose(np.asarray(meta["continued"]["metric"])[:, :3],
+                             meta["metric"], rtol=1e-5)
+  assert "continued" not in entry
   meta_row = [r for r in table if r.startswith("| Meta ")][0]
   assert meta_row.rstrip().endswith("| - |")
 

@@ -220,7 +220,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
                                                   "shuffled", "meta"),
              extra_runs=None, optimizer_settings=None, num_steps=100, report_step=2,
              reference="meta", settings=None, num_test=None, chunk=16, trace_every=1,
-             fit_steps=1000, fit_learning_rate=1e-4, grid_signals=4, labels=None,
+             fit_steps=1000, fit_learning_rate=1e-4, grid_signals=8, labels=None,
              seed=0, output_dir=None, export_fitted=(), checkpoint="best",
              strategy="default", cpu_replicas=2):
   """Runs the comparison and writes the results; returns the results dict.
@@ -310,6 +310,12 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
       entry["settings"][str(setting)] = {
           "optimizer": opt_name, "learning_rate": lr, "num_steps": steps,
           "steps": at.tolist(), "metric": trace.T.tolist(), "seconds": elapsed}
+      longest = max(int(_lookup(num_steps, other, setting)) for other in params)
+      if steps < longest:  # its own curve on to the longest budget, for the figure
+        more, _ = tto.run(init, signals, optimizer, longest, setting, trace_every, chunk)
+        entry["settings"][str(setting)]["continued"] = {
+            "steps": traced_steps(longest, trace_every).tolist(),
+            "metric": more.T.tolist()}
       logging.info("%s / %s: %s lr %g, %d steps in %.1fs: PSNR %.2f -> %.2f dB",
                    setting, name, opt_name, lr, steps, elapsed, trace[0].mean(),
                    trace[-1].mean())
@@ -406,14 +412,18 @@ def _figures(results, grid_rows, params, output_dir):
   for setting, cols in grid_rows.items():
     labels = [label for label, _ in cols]
     rows = [[images[i] for _, images in cols] for i in range(len(cols[0][1]))]
-    scale = max(1, 96 // max(rows[0][0].shape[0], 1))
+    # Tiles of about 128 px: 64-px images at 2x, 32-px views at 4x.
+    scale = max(1, round(128 / max(rows[0][0].shape[0], 1)))
     files.save_image(figures.image_grid(rows, labels, scale=scale),
                      os.path.join(output_dir, f"grid_{setting}.png"))
     curves = {}
     for name in params:
       e = results["inits"][name]["settings"][str(setting)]
+      label = results["inits"][name]["label"]
+      if "continued" in e:  # the table stops at its budget, the curve goes on
+        label = f"{label} (table: {e['num_steps']} steps)"
+        e = e["continued"]
       m = np.asarray(e["metric"])
-      curves[results["inits"][name]["label"]] = (np.asarray(e["steps"]), m.mean(0),
-                                                 m.std(0))
+      curves[label] = (np.asarray(e["steps"]), m.mean(0), m.std(0))
     figures.plot_curves(curves, os.path.join(output_dir, f"curves_{setting}.png"),
                         f"Test-time optimisation ({setting})")
