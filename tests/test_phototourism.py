@@ -246,3 +246,19 @@ def test_true_view_of_a_photos_own_camera_is_that_photo_without_people(tmp_path)
     # Equal up to JPEG loss where no person stands.
     assert np.median(np.abs(truth - shown[k, :height, :width])) < 0.03
   assert np.abs(task.true_view(0, 1) - task.true_view(1, 1)).mean() > 0.01
+
+
+def test_streamed_photos_match_in_memory_and_resume_from_a_checkpoint(tmp_path):
+  memory = _task(tmp_path, in_memory=True)
+  disk = _task(tmp_path / "again", in_memory=False)
+  first = [e for _, e in zip(range(4), memory.train_dataset(seed=3))]
+  iterator = iter(disk.train_dataset(seed=3))
+  streamed = [next(iterator) for _ in range(2)]
+  checkpoint = tf.train.Checkpoint(iterator=iterator)
+  path = checkpoint.save(str(tmp_path / "ckpt"))
+  streamed += [next(iterator) for _ in range(2)]
+  for a, b in zip(first, streamed):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  checkpoint.restore(path)
+  np.testing.assert_array_equal(next(iterator)["colours"], streamed[2]["colours"])
