@@ -21,7 +21,10 @@ setuptools.setup(
     # The configs stay in the repo's top-level gin/ and ship inside the package as
     # tf_metainit/gin_configs (a data-only package; cli/common.py finds either).
     package_dir={"tf_metainit.gin_configs": "gin"},
-    package_data={"tf_metainit.gin_configs": ["**/*.gin"]},
+    package_data={"tf_metainit.gin_configs": ["**/*.gin"],
+                  # The shipped inits (tf_metainit.pretrained): weights, manifest, card.
+                  "tf_metainit.pretrained": ["*/manifest.json", "*/weights.npz",
+                                             "*/MODEL_CARD.md"]},
     python_requires=">=3.11",
     install_requires=[
         "tensorflow>=2.21,<2.22",

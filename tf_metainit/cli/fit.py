@@ -1,10 +1,12 @@
 r"""Fits a learned init to your own image, of any size, in a few steps.
 
+  tf-metainit-fit --init=text --image=photo.png
   tf-metainit-fit --init=runs/text --image=photo.png --out_dir=fit_photo
   tf-metainit-fit --init=text_export --image=photo.png --steps=10 --compare
 
---init is a run directory (its best checkpoint; --checkpoint=latest for the last) or
-an export (tf-metainit-export). Steps, optimizer and learning rate default to the
+--init is a shipped pretrained init (tf_metainit.pretrained.list()), a run directory
+(its best checkpoint; --checkpoint=latest for the last) or an export
+(tf-metainit-export). Steps, optimizer and learning rate default to the
 init's own test-time settings. Writes <out_dir>/reconstruction.png (at the image's
 size, or --resolution), fit.json (PSNR after every step) and export/ (the fitted
 field). --compare also fits the Standard init with Adam 1e-4 (Table 1) and reports
@@ -17,7 +19,8 @@ from absl import flags
 
 from tf_metainit.cli import common
 
-flags.DEFINE_string("init", None, "A run directory or an export of a learned init.")
+flags.DEFINE_string("init", None, "A shipped pretrained init's name (e.g. text; "
+                    "tf_metainit.pretrained.list()), a run directory or an export.")
 flags.DEFINE_string("image", None, "The image file to fit (PNG, JPEG, ...).")
 flags.DEFINE_string("out_dir", None, "Output folder (new, empty, or an earlier fit's); "
                     "default fit_<image name>.")
@@ -34,6 +37,9 @@ FLAGS = flags.FLAGS
 
 def _init():
   from tf_metainit import fit  # pylint: disable=g-import-not-at-top
+  from tf_metainit import pretrained  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(FLAGS.init) and os.sep not in FLAGS.init:
+    return fit.init_from_export(pretrained.path(FLAGS.init))
   if os.path.exists(os.path.join(FLAGS.init, "manifest.json")):
     return fit.init_from_export(FLAGS.init)
   common.parse_run_config(FLAGS.init, FLAGS.gin_file, FLAGS.gin_bindings,

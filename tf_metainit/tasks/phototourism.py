@@ -330,6 +330,8 @@ class Phototourism(contract.Task):
 
   def describe(self):
     return {"task": "phototourism", "scene": self.scene,
+            "num_samples": self.renderer.num_samples,
+            "rays_per_step": self.rays_per_step,
             "rays": "d = R K^-1 [i, j, 1] at integer pixel (i = column, j = row), not "
                     "normalised; o = 0.05 t (the reference's scale)",
             "bounds": "near/far per photo = bds * [0.9, 1.2] * 0.05",

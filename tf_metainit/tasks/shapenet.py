@@ -272,6 +272,8 @@ class ShapeNetViews(contract.Task):
   def describe(self):
     return {"task": "shapenet", "category": self.category,
             "procedural": self.procedural, "resolution": self.resolution,
+            "num_samples": self.num_samples, "near": self.near, "far": self.far,
+            "test_rays_per_step": self.test_rays_per_step,
             "rays": "NeRF-Blender camera, pixel (col, row) at integer coordinates, "
                     "d = R ((i - W/2)/f, -(j - H/2)/f, -1), not normalised",
             "sampling": f"{self.num_samples} samples in [{self.near}, {self.far}], "
