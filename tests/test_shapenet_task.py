@@ -316,10 +316,11 @@ def test_meta_train_then_evaluate_with_an_sv_run(data_dir, tmp_path, clean_gin):
   # Same weights, same optimizer: the SV slot reproduces Meta's start exactly.
   assert inits["meta:SV"]["settings"]["1"]["metric"][0][0] == (
       inits["meta"]["settings"]["1"]["metric"][0][0])
-  # Grid columns: input view, held-out target, five inits; 8 px tiles drawn at 12x.
+  # Grid columns: input view, held-out target, five inits; 8 px tiles drawn at 16x
+  # (about 128 px).
   grid = np.asarray(Image.open(os.path.join(root, "eval", "grid_1.png")))
-  assert grid.shape[1] == 7 * (RES * 12 + 2) + 2
-  first_tile = grid[16:16 + RES * 12:12, 2:2 + RES * 12:12]
+  assert grid.shape[1] == 7 * (RES * 16 + 2) + 2
+  first_tile = grid[16:16 + RES * 16:16, 2:2 + RES * 16:16]
   frame0 = shapenet.ShapeNetViews(category="chairs", data_dir=data_dir, resolution=RES,
                                   num_train=2, num_test=2).test_signals()["images"][0, 0]
   np.testing.assert_allclose(first_tile / 255.0, frame0, atol=1 / 255.0)
