@@ -33,8 +33,9 @@ from tf_metainit.meta import optimizers
 from tf_metainit.tasks import contract
 from tf_metainit.tasks import image as image_task
 
+# `task` is the task's description (manifest["task"]): which signals the init is for.
 Init = collections.namedtuple("Init", ["field", "params", "optimizer", "num_steps",
-                                       "source"])
+                                       "source", "task"])
 RESULT = "fit.json"
 # Table 1's optimizer for the Standard init (seed supplement).
 STANDARD_OPTIMIZER = optimizers.Adam(1e-4)
@@ -49,7 +50,8 @@ def init_from_run(root_dir, checkpoint="best", task=gin.REQUIRED):
                      "(tf-metainit-fit does).")
   optimizer, num_steps = export.adapt_settings(task)
   params, learned, path = runs.load_meta_init(task, root_dir, checkpoint)
-  return Init(task.field, params, learned or optimizer, num_steps, path)
+  return Init(task.field, params, learned or optimizer, num_steps, path,
+              task.describe())
 
 
 def init_from_export(export_dir):
@@ -62,7 +64,20 @@ def init_from_export(export_dir):
                             "learning_rate": test_time.get("learning_rate", 1e-2)}
     optimizer = optimizers.from_description(description)
   return Init(field, params, optimizer, test_time.get("num_steps"),
-              os.path.abspath(export_dir))
+              os.path.abspath(export_dir), manifest.get("task") or {})
+
+
+def check_kind(init, kind, flag):
+  """Refuses an init made for another kind of signal, naming the flag that fits it."""
+  found = init.task.get("task")
+  if found and found != kind:
+    raise ValueError(f"{flag} needs an init of a {kind} task; this one ({init.source}) "
+                     f"is a {found} init. Give --{INPUT_FLAGS[found]} instead, or an "
+                     f"init made for {kind}.")
+
+
+INPUT_FLAGS = {"image": "image", "ct": "sinogram and --angles",
+               "shapenet": "views", "phototourism": "views"}
 
 
 def _pixels(field, image):
@@ -131,9 +146,28 @@ def check_out_dir(out_dir):
     raise ValueError(f"--out_dir={out_dir} {problem}")
 
 
+def save_picture(picture, path):
+  """A float picture in [0, 1], (H, W) or (H, W, C), as an 8-bit PNG."""
+  picture = np.squeeze(np.clip(np.asarray(picture), 0.0, 1.0))
+  files.save_image(Image.fromarray(np.round(picture * 255).astype(np.uint8)), path)
+
+
+def finish(out_dir, field, fitted, result, pictures):
+  """Writes a fit's pictures ({file name: picture}), the fitted field as an export and
+  fit.json (last, so a folder with fit.json is a complete fit)."""
+  os.makedirs(out_dir, exist_ok=True)
+  for name, picture in pictures.items():
+    save_picture(picture, os.path.join(out_dir, name))
+  export.export_params(field, fitted, os.path.join(out_dir, "export"),
+                       manifest_extra={"kind": "fitted", "fit": {
+                           k: v for k, v in result.items() if k != "standard"}})
+  files.write_json(os.path.join(out_dir, RESULT), result)
+
+
 def fit(init, image_path, out_dir, num_steps=None, resolution=None, compare=False):
   """Fits `init` to the image file; writes the outputs; returns the fit.json dict."""
   check_out_dir(out_dir)
+  check_kind(init, "image", "--image")
   num_steps = int(num_steps or init.num_steps or 2)
   image = _pixels(init.field, image_folder.load_image(image_path))
   with _bar(num_steps, "Fitting the learned init") as on_step:
@@ -147,14 +181,8 @@ def fit(init, image_path, out_dir, num_steps=None, resolution=None, compare=Fals
             "optimizer": init.optimizer.describe(), "psnr": curve.tolist()}
   if compare:
     result["standard"] = _compare(init.field, image, num_steps, curve[-1])
-  os.makedirs(out_dir, exist_ok=True)
-  picture = render(init.field, fitted, height, width)
-  files.save_image(Image.fromarray(np.round(np.squeeze(picture) * 255).astype(np.uint8)),
-                   os.path.join(out_dir, "reconstruction.png"))
-  export.export_params(init.field, fitted, os.path.join(out_dir, "export"),
-                       manifest_extra={"kind": "fitted", "fit": {
-                           k: v for k, v in result.items() if k != "standard"}})
-  files.write_json(os.path.join(out_dir, RESULT), result)
+  finish(out_dir, init.field, fitted, result,
+         {"reconstruction.png": render(init.field, fitted, height, width)})
   return result
 
 

@@ -3,6 +3,8 @@ r"""Fits a learned init to your own image, of any size, in a few steps.
   tf-metainit-fit --init=text --image=photo.png
   tf-metainit-fit --init=runs/text --image=photo.png --out_dir=fit_photo
   tf-metainit-fit --init=text_export --image=photo.png --steps=10 --compare
+  tf-metainit-fit --init=ct64 --sinogram=scan.npy --angles=angles.npy
+  tf-metainit-fit --init=chairs --views=my_chair/      # or a Phototourism scene
 
 --init is a shipped pretrained init (tf_metainit.pretrained.list()), a run directory
 (its best checkpoint; --checkpoint=latest for the last) or an export
@@ -15,6 +17,7 @@ the steps it needs to reach the learned init's PSNR.
 
 import os
 
+from absl import app
 from absl import flags
 
 from tf_metainit.cli import common
@@ -22,6 +25,15 @@ from tf_metainit.cli import common
 flags.DEFINE_string("init", None, "A shipped pretrained init's name (e.g. text; "
                     "tf_metainit.pretrained.list()), a run directory or an export.")
 flags.DEFINE_string("image", None, "The image file to fit (PNG, JPEG, ...).")
+flags.DEFINE_string("sinogram", None, "A CT sinogram to reconstruct: .npy (views, "
+                    "detector bins), with --angles.")
+flags.DEFINE_string("angles", None, "The sinogram's view angles in radians: .npy "
+                    "(views,).")
+flags.DEFINE_string("views", None, "Posed views to fit: a ShapeNet object folder "
+                    "(transforms.json + PNGs) or a Phototourism scene (images/ + "
+                    "c2w_mats.npy, kinv_mats.npy, bds.npy).")
+flags.DEFINE_integer("photo", 0, "Phototourism --views: the photo whose appearance is "
+                     "fitted (index in sorted order).")
 flags.DEFINE_string("out_dir", None, "Output folder (new, empty, or an earlier fit's); "
                     "default fit_<image name>.")
 flags.DEFINE_integer("steps", None, "Test-time steps (default: the init's own).")
@@ -30,7 +42,7 @@ flags.DEFINE_integer("resolution", None, "Side of the square reconstruction "
 flags.DEFINE_bool("compare", False, "Also fit the Standard init and compare.")
 common.define_checkpoint_flag()
 common.define_gin_flags()
-flags.mark_flags_as_required(["init", "image"])
+flags.mark_flag_as_required("init")
 flags.adopt_module_key_flags(common)  # --help lists them
 FLAGS = flags.FLAGS
 
@@ -55,10 +67,39 @@ def main(argv):
                                                 FLAGS.steps))
   common.run_and_report(lambda: checks.optional(checks.positive_int, "--resolution",
                                                 FLAGS.resolution))
+  source = _input()
   init = common.run_and_report(_init)
-  out_dir = FLAGS.out_dir or "fit_" + os.path.splitext(os.path.basename(FLAGS.image))[0]
-  result = common.run_and_report(lambda: fit.fit(
-      init, FLAGS.image, out_dir, FLAGS.steps, FLAGS.resolution, FLAGS.compare))
+  name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+  out_dir = FLAGS.out_dir or f"fit_{name}"
+  if FLAGS.image:
+    _report_image(common.run_and_report(lambda: fit.fit(
+        init, FLAGS.image, out_dir, FLAGS.steps, FLAGS.resolution, FLAGS.compare)),
+                  out_dir)
+    return
+  if FLAGS.sinogram:
+    from tf_metainit import fit_ct  # pylint: disable=g-import-not-at-top
+    result = common.run_and_report(lambda: fit_ct.fit(
+        init, FLAGS.sinogram, FLAGS.angles, out_dir, FLAGS.steps))
+    curve = result["sinogram_psnr"]
+  else:
+    from tf_metainit import fit_views  # pylint: disable=g-import-not-at-top
+    result = common.run_and_report(lambda: fit_views.fit(
+        init, FLAGS.views, out_dir, FLAGS.steps, FLAGS.photo))
+    curve = result["psnr"]
+  print(f"Learned init: PSNR {curve[0]:.2f} -> {curve[-1]:.2f} dB in "
+        f"{result['num_steps']} steps ({result['optimizer']['name']}); wrote {out_dir}")
+
+
+def _input():
+  """The one input given: --image, --sinogram with --angles, or --views."""
+  given = [f for f in ("image", "sinogram", "views") if getattr(FLAGS, f)]
+  if len(given) != 1 or bool(FLAGS.sinogram) != bool(FLAGS.angles):
+    raise app.UsageError("Give one input: --image=FILE, --sinogram=FILE.npy with "
+                         "--angles=FILE.npy, or --views=DIR.")
+  return getattr(FLAGS, given[0])
+
+
+def _report_image(result, out_dir):
   psnr = result["psnr"]
   print(f"Learned init: PSNR {psnr[0]:.2f} -> {psnr[-1]:.2f} dB in "
         f"{result['num_steps']} steps ({result['optimizer']['name']}); wrote {out_dir}")

@@ -1,0 +1,89 @@
+"""The shipped inits: each loads offline, is small, has its card, and 2 test-time steps
+from it beat 2 from the Standard init on held-out signals of its own kind."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tf_metainit import evaluate
+from tf_metainit import export
+from tf_metainit import fit
+from tf_metainit import pretrained
+from tf_metainit.fields import functional
+from tf_metainit.meta import optimizers
+from tf_metainit.tasks import ct
+from tf_metainit.tasks import image
+from tf_metainit.tasks import phototourism
+from tf_metainit.tasks import shapenet
+
+MAX_BYTES = 2_000_000
+SHIPPED = ("chairs", "ct64", "landmark", "text")
+
+
+def _text(field, tmp_path):
+  del tmp_path
+  return image.ImageRegression(dataset="text", resolution=64, num_train=1, num_test=4,
+                               field=lambda: field), "full", optimizers.Adam(1e-4)
+
+
+def _ct64(field, tmp_path):
+  del tmp_path
+  return ct.CTReconstruction(source="procedural", resolution=64, num_train=1,
+                             num_test=4, field=lambda: field), 4, optimizers.Adam(5e-4)
+
+
+def _chairs(field, tmp_path):
+  return shapenet.ShapeNetViews(
+      category="chairs", data_dir=str(tmp_path), resolution=32, num_train=1,
+      num_test=2, num_samples=32, num_eval_views=5, settings=(1,),
+      field=lambda: field), 1, optimizers.Adam(1e-5)
+
+
+def _landmark(field, tmp_path):
+  return phototourism.Phototourism(
+      scene_dir=str(tmp_path / "scene"), num_photos=26, long_side=64, num_test=4,
+      num_val=1, num_samples=64, field=lambda: field), "left", optimizers.Adam(5e-4)
+
+
+TASKS = {"text": _text, "ct64": _ct64, "chairs": _chairs, "landmark": _landmark}
+
+
+def test_the_promised_inits_ship():
+  assert set(SHIPPED) <= set(pretrained.list())
+  assert set(pretrained.list()) <= set(TASKS), "every shipped init needs its test"
+
+
+def test_unknown_name_lists_the_shipped_ones():
+  with pytest.raises(ValueError, match="ships chairs, ct64"):
+    pretrained.path("nope")
+
+
+@pytest.mark.parametrize("name", pretrained.list())
+def test_init_is_small_and_carries_its_card(name):
+  folder = pretrained.path(name)
+  size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+  assert size <= MAX_BYTES, f"{name}: {size} bytes"
+  with open(os.path.join(folder, export.MANIFEST)) as f:
+    manifest = json.load(f)
+  assert manifest["kind"] == "pretrained" and manifest["name"] == name
+  card = pretrained.card(name)
+  for section in ("**Config:**", "**Training:**", "## Evaluation on held-out signals",
+                  "## Held-out validation curve during training", "weights float32"):
+    assert section in card, (name, section)
+
+
+@pytest.mark.parametrize("name", pretrained.list())
+def test_two_steps_from_it_beat_two_from_standard(name, tmp_path):
+  init = fit.init_from_export(pretrained.path(name))
+  task, setting, standard_optimizer = TASKS[name](init.field, tmp_path)
+  signals = task.test_signals()
+  standard = functional.from_description(init.field.describe(), {
+      v.name: v.numpy() for v in init.field.non_trainable_variables}).params()
+  tto = evaluate.TestTimeOptimizer(task)
+  meta_trace, _ = tto.run(init.params, signals, init.optimizer, 2, setting, 2)
+  standard_trace, _ = tto.run(standard, signals, standard_optimizer, 2, setting, 2)
+  meta, baseline = meta_trace[-1], standard_trace[-1]
+  assert np.all(np.isfinite(meta))
+  assert meta.mean() > baseline.mean() + 1.0, (name, meta, baseline)

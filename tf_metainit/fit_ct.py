@@ -1,0 +1,98 @@
+"""A learned CT init fitted to your own sinogram (tf-metainit-fit --sinogram).
+
+The sinogram is what the init's projector measures (physics/ct.py): one row per view,
+each row W detector bins, the mean of the image along parallel rays at that view's angle
+(radians); W is the init's resolution. The fit minimises the squared error to the rows
+from the init's own test-time optimizer, as evaluation does, and the field's image at the
+init's resolution is the reconstruction.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tf_metainit import fit as fit_lib
+from tf_metainit.fields import functional
+from tf_metainit.meta import inner
+from tf_metainit.tasks import contract
+from tf_metainit.tasks import ct
+
+
+def _load_array(path, what):
+  try:
+    return np.load(path, allow_pickle=False)  # A pickled array could run code.
+  except FileNotFoundError:
+    raise ValueError(f"{what} file {path} does not exist.") from None
+  except ValueError as e:
+    raise ValueError(f"{what} file {path} is not a plain numeric .npy array ({e}); "
+                     "save it with numpy.save.") from e
+
+
+def load_sinogram(sinogram_path, angles_path, resolution):
+  """(sinogram (V, W), angles (V,)) float32, checked against the init's projector."""
+  sinogram = _load_array(sinogram_path, "--sinogram")
+  angles = _load_array(angles_path, "--angles")
+  if sinogram.ndim != 2:
+    raise ValueError(f"--sinogram {sinogram_path} has shape {sinogram.shape}; expected "
+                     "(views, detector bins), one row per view.")
+  if angles.ndim != 1:
+    raise ValueError(f"--angles {angles_path} has shape {angles.shape}; expected "
+                     "(views,), one angle in radians per sinogram row.")
+  if len(angles) != len(sinogram):
+    raise ValueError(f"--sinogram has {len(sinogram)} rows (views) but --angles has "
+                     f"{len(angles)} entries; give one angle per row.")
+  if sinogram.shape[1] != resolution:
+    raise ValueError(f"--sinogram rows have {sinogram.shape[1]} detector bins, but this "
+                     f"init's projector makes {resolution} per view (its resolution); "
+                     f"resample the rows to {resolution} bins.")
+  for name, array in (("--sinogram", sinogram), ("--angles", angles)):
+    if not np.all(np.isfinite(array)):
+      raise ValueError(f"{name} holds NaN or inf values.")
+  return sinogram.astype(np.float32), angles.astype(np.float32)
+
+
+def task_of(init):
+  """The CT task the init was made for, rebuilt from its description (no data)."""
+  fit_lib.check_kind(init, "ct", "--sinogram")
+  resolution = init.task.get("resolution")
+  if not resolution:
+    raise ValueError(f"{init.source} does not record its CT resolution; export it "
+                     "again with this version of tf_metainit.")
+  return ct.CTReconstruction(source="procedural", resolution=int(resolution),
+                             num_train=1, num_test=1, field=lambda: init.field)
+
+
+def fit_sinogram(task, params, sinogram, angles, optimizer, num_steps):
+  """(fitted params, sinogram PSNR before step 0..num_steps)."""
+  targets = tf.constant(sinogram[None])
+  views = tf.constant(angles[None])
+
+  def psnr(p):
+    return contract.psnr_from_mse(task.loss(p, views, targets))
+
+  @tf.function
+  def run(p):
+    return inner.adapt(task.loss, p, lambda i: (views, targets), num_steps, optimizer,
+                       trace_fn=psnr)
+
+  fitted, trace = run(functional.batch_params(params, 1))
+  return fitted, trace[:, 0].numpy()
+
+
+def fit(init, sinogram_path, angles_path, out_dir, num_steps=None):
+  """Fits `init` to the sinogram; writes reconstruction.png, fit.json, export/."""
+  fit_lib.check_out_dir(out_dir)
+  task = task_of(init)
+  sinogram, angles = load_sinogram(sinogram_path, angles_path, task.resolution)
+  num_steps = int(num_steps or init.num_steps or 100)
+  fitted, curve = fit_sinogram(task, init.params, sinogram, angles, init.optimizer,
+                               num_steps)
+  result = {"sinogram": os.path.abspath(sinogram_path),
+            "angles": os.path.abspath(angles_path), "init": init.source,
+            "views": len(angles), "resolution": task.resolution,
+            "num_steps": num_steps, "optimizer": init.optimizer.describe(),
+            "sinogram_psnr": curve.tolist()}
+  fit_lib.finish(out_dir, init.field, [p[0] for p in fitted], result,
+                 {"reconstruction.png": task.image(fitted).numpy()[0]})
+  return result

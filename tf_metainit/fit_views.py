@@ -1,0 +1,169 @@
+"""A learned NeRF init fitted to your own posed views (tf-metainit-fit --views).
+
+Two folder formats, the two NeRF tasks' own:
+  ShapeNet      one object: transforms.json (NeRF-Blender) and its PNGs. The first 25
+                views (or all, if fewer) are fitted, as the task's test-time observation
+                does; views from the 26th on are held out and scored. Renders: the
+                fitted views, the held-out ones and a turntable of new cameras.
+  Phototourism  a scene: images/ and c2w_mats.npy, kinv_mats.npy, bds.npy. One photo
+                (--photo) is fitted whole, transferring its appearance; renders: that
+                photo and the cameras of the others with its appearance.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tf_metainit import evaluate
+from tf_metainit import fit as fit_lib
+from tf_metainit.data import phototourism as phototourism_data
+from tf_metainit.data import procedural_shapes
+from tf_metainit.data import shapenet as shapenet_data
+from tf_metainit.fields import functional
+from tf_metainit.meta import inner
+from tf_metainit.tasks import contract
+from tf_metainit.tasks import phototourism
+from tf_metainit.tasks import shapenet
+
+NUM_NEW_CAMERAS = 8
+NUM_OTHER_PHOTOS = 4
+
+
+def views_format(folder):
+  """'shapenet' or 'phototourism': which task's format the folder holds."""
+  if os.path.isfile(os.path.join(folder, "transforms.json")):
+    return "shapenet"
+  if all(os.path.isfile(os.path.join(folder, name))
+         for name in phototourism_data.POSE_FILES):
+    return "phototourism"
+  raise ValueError(
+      f"--views={folder} is in neither format: a ShapeNet object folder holds "
+      "transforms.json and its PNGs; a Phototourism scene holds images/ (or "
+      "dense/images/) with c2w_mats.npy, kinv_mats.npy and bds.npy.")
+
+
+def _number(init, key):
+  value = init.task.get(key)
+  if value is None:
+    raise ValueError(f"{init.source} does not record its task's {key}; export it again "
+                     "with this version of tf_metainit.")
+  return value
+
+
+def _fit(task, params, signals, optimizer, num_steps, setting, metric):
+  @tf.function
+  def run(p):
+    fitted = inner.fit(task, p, signals, num_steps, optimizer, 0, setting,
+                       trace_fn=metric, trace_every=max(1, num_steps // 20))
+    return fitted.params, fitted.trace
+
+  fitted, trace = run(functional.batch_params(params, 1))
+  return fitted, trace[:, 0].numpy()
+
+
+def _turntable(c2w, count):
+  """New cameras on the circle of the first view's radius and height, facing the
+  object's centre (the origin of the ShapeNet frame)."""
+  eye = np.asarray(c2w[0][:3, 3], float)
+  radius, height = np.linalg.norm(eye[:2]), eye[2]
+  start = np.arctan2(eye[1], eye[0])
+  angles = start + np.linspace(0, 2 * np.pi, count, endpoint=False)
+  return np.stack([procedural_shapes.look_at(
+      [radius * np.cos(a), radius * np.sin(a), height]) for a in angles]).astype(
+          np.float32)
+
+
+def fit_shapenet(init, folder, num_steps):
+  task = shapenet.ShapeNetViews(
+      procedural=False, data_dir=os.path.dirname(os.path.abspath(folder)),
+      category=os.path.basename(os.path.abspath(folder)),
+      resolution=int(_number(init, "resolution")),
+      num_samples=int(_number(init, "num_samples")), near=_number(init, "near"),
+      far=_number(init, "far"), test_rays_per_step=int(_number(init,
+                                                                "test_rays_per_step")),
+      field=lambda: init.field)
+  obj = shapenet_data.load_object(folder, resolution=task.resolution)
+  count = len(obj["images"])
+  observed = min(count, shapenet.NUM_INPUT_VIEWS)
+  signals = {"images": obj["images"][None], "c2w": obj["c2w"][None],
+             "focal": np.float32([obj["focal"]])}
+  held_out = count > shapenet.NUM_INPUT_VIEWS
+  shown = slice(shapenet.NUM_INPUT_VIEWS, None) if held_out else slice(0, observed)
+  images = tf.constant(obj["images"][None, shown])
+  cameras = tf.constant(obj["c2w"][None, shown])
+
+  def metric(p):  # PSNR on the held-out views, or on the fitted ones if none
+    pred = task._render_views(p, cameras, signals["focal"])  # pylint: disable=protected-access
+    return contract.psnr_from_mse(tf.reduce_mean(tf.square(pred - images)))[None]
+
+  fitted, curve = _fit(task, init.params, signals, init.optimizer, num_steps, observed,
+                       metric)
+  renders = task._render_views_fn(fitted, cameras, signals["focal"]).numpy()[0]  # pylint: disable=protected-access
+  new = task._render_views_fn(fitted, _turntable(obj["c2w"], NUM_NEW_CAMERAS)[None],  # pylint: disable=protected-access
+                              signals["focal"]).numpy()[0]
+  pictures = {"views.png": np.concatenate([np.concatenate(list(obj["images"][shown][:4]), 1),
+                                           np.concatenate(list(renders[:4]), 1)], 0),
+              "new_views.png": np.concatenate(list(new), 1)}
+  summary = {"views": count, "fitted_views": observed,
+             "scored": "held-out views 26+" if held_out else "the fitted views"}
+  return fitted, curve, pictures, summary
+
+
+def fit_phototourism(init, folder, num_steps, photo):
+  paths = phototourism_data.image_paths(folder)
+  cameras = phototourism_data.read_cameras(folder, len(paths))
+  if not 0 <= photo < len(paths):
+    raise ValueError(f"--photo={photo}, but {folder} has {len(paths)} photos.")
+  task = phototourism.Phototourism(
+      scene="user", scene_dir=folder, num_samples=int(_number(init, "num_samples")),
+      rays_per_step=int(_number(init, "rays_per_step")), field=lambda: init.field)
+  image, kinv = phototourism_data.read_photo(paths[photo], cameras["kinv"][photo])
+  height, width = image.shape[:2]
+  left, right = phototourism.halves_layout([[height, width]])
+  signal = phototourism.photo_signal(image, cameras["c2w"][photo], kinv,
+                                     cameras["bounds"][photo], left, right)
+  signals = {k: v[None] for k, v in signal.items()}
+  camera = (signal["c2w"], signal["kinv"], signal["bounds"], height, width)
+
+  def metric(p):  # PSNR of the whole fitted photo
+    origins, directions = phototourism.photo_rays(signals)
+    near, far = tf.unstack(tf.constant(signals["bounds"]), axis=-1)
+    pred = task.renderer.render_rays(p, origins, directions, near, far)
+    return contract.psnr_from_mse(tf.reduce_mean(tf.square(
+        tf.clip_by_value(pred, 0.0, 1.0) - signals["colours"])))[None]
+
+  fitted, curve = _fit(task, init.params, signals, init.optimizer, num_steps, "full",
+                       metric)
+  params = [p[0] for p in fitted]
+  others = [k for k in range(len(paths)) if k != photo][:NUM_OTHER_PHOTOS]
+  transfer = []
+  for k in others:
+    _, other_kinv = phototourism_data.read_photo(paths[k], cameras["kinv"][k])
+    h, w = (int(v) for v in phototourism_data.photo_size(paths[k]))
+    transfer.append(task.render_camera(params, cameras["c2w"][k], other_kinv,
+                                       cameras["bounds"][k], h, w))
+  pictures = {"reconstruction.png": task.render_camera(params, *camera),
+              **{f"camera_of_{k:04d}.png": t for k, t in zip(others, transfer)}}
+  summary = {"photos": len(paths), "fitted_photo": os.path.basename(paths[photo]),
+             "scored": "the whole fitted photo"}
+  return fitted, curve, pictures, summary
+
+
+def fit(init, folder, out_dir, num_steps=None, photo=0):
+  """Fits `init` to the views in `folder`; writes pictures, fit.json and export/."""
+  fit_lib.check_out_dir(out_dir)
+  kind = views_format(folder)
+  fit_lib.check_kind(init, kind, "--views")
+  num_steps = int(num_steps or init.num_steps or 100)
+  if kind == "shapenet":
+    fitted, curve, pictures, summary = fit_shapenet(init, folder, num_steps)
+  else:
+    fitted, curve, pictures, summary = fit_phototourism(init, folder, num_steps, photo)
+  result = {"views": os.path.abspath(folder), "format": kind, "init": init.source,
+            "num_steps": num_steps, "optimizer": init.optimizer.describe(),
+            "psnr_steps": evaluate.traced_steps(num_steps,
+                                                max(1, num_steps // 20)).tolist(),
+            "psnr": curve.tolist(), **summary}
+  fit_lib.finish(out_dir, init.field, [p[0] for p in fitted], result, pictures)
+  return result

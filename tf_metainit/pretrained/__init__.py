@@ -1,0 +1,49 @@
+"""Learned inits shipped with the package, loaded offline.
+
+Each init is a folder beside this file holding manifest.json and weights.npz (the
+format of tf-metainit-export, without its SavedModel: the field is rebuilt from the
+manifest, and nothing is executed) and MODEL_CARD.md (data, config, steps, wall time,
+evaluation table, held-out validation curve). docs/pretrained/build.py makes each one
+with the package's own binaries from gin/pretrained/<name>.gin.
+
+  from tf_metainit import pretrained
+  pretrained.list()                                # e.g. ['chairs', 'landmark', 'text']
+  field, params, manifest, learned = pretrained.load("text")
+  tf-metainit-fit --init=text --image=photo.png    # the same from the command line
+"""
+
+import os
+
+from tf_metainit import export
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CARD = "MODEL_CARD.md"
+
+
+def list():  # pylint: disable=redefined-builtin
+  """Names of the shipped inits, sorted."""
+  return sorted(name for name in os.listdir(ROOT)
+                if os.path.isfile(os.path.join(ROOT, name, export.MANIFEST)))
+
+
+def path(name):
+  """The folder of the shipped init `name`."""
+  names = list()
+  if name not in names:
+    raise ValueError(f"No pretrained init named {name!r}; the package ships "
+                     f"{', '.join(names) or 'none'}. Give one of them, a run directory "
+                     "or an export folder.")
+  return os.path.join(ROOT, name)
+
+
+def load(name):
+  """(field, params, manifest, learned inner optimizer or None) of a shipped init, as
+  export.load returns them; the manifest's test_time holds its own test-time
+  optimizer, learning rate and steps."""
+  return export.load(path(name))
+
+
+def card(name):
+  """The init's model card (markdown)."""
+  with open(os.path.join(path(name), CARD), encoding="utf-8") as f:
+    return f.read()
