@@ -9,8 +9,8 @@ Layers, bottom to top; a module may import modules of its own layer or below:
   meta   meta/: inner loops, MAML, Reptile and inits, written against the Task seam
   runs   checkpoints, runs, provenance: a meta-training run's files, the meta init in
          them, and who may write them
-  tools  train, evaluate, export, fit, interpolate, appearance, pretrained (the
-         shipped inits), benchmark
+  tools  train, evaluate, export, fit (fit_ct, fit_views), interpolate, appearance,
+         pretrained (the shipped inits), benchmark
   cli    cli/: the binaries
 Modules are parsed with `ast`, never imported, so imports inside functions count too
 (a lazy import hides a cycle without breaking it), and so do strings naming a
@@ -33,7 +33,8 @@ LAYERS = (
     ("meta", ("tf_metainit.meta",)),
     ("runs", ("tf_metainit.checkpoints", "tf_metainit.runs", "tf_metainit.provenance")),
     ("tools", ("tf_metainit.train", "tf_metainit.evaluate", "tf_metainit.export",
-               "tf_metainit.fit", "tf_metainit.interpolate", "tf_metainit.appearance",
+               "tf_metainit.fit", "tf_metainit.fit_ct", "tf_metainit.fit_views",
+               "tf_metainit.interpolate", "tf_metainit.appearance",
                "tf_metainit.pretrained", "tf_metainit.benchmark")),
     ("cli", ("tf_metainit.cli",)),
 )
