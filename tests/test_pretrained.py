@@ -19,13 +19,19 @@ from tf_metainit.tasks import phototourism
 from tf_metainit.tasks import shapenet
 
 MAX_BYTES = 2_000_000
-SHIPPED = ("chairs", "ct64", "landmark", "text")
+SHIPPED = ("chairs", "ct64", "landmark", "natural", "text")
 
 
 def _text(field, tmp_path):
   del tmp_path
   return image.ImageRegression(dataset="text", resolution=64, num_train=1, num_test=4,
                                field=lambda: field), "full", optimizers.Adam(1e-4)
+
+
+def _natural(field, tmp_path):
+  del tmp_path
+  return image.ImageRegression(dataset="dead_leaves", resolution=64, num_train=1,
+                               num_test=4, field=lambda: field), "full", optimizers.Adam(1e-4)
 
 
 def _ct64(field, tmp_path):
@@ -47,7 +53,8 @@ def _landmark(field, tmp_path):
       num_val=1, num_samples=64, field=lambda: field), "left", optimizers.Adam(5e-4)
 
 
-TASKS = {"text": _text, "ct64": _ct64, "chairs": _chairs, "landmark": _landmark}
+TASKS = {"text": _text, "natural": _natural, "ct64": _ct64, "chairs": _chairs,
+         "landmark": _landmark}
 
 
 def test_the_promised_inits_ship():

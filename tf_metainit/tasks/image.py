@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metainit import checks
+from tf_metainit.data import dead_leaves
 from tf_metainit.data import image_folder
 from tf_metainit.data import text
 from tf_metainit.data import tfds_images
@@ -17,7 +18,7 @@ from tf_metainit.fields import functional
 from tf_metainit.fields import siren
 from tf_metainit.tasks import contract
 
-DATASETS = ("text", "folder", "celeb_a", "imagenette")
+DATASETS = ("text", "dead_leaves", "folder", "celeb_a", "imagenette")
 
 
 def pixel_grid_tensor(height, width):
@@ -64,9 +65,11 @@ class ImageRegression(contract.Task):
   """Meta-learns a field over a class of images.
 
   Args:
-    dataset: 'text' (procedural, no download), 'folder', 'celeb_a' or 'imagenette'.
+    dataset: 'text' or 'dead_leaves' (procedural, no download; dead leaves are
+      occluding textured shapes with the scale statistics of natural images),
+      'folder', 'celeb_a' or 'imagenette'.
     resolution: images are square, resolution x resolution (178 in the paper).
-    num_train: training images (text/folder; None = all for folders/TFDS).
+    num_train: training images (None = all for folders/TFDS).
     num_test: held-out images used for evaluation and validation.
     folder: image folder for dataset='folder' (the last num_test files are held out
       unless test_folder is given).
@@ -87,7 +90,7 @@ class ImageRegression(contract.Task):
     if dataset != "folder":
       checks.unread("ImageRegression", {"folder": folder, "test_folder": test_folder},
                     "dataset = 'folder'")
-    if dataset in ("text", "folder"):
+    if dataset in ("text", "dead_leaves", "folder"):
       checks.unread("ImageRegression", {"data_dir": data_dir, "download": download},
                     "dataset = 'celeb_a' or 'imagenette' (TFDS)")
     self.dataset = dataset
@@ -118,6 +121,9 @@ class ImageRegression(contract.Task):
     if self.dataset == "text":
       train = text.text_images("train", self.num_train, res, self.seed)
       test = text.text_images("test", self.num_test, res, self.seed)
+    elif self.dataset == "dead_leaves":
+      train = dead_leaves.dead_leaves_images("train", self.num_train, res, self.seed)
+      test = dead_leaves.dead_leaves_images("test", self.num_test, res, self.seed)
     elif self.dataset == "folder":
       if not self.folder:
         raise ValueError("dataset='folder' needs ImageRegression.folder = '/path/to/images'.")
