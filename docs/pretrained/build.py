@@ -4,7 +4,8 @@
 
 1. tf-metainit-train  --root_dir=RUNS/NAME --gin_file=pretrained/NAME.gin
    (skipped with --run_dir: an existing run trained with that config is used);
-2. tf-metainit-evaluate on it, with gin/pretrained/NAME_eval.gin if present;
+2. tf-metainit-evaluate on it, with gin/pretrained/NAME_eval.gin if present (kept,
+   with its wall time, for a rebuild);
 3. tf-metainit-export, keeping manifest.json and weights.npz only;
 4. tf_metainit/pretrained/NAME/: those two files and MODEL_CARD.md (data, config,
    steps, wall times, the evaluation table, the held-out validation curve, size).
@@ -45,7 +46,7 @@ def validation_curve(run_dir):
     for event in tf.compat.v1.train.summary_iterator(path):
       times.append(event.wall_time)
       for value in event.summary.value:
-        if value.tag.startswith("val/"):
+        if value.tag.startswith("val/psnr"):
           points[event.step] = (value.tag, float(tf.make_ndarray(value.tensor)))
   curve = sorted((step, tag, v) for step, (tag, v) in points.items())
   return curve, (max(times) - min(times)) if times else None
@@ -120,10 +121,17 @@ def main():
     _run(_binary("meta_train") + [f"--root_dir={run_dir}", f"--gin_file={config}"])
   eval_config = os.path.join(REPO, "gin", "pretrained", f"{name}_eval.gin")
   eval_dir = os.path.join(run_dir, "eval_pretrained")
-  eval_s = _run(_binary("evaluate") + [
-      f"--root_dir={run_dir}", f"--gin_bindings=evaluate.output_dir = '{eval_dir}'"]
-      + ([f"--gin_file={eval_config}"] if os.path.exists(eval_config) else []))
-  export_dir = os.path.join(run_dir, "export_pretrained")
+  timing = os.path.join(eval_dir, "seconds.txt")
+  if os.path.exists(timing):  # evaluated by an earlier build of this run
+    with open(timing) as f:
+      eval_s = float(f.read())
+  else:
+    eval_s = _run(_binary("evaluate") + [
+        f"--root_dir={run_dir}", f"--gin_bindings=evaluate.output_dir = '{eval_dir}'"]
+        + ([f"--gin_file={eval_config}"] if os.path.exists(eval_config) else []))
+    with open(timing, "w") as f:
+      f.write(f"{eval_s:.1f}")
+  export_dir = f"{run_dir.rstrip(os.sep)}_export"  # exports go outside their run
   _run(_binary("export") + [f"--root_dir={run_dir}", f"--export_dir={export_dir}"])
   target = os.path.join(TARGET, name)
   os.makedirs(target, exist_ok=True)
