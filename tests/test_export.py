@@ -409,14 +409,16 @@ def test_ct_export_records_the_runs_inner_optimizer(tmp_path):
   assert manifest["training"]["inner_optimizer"] == {"name": "sgd", "learning_rate": 10.0}
   assert manifest["test_time"] == {"optimizer": "sgd", "learning_rate": 10.0,
                                    "num_steps": 2}
+  assert manifest["signatures"]["reconstruct"]["optimizer"] == {"name": "sgd",
+                                                                "learning_rate": 10.0}
   # An evaluation config's Meta optimizer still wins.
   manifest = _export_like_the_binary(root, out, ADAM)
   assert manifest["test_time"] == {"optimizer": "adam", "learning_rate": 1e-3,
                                    "num_steps": 2}
+  assert manifest["signatures"]["reconstruct"]["optimizer"]["name"] == "adam"
 
 
 def test_adapt_signature_bakes_the_runs_inner_optimizer(tmp_path):
-  # CT exports `render` only, so the baked-in optimizer is checked on an image run.
   root, out = str(tmp_path / "run"), str(tmp_path / "export")
   _tiny_run(root, "image/text_cpu.gin",
             SMALL + ("inner/SGD.learning_rate = 0.5",))

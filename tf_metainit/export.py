@@ -12,14 +12,18 @@ An export directory is a SavedModel with two framework-neutral files beside it:
                                            hyperparameters, versions, signatures;
                                            written last
 
-Serving signatures, by task:
+Serving signatures, by task (README "Exporting an init or a fitted field" has the
+table). All but `render` come from the task's `export_signatures` hook, which runs
+only when an optimizer is given:
   every field   render(coords float32 [N, in_dim]) -> {'values': [N, out_dim]}: the
                 field's raw output (NeRF: rgb logits and density logit per point)
-  image         adapt(image float32 [H, W, C], num_steps int32 []) ->
-                {'reconstruction': [H, W, C], 'psnr_before': [], 'psnr_after': []}:
-                num_steps of the run's test-time optimizer on all pixels
-  other tasks   whatever their `export_signatures` hook returns (CT and NeRF have none
-                yet, so they export `render` only)
+  image         adapt(image [H, W, C], num_steps) -> reconstruction, PSNR before/after
+  ct            reconstruct(sinogram [V, R], angles [V], num_steps) -> image [R, R],
+                sinogram loss and PSNR before/after
+  shapenet      render_view(camera_to_world, focal, height, width) -> rgb, depth, acc;
+                adapt(images [V, H, W, 3], cameras [V, 4, 4], focal, num_steps) ->
+                renders [V, H, W, 3], PSNR before/after
+  phototourism  render_rays(origins, directions, near, far), adapt(photo, ...)
 
 Exports are atomic: everything is written to <export_dir>.tmp-<pid> beside the target,
 which then replaces <export_dir> by two renames (the old export is moved aside first
@@ -59,6 +63,8 @@ from tf_metainit.meta import optimizers
 FORMAT = "tf_metainit.export/1"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.npz"
+# Signatures that run the export's test-time optimizer; the manifest records it.
+FITTING_SIGNATURES = ("adapt", "reconstruct")
 # Test hook: kill the process after this stage ('saved_model' or 'weights') to check
 # that an interrupted export leaves the previous one intact.
 CRASH_ENV = "TF_METAINIT_EXPORT_CRASH_AFTER"
@@ -133,7 +139,9 @@ def versions():
 
 
 def _spec_json(spec):
-  return {"shape": [d for d in spec.shape.as_list()], "dtype": spec.dtype.name}
+  """Shape None: any rank (signatures that check their inputs' rank themselves)."""
+  shape = None if spec.shape.rank is None else spec.shape.as_list()
+  return {"shape": shape, "dtype": spec.dtype.name}
 
 
 def _signature_json(fn):
@@ -211,8 +219,9 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
       "signatures": {name: _signature_json(fn) for name, fn in signatures.items()},
       "versions": versions(),
   }
-  if "adapt" in manifest["signatures"]:
-    manifest["signatures"]["adapt"]["optimizer"] = optimizer.describe()
+  for name in FITTING_SIGNATURES:
+    if name in manifest["signatures"]:
+      manifest["signatures"][name]["optimizer"] = optimizer.describe()
   manifest.update(_json_safe(manifest_extra or {}))
   if config_text is not None:
     manifest["gin_config"] = config_text

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tf_metainit import checks
 from tf_metainit.data import phantoms
+from tf_metainit.fields import functional
 from tf_metainit.fields import mlp
 from tf_metainit.physics import ct
 from tf_metainit.tasks import contract
@@ -117,6 +118,12 @@ class CTReconstruction(contract.Task):
   # --- the task seam ------------------------------------------------------------------
 
   def observe(self, signals, seed, setting=None):
+    """Angles and projections of signals {'image'}, or as given by signals that hold
+    measurements {'sinogram' (B, V, W), 'angles' (B, V)} (the exported
+    `reconstruct`)."""
+    if "sinogram" in signals:
+      return {"angles": tf.convert_to_tensor(signals["angles"]),
+              "targets": tf.convert_to_tensor(signals["sinogram"])}
     images = tf.convert_to_tensor(signals["image"])
     batch = tf.shape(images)[0]
     if setting == "image":
@@ -160,4 +167,78 @@ class CTReconstruction(contract.Task):
                            "(reference meshgrid 'xy')",
             "values": "attenuation in (0, 1) (sigmoid output)",
             "projector": "parallel beam, W bins per view, mean of H bilinear samples "
-                         "per ray (physics/ct.py)"}
+                         "per ray (physics/ct.py)",
+            "angles": "radians; view t rotates the sample grid by t about the image "
+                      "centre, pixel (H/2, W/2); test views are "
+                      "linspace(0, pi, n, endpoint=False)"}
+
+  def export_signatures(self, params, optimizer, fit):
+    """`reconstruct`: fits the field to a measured sinogram with `optimizer`."""
+    resolution = self.resolution
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="sinogram"),
+                                  tf.TensorSpec(None, tf.float32, name="angles"),
+                                  tf.TensorSpec([], tf.int32, name="num_steps")])
+    def reconstruct(sinogram, angles, num_steps):
+      """Fits the field to sinogram [V, W] measured at angles [V] (radians, the
+      manifest's task.angles; W = resolution detector bins per view) with num_steps
+      steps of the test-time optimizer on all measurements, as the task's inner loop.
+      Returns the image [R, R] (R = resolution; row r, column c) and the sinogram's
+      mean squared error and PSNR (dB, peak 1) before and after fitting."""
+      sinogram, angles = _checked_measurements(sinogram, angles, num_steps, resolution)
+      signals = {"sinogram": sinogram[None], "angles": angles[None]}
+      start = functional.batch_params(params, 1)
+      fitted = fit(self, start, signals, num_steps, optimizer, seed=0).params
+      loss = lambda p: self.loss(p, signals["angles"], signals["sinogram"])[0]
+      before, after = loss(start), loss(fitted)
+      return {"image": self.image(fitted)[0], "loss_before": before,
+              "loss_after": after, "psnr_before": contract.psnr_from_mse(before),
+              "psnr_after": contract.psnr_from_mse(after)}
+
+    return {"reconstruct": reconstruct}
+
+
+def _checked_measurements(sinogram, angles, num_steps, resolution):
+  """(sinogram [V, resolution], angles [V]) once they and num_steps pass checks whose
+  messages say what is expected.
+
+  Grappler may run the checks in any order, so those that index the shapes pass on a
+  wrong rank and leave the message to the rank checks.
+  """
+  shape, angles_shape = tf.shape(sinogram), tf.shape(angles)
+  ranks_ok = tf.equal(tf.size(shape), 2) & tf.equal(tf.size(angles_shape), 1)
+  # Padded, so these indices exist whatever the ranks.
+  padded = tf.pad(shape, [[0, 2]])
+  views, bins = padded[0], padded[1]
+  num_angles = tf.pad(angles_shape, [[0, 1]])[0]
+  guards = [
+      _require(tf.equal(tf.size(shape), 2), "sinogram must be [num_views, "
+               f"num_measurements] (rank 2): one row of {resolution} detector bins per "
+               "angle; got shape", shape),
+      _require(tf.equal(tf.size(angles_shape), 1), "angles must be [num_views] (rank "
+               "1): one angle in radians per sinogram row; got shape", angles_shape),
+      _require(~ranks_ok | tf.equal(views, num_angles), "sinogram must have one row "
+               "per angle; sinogram shape", shape, "angles shape", angles_shape),
+      _require(~ranks_ok | (views > 0), "give at least one view; sinogram shape",
+               shape),
+      _require(~ranks_ok | tf.equal(bins, resolution), f"sinogram rows must hold "
+               f"{resolution} measurements, the detector bins of the projector at "
+               f"resolution {resolution}; sinogram shape", shape),
+      _require(_all_finite(sinogram), "sinogram values must be finite"),
+      _require(_all_finite(angles), "angles must be finite"),
+      _require(num_steps >= 0, "num_steps must be >= 0; got", num_steps),
+  ]
+  with tf.control_dependencies(guards):
+    return (tf.ensure_shape(sinogram, [None, resolution]),
+            tf.ensure_shape(angles, [None]))
+
+
+def _all_finite(x):
+  # Flat first: a reduction over all axes of an input of unknown rank may be
+  # specialised to the rank of an earlier call.
+  return tf.reduce_all(tf.math.is_finite(tf.reshape(x, [-1])))
+
+
+def _require(ok, message, *data):
+  """An assert whose message shows `data` (up to 8 entries each, e.g. a shape)."""
+  return tf.debugging.Assert(ok, [message, *data], summarize=8)

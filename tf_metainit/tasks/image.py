@@ -19,6 +19,9 @@ from tf_metainit.fields import siren
 from tf_metainit.tasks import contract
 
 DATASETS = ("text", "dead_leaves", "folder", "celeb_a", "imagenette")
+# Float32 resampling lifts white up to 1.00001: values this far outside [0, 1] are
+# round-off, clipped rather than refused.
+_SLACK = 1e-5
 
 
 def pixel_grid_tensor(height, width):
@@ -52,8 +55,8 @@ def check_images(images, resolution, channels, where):
         f"out_dim (e.g. Siren.out_dim = {images.shape[-1]}).")
   if len(images) == 0:
     raise ValueError(f"{where}: no images.")
-  slack = 1e-5  # Float32 resampling lifts white up to 1.00001.
-  if not np.all(np.isfinite(images)) or images.min() < -slack or images.max() > 1 + slack:
+  if (not np.all(np.isfinite(images)) or images.min() < -_SLACK
+      or images.max() > 1 + _SLACK):
     raise ValueError(f"{where}: pixel values must be finite and in [0, 1]; "
                      f"got range [{images.min()}, {images.max()}]. Scale the images "
                      "to [0, 1] (e.g. divide 8-bit values by 255).")
@@ -218,17 +221,19 @@ class ImageRegression(contract.Task):
     """`adapt`: fits a new image from `params` with `optimizer`."""
     channels = self.channels
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, None, channels], tf.float32, name="image"),
-        tf.TensorSpec([], tf.int32, name="num_steps")])
+    # Unknown rank: a rank known to the graph would fold the rank check away.
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="image"),
+                                  tf.TensorSpec([], tf.int32, name="num_steps")])
     def adapt(image, num_steps):
       """Fits image [H, W, C] (values in [0, 1]) from the exported weights.
 
       Runs num_steps steps of the test-time optimizer on the pixels the run's inner
       loop sees (all of them unless it trained with pixels_per_step); pixel (r, c) is
       at (r / H, c / W). Returns the reconstruction [H, W, C] and the PSNR (dB) of
-      the field before and after fitting, over all pixels.
+      the field before and after fitting, over all pixels. Prepare images as the
+      manifest's task.preprocessing says.
       """
+      image = _checked_image(image, num_steps, channels)
       signals = {"image": image[None]}
       obs = self.observe(signals, None)
       start = functional.batch_params(params, 1)
@@ -243,4 +248,76 @@ class ImageRegression(contract.Task):
   def describe(self):
     return {"task": "image", "resolution": self.resolution,
             "coordinates": "(row, col) / resolution in [0, 1), row-major grid",
-            "values": f"{self.channels}-channel pixel values in [0, 1]"}
+            "values": f"{self.channels}-channel pixel values in [0, 1]",
+            "preprocessing": preprocessing(self.dataset, self.resolution)}
+
+
+def _crop_and_resize(resolution):
+  """How image_folder.center_crop_resize prepares an image, in words."""
+  return (f"centre crop to a square (the central min(H, W) rows and columns; an odd "
+          f"excess goes to the bottom/right), resize to {resolution}x{resolution} with "
+          "tf.image.resize(method='bilinear', antialias=True), clip to [0, 1]")
+
+
+def preprocessing(dataset, resolution):
+  """How the training images of `dataset` were made, precisely enough to redo."""
+  crop = _crop_and_resize(resolution)
+  if dataset == "text":
+    return (f"procedural text drawn at {2 * resolution}x{2 * resolution} and "
+            f"box-averaged 2x2 to {resolution}x{resolution}, 8-bit RGB / 255, so no "
+            f"crop or resize; to prepare another image: RGB / 255, {crop}")
+  if dataset == "dead_leaves":
+    return (f"procedural dead leaves rendered at {2 * resolution}x{2 * resolution} "
+            f"and box-averaged 2x2 to {resolution}x{resolution}, float in [0, 1], so "
+            f"no crop or resize; to prepare another image: RGB / 255, {crop}")
+  if dataset == "folder":
+    return ("Pillow decode to RGB (grayscale repeated over 3 channels, alpha "
+            "composited on white, 16-bit / 65535), 8-bit / 255, EXIF rotation "
+            f"applied; {crop}")
+  if dataset == "celeb_a":
+    resize = "" if resolution == tfds_images.PAPER_RESOLUTION else f"; {crop}"
+    return ("TFDS celeb_a 218x178 uint8 / 255, rows 20:198 (all 178 columns) -> "
+            f"178x178{resize}")
+  return f"TFDS imagenette uint8 / 255; {crop}"
+
+
+def _checked_image(image, num_steps, channels):
+  """image as [H, W, channels] once it and num_steps pass checks that say the fix.
+
+  Grappler may run the checks in any order, so the channel check passes on a wrong
+  rank and leaves the message to the rank check.
+  """
+  shape = tf.shape(image)
+  rank_ok = tf.equal(tf.size(shape), 3)
+  # Flat: a reduction over all axes of an input of unknown rank may be specialised
+  # to the rank of an earlier call.
+  values = tf.reshape(image, [-1])
+  low, high = tf.reduce_min(values), tf.reduce_max(values)
+  guards = [
+      _require(rank_ok, f"image must be one [H, W, {channels}] image (rank 3); call "
+               "adapt once per image of a batch; got shape", shape),
+      # Padded, so index 2 exists whatever the rank.
+      _require(~rank_ok | tf.equal(tf.pad(shape, [[0, 3]])[2], channels),
+               f"image must have {channels} channels (its last axis): "
+               f"{_conversion(channels)}; got shape", shape),
+      _require(tf.reduce_all(tf.math.is_finite(values)) & (low >= -_SLACK)
+               & (high <= 1.0 + _SLACK), "image values must be finite and in [0, 1]: "
+               "divide 8-bit values by 255; got min and max", low, high),
+      _require(num_steps >= 0, "num_steps must be >= 0; got", num_steps),
+  ]
+  with tf.control_dependencies(guards):
+    # Resampling round-off, as check_images allows.
+    return tf.ensure_shape(tf.clip_by_value(image, 0.0, 1.0), [None, None, channels])
+
+
+def _require(ok, message, *data):
+  """An assert whose message shows `data` (up to 8 entries each, e.g. a shape)."""
+  return tf.debugging.Assert(ok, [message, *data], summarize=8)
+
+
+def _conversion(channels):
+  if channels != 3:
+    return f"convert the image to {channels} channels"
+  return ("repeat a grayscale [H, W, 1] image over 3 channels "
+          "(tf.image.grayscale_to_rgb), composite an RGBA [H, W, 4] image on white "
+          "(rgb * a + 1 - a, as the folder loader does)")

@@ -217,7 +217,7 @@ class ShapeNetViews(contract.Task):
       c2w = tf.gather(c2w, views, axis=1, batch_dims=1)
     else:
       images, c2w = images[:, :num], c2w[:, :num]
-    origins, directions = self._rays(c2w, signals["focal"])
+    origins, directions = self._rays(c2w, signals["focal"], _image_size(images))
     return {"origins": nerf.flatten_rays(origins),
             "directions": nerf.flatten_rays(directions),
             "colours": nerf.flatten_rays(images),
@@ -284,12 +284,75 @@ class ShapeNetViews(contract.Task):
                      f"{NUM_INPUT_VIEWS}+ held out",
             "values": "rgb in [0, 1] composited on white"}
 
+  def export_signatures(self, params, optimizer, fit):
+    """`render_view` (one camera, the metric's rendering) and `adapt` (posed views)."""
+    near, far = self.near, self.far
+
+    # Unknown ranks: a rank known to the graph would fold the rank checks away.
+    @tf.function(input_signature=[
+        tf.TensorSpec(None, tf.float32, name="camera_to_world"),
+        tf.TensorSpec([], tf.float32, name="focal"),
+        tf.TensorSpec([], tf.int32, name="height"),
+        tf.TensorSpec([], tf.int32, name="width")])
+    def render_view(camera_to_world, focal, height, width):
+      """Renders the view [height, width] of camera_to_world [4, 4] or [3, 4]
+      (NeRF-Blender: the camera looks along -z, y up) with focal length focal (px),
+      as the task renders held-out views: even samples in [near, far], white
+      background. Returns rgb [H, W, 3] in [0, 1], depth and acc (opacity) [H, W]."""
+      c2w = _checked_poses(camera_to_world, "camera_to_world", 2)
+      guards = [_checked_focal(focal),
+                _require((height > 0) & (width > 0), "height and width must be > 0; "
+                         "got", height, width)]
+      with tf.control_dependencies(guards):
+        size = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+        count = height * width
+      origins, directions = rays.camera_rays(c2w, focal, *size)
+      out = self.renderer.render_ray_list(
+          params, tf.reshape(origins, [-1, 3]), tf.reshape(directions, [-1, 3]),
+          tf.fill([count], near), tf.fill([count], far))
+      return {"rgb": tf.reshape(out["rgb"], [height, width, 3]),
+              "depth": tf.reshape(out["depth"], [height, width]),
+              "acc": tf.reshape(out["acc"], [height, width])}
+
+    @tf.function(input_signature=[
+        tf.TensorSpec(None, tf.float32, name="images"),
+        tf.TensorSpec(None, tf.float32, name="cameras"),
+        tf.TensorSpec([], tf.float32, name="focal"),
+        tf.TensorSpec([], tf.int32, name="num_steps")])
+    def adapt(images, cameras, focal, num_steps):
+      """Fits the field to 1 to 25 posed views: images [V, H, W, 3] in [0, 1]
+      (composited on white), seen by cameras [V, 4, 4] or [V, 3, 4] (as in
+      render_view) with focal length focal (px), with num_steps steps of the
+      test-time optimizer on random batches of their rays, as the task's test-time
+      observation. Returns the renders [V, H, W, 3] of the fitted field from the
+      given cameras and the mean over views of each view's PSNR (dB) before and
+      after fitting."""
+      images, cameras = _checked_views(images, cameras, focal, num_steps)
+      signals = {"images": images[None], "c2w": cameras[None], "focal": focal[None]}
+      start = functional.batch_params(params, 1)
+      fitted = fit(self, start, signals, num_steps, optimizer, seed=0,
+                   setting=NUM_INPUT_VIEWS).params
+      size = _image_size(signals["images"])
+      render = lambda p: self._render_views(p, signals["c2w"], signals["focal"],
+                                            size)[0]
+
+      def psnr(renders):
+        mse = tf.reduce_mean(tf.square(renders - images), axis=[1, 2, 3])
+        return tf.reduce_mean(contract.psnr_from_mse(mse))
+
+      before, after = render(start), render(fitted)
+      return {"renders": after, "psnr_before": psnr(before), "psnr_after": psnr(after)}
+
+    return {"render_view": render_view, "adapt": adapt}
+
   # --- rendering ----------------------------------------------------------------------
 
-  def _rays(self, c2w, focal):
-    """(B, V, H, W, 3) origins and directions; focal is (B,)."""
+  def _rays(self, c2w, focal, size=None):
+    """(B, V, H, W, 3) origins and directions; focal is (B,), size (H, W) defaults
+    to the task's resolution."""
     focal = tf.convert_to_tensor(focal)[:, None]
-    return rays.camera_rays(c2w, focal, self.resolution, self.resolution)
+    height, width = size or (self.resolution, self.resolution)
+    return rays.camera_rays(c2w, focal, height, width)
 
   def _held_out(self, signals):
     end = None if self.num_eval_views is None else (
@@ -298,9 +361,9 @@ class ShapeNetViews(contract.Task):
     c2w = tf.convert_to_tensor(signals["c2w"])[:, NUM_INPUT_VIEWS:end]
     return images, c2w
 
-  def _render_views(self, params, c2w, focal):
+  def _render_views(self, params, c2w, focal, size=None):
     """Full images (B, V, H, W, 3) with evenly spaced samples, clipped to [0, 1]."""
-    origins, directions = self._rays(c2w, focal)
+    origins, directions = self._rays(c2w, focal, size)
     shape = tf.shape(origins)
     colours = self.renderer.render_rays(params, nerf.flatten_rays(origins),
                                         nerf.flatten_rays(directions), self.near,
@@ -314,6 +377,86 @@ def _check_view_count(num_views):
     raise ValueError(f"ShapeNet observes 1 to {NUM_INPUT_VIEWS} views (frames 0-24; "
                      f"25+ are held out), got {num_views}.")
   return num_views
+
+
+def _image_size(images):
+  """(H, W) of (B, V, H, W, 3) images: Python ints when static (the data), float32
+  tensors otherwise (the exported `adapt`, whose views may have any size)."""
+  size = images.shape[2:4]
+  if size.is_fully_defined():
+    return tuple(size.as_list())
+  return tuple(tf.unstack(tf.cast(tf.shape(images)[2:4], tf.float32)))
+
+
+def _checked_poses(poses, name, rank):
+  """Camera-to-world matrices [..., 3 or 4, 4] as [..., 3, 4], once checked."""
+  expected = "[4, 4] or [3, 4]" if rank == 2 else "[V, 4, 4] or [V, 3, 4]"
+  shape = tf.shape(poses)
+  rank_ok = tf.equal(tf.size(shape), rank)
+  padded = tf.pad(shape, [[0, 2]])  # so the matrix axes exist whatever the rank
+  rows, cols = padded[rank - 2], padded[rank - 1]
+  guards = [
+      _require(rank_ok, f"{name} must be {expected} camera-to-world matrices (rank "
+               f"{rank}); got shape", shape),
+      _require(~rank_ok | (tf.equal(cols, 4) & (tf.equal(rows, 3) | tf.equal(rows, 4))),
+               f"{name} must be {expected} camera-to-world matrices (a [3, 4] is the "
+               "top three rows of a [4, 4]); got shape", shape),
+      _require(_all_finite(poses), f"{name} must be finite"),
+  ]
+  with tf.control_dependencies(guards):
+    return tf.ensure_shape(poses, [None] * rank)[..., :3, :]
+
+
+def _checked_focal(focal):
+  return _require(focal > 0, "focal must be a focal length in pixels > 0 (Blender "
+                  "data: 0.5 W / tan(0.5 camera_angle_x)); got", focal)
+
+
+def _checked_views(images, cameras, focal, num_steps):
+  """(images [V, H, W, 3], cameras [V, 3, 4]) once they, focal and num_steps pass
+  checks whose messages say what is expected.
+
+  Grappler may run the checks in any order, so those that index a shape pass on a
+  wrong rank and leave the message to the rank check.
+  """
+  cameras = _checked_poses(cameras, "cameras", 3)
+  shape, cameras_shape = tf.shape(images), tf.shape(cameras)
+  rank_ok = tf.equal(tf.size(shape), 4)
+  padded = tf.pad(shape, [[0, 4]])  # so these indices exist whatever the rank
+  views, channels = padded[0], padded[3]
+  values = tf.reshape(images, [-1])  # see _all_finite
+  low, high = tf.reduce_min(values), tf.reduce_max(values)
+  guards = [
+      _require(rank_ok, "images must be [V, H, W, 3] posed views (rank 4), a single "
+               "view [1, H, W, 3]; got shape", shape),
+      _require(~rank_ok | tf.equal(channels, 3), "images must have 3 channels (RGB): "
+               "composite RGBA views on white (rgb * a + 1 - a) as in the ShapeNet "
+               "data; got shape", shape),
+      _require(~rank_ok | tf.equal(views, cameras_shape[0]), "images and cameras must "
+               "hold the same views; images shape", shape, "cameras shape",
+               cameras_shape),
+      _require(~rank_ok | ((views >= 1) & (views <= NUM_INPUT_VIEWS)),
+               f"give 1 to {NUM_INPUT_VIEWS} views (the task observes at most "
+               f"{NUM_INPUT_VIEWS}); images shape", shape),
+      _require(_all_finite(values) & (low >= 0.0) & (high <= 1.0),
+               "image values must be finite and in [0, 1]: divide 8-bit values by "
+               "255; got min and max", low, high),
+      _checked_focal(focal),
+      _require(num_steps >= 0, "num_steps must be >= 0; got", num_steps),
+  ]
+  with tf.control_dependencies(guards):
+    return tf.ensure_shape(images, [None, None, None, 3]), tf.identity(cameras)
+
+
+def _all_finite(x):
+  # Flat first: a reduction over all axes of an input of unknown rank may be
+  # specialised to the rank of an earlier call.
+  return tf.reduce_all(tf.math.is_finite(tf.reshape(x, [-1])))
+
+
+def _require(ok, message, *data):
+  """An assert whose message shows `data` (up to 8 entries each, e.g. a shape)."""
+  return tf.debugging.Assert(ok, [message, *data], summarize=8)
 
 
 def _arrays(split):
