@@ -249,8 +249,8 @@ def test_render_view_is_the_tasks_held_out_render(run):
   task, chair = run["nerf_task"], run["chair"]
   params = _batched(run["params"]["nerf"])
   got, _ = _fresh(run)
-  square = task._render_views(params, chair["c2w"][:, :1], chair["focal"])[0, 0]
-  wide = task._render_views(params, chair["c2w"][:, 1:2], chair["focal"], (6, 10))[0, 0]
+  square = task.render_views(params, chair["c2w"][:, :1], chair["focal"])[0, 0]
+  wide = task.render_views(params, chair["c2w"][:, 1:2], chair["focal"], (6, 10))[0, 0]
   print(f"render_view max |diff|: {np.abs(got['view_rgb'] - square).max():.1e} (8x8), "
         f"{np.abs(got['wide_rgb'] - wide).max():.1e} (6x10, [3, 4] pose)")
   np.testing.assert_allclose(got["view_rgb"], square, atol=1e-5)
@@ -264,7 +264,7 @@ def test_nerf_adapt_fits_as_the_test_time_optimizer(run):
   _, finals = evaluate.TestTimeOptimizer(task).run(
       run["params"]["nerf"], chair, NERF_OPTIMIZER, NERF_STEPS, NERF_VIEWS,
       trace_every=NERF_STEPS)
-  renders = task._render_views(finals[0], chair["c2w"][:, :NERF_VIEWS],
+  renders = task.render_views(finals[0], chair["c2w"][:, :NERF_VIEWS],
                                chair["focal"])[0].numpy()
   mse = np.mean((renders - chair["images"][0, :NERF_VIEWS]) ** 2, axis=(1, 2, 3))
   want_psnr = float(np.mean(contract.psnr_from_mse(mse)))

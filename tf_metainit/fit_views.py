@@ -94,16 +94,18 @@ def fit_shapenet(init, folder, num_steps):
   cameras = tf.constant(obj["c2w"][None, shown])
 
   def metric(p):  # PSNR on the held-out views, or on the fitted ones if none
-    pred = task._render_views(p, cameras, signals["focal"])  # pylint: disable=protected-access
+    pred = task.render_views(p, cameras, signals["focal"])
     return contract.psnr_from_mse(tf.reduce_mean(tf.square(pred - images)))[None]
 
   fitted, curve = _fit(task, init.params, signals, init.optimizer, num_steps, observed,
                        metric)
-  renders = task._render_views_fn(fitted, cameras, signals["focal"]).numpy()[0]  # pylint: disable=protected-access
-  new = task._render_views_fn(fitted, _turntable(obj["c2w"], NUM_NEW_CAMERAS)[None],  # pylint: disable=protected-access
-                              signals["focal"]).numpy()[0]
-  pictures = {"views.png": np.concatenate([np.concatenate(list(obj["images"][shown][:4]), 1),
-                                           np.concatenate(list(renders[:4]), 1)], 0),
+  render = tf.function(task.render_views)
+  renders = render(fitted, cameras, signals["focal"]).numpy()[0]
+  new = render(fitted, _turntable(obj["c2w"], NUM_NEW_CAMERAS)[None],
+               signals["focal"]).numpy()[0]
+  truth = np.concatenate(list(obj["images"][shown][:4]), 1)
+  pictures = {"views.png": np.concatenate([truth, np.concatenate(list(renders[:4]), 1)],
+                                          0),
               "new_views.png": np.concatenate(list(new), 1)}
   summary = {"views": count, "fitted_views": observed,
              "scored": "held-out views 26+" if held_out else "the fitted views"}

@@ -143,7 +143,7 @@ class ShapeNetViews(contract.Task):
     self._train = None
     self._test = None
     # Eager callers (grids, the Matched target) would run the chunk loop op by op.
-    self._render_views_fn = tf.function(self._render_views, reduce_retracing=True)
+    self._render_views_fn = tf.function(self.render_views, reduce_retracing=True)
 
   # --- data ---------------------------------------------------------------------------
 
@@ -244,7 +244,7 @@ class ShapeNetViews(contract.Task):
   def metrics(self, params, signals):
     """Mean over held-out views of each view's PSNR (renders clipped to [0, 1])."""
     images, c2w = self._held_out(signals)
-    pred = self._render_views(params, c2w, signals["focal"])
+    pred = self.render_views(params, c2w, signals["focal"])
     mse = tf.reduce_mean(tf.square(pred - images), axis=[2, 3, 4])
     return {"psnr": tf.reduce_mean(contract.psnr_from_mse(mse), axis=1)}
 
@@ -333,7 +333,7 @@ class ShapeNetViews(contract.Task):
       fitted = fit(self, start, signals, num_steps, optimizer, seed=0,
                    setting=NUM_INPUT_VIEWS).params
       size = _image_size(signals["images"])
-      render = lambda p: self._render_views(p, signals["c2w"], signals["focal"],
+      render = lambda p: self.render_views(p, signals["c2w"], signals["focal"],
                                             size)[0]
 
       def psnr(renders):
@@ -361,7 +361,7 @@ class ShapeNetViews(contract.Task):
     c2w = tf.convert_to_tensor(signals["c2w"])[:, NUM_INPUT_VIEWS:end]
     return images, c2w
 
-  def _render_views(self, params, c2w, focal, size=None):
+  def render_views(self, params, c2w, focal, size=None):
     """Full images (B, V, H, W, 3) with evenly spaced samples, clipped to [0, 1]."""
     origins, directions = self._rays(c2w, focal, size)
     shape = tf.shape(origins)
