@@ -114,3 +114,14 @@ def test_views_in_neither_format_and_wrong_kind_of_init(ct_init, tmp_path):
                                             resolution=8, num_views=26, seed=0)
   with pytest.raises(ValueError, match="is a ct init. Give --sinogram"):
     fit_views.fit(ct_init, os.path.join(folder, "test_0000"), str(tmp_path / "out"))
+
+
+def test_a_fresh_process_rebuilds_every_shipped_field_type(tmp_path):
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  from tf_metainit import pretrained  # pylint: disable=g-import-not-at-top
+  script = ("import sys; from tf_metainit import export; "
+            "print(export.load(sys.argv[1])[0].describe()['type'])")
+  for name in pretrained.list():
+    out = subprocess.run([sys.executable, "-c", script, pretrained.path(name)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1500:]

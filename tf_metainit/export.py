@@ -56,6 +56,9 @@ from tf_metainit import provenance
 from tf_metainit import runs
 from tf_metainit import train
 from tf_metainit.fields import functional
+# Imported for their field types, which `load` rebuilds from a manifest by name.
+from tf_metainit.fields import mlp  # pylint: disable=unused-import
+from tf_metainit.fields import siren  # pylint: disable=unused-import
 from tf_metainit.meta import inner
 from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
