@@ -59,6 +59,13 @@ def _curve_table(curve, rows=12):
   return "\n".join(lines)
 
 
+def _collapse_verdict(best, last, margin=3.0):
+  """The training loop's own rule: more than `margin` dB below the best is a collapse."""
+  if last >= best - margin:
+    return "no collapse"
+  return f"COLLAPSED, {best - last:.1f} dB below the best (the card's init is the best)"
+
+
 def model_card(name, manifest, results_md, curve, train_s, eval_s, config_text):
   size = os.path.getsize(os.path.join(TARGET, name, "weights.npz"))
   training = manifest["training"]
@@ -89,13 +96,17 @@ the evaluation below {eval_s / 60:.1f} min.
 
 ## Evaluation on held-out signals
 
+Test-time optimisation from this init (Meta) and from the architecture's own (Standard)
+on held-out signals; a column per setting (image: every pixel; CT and ShapeNet: the
+number of views; Phototourism: the left half fitted, the right half scored).
+
 {results_md.strip()}
 
 ## Held-out validation curve during training
 
 The held-out metric after the run's own inner loop, every validation (a selection of
 rows); best {best[2]:.2f} dB at step {best[0]}, last {curve[-1][2]:.2f} dB at step
-{curve[-1][0]}: no collapse.
+{curve[-1][0]}: {_collapse_verdict(best[2], curve[-1][2])}.
 
 {_curve_table(curve)}
 
