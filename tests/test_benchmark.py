@@ -140,3 +140,14 @@ def test_quick_phototourism_workloads_count_their_rays():
   assert render["per_call"]["rays"] in (16 * 12, 16 * 11, 16 * 9)
   assert render["flops"] == flops.flops(mlp.NerfMLP(), render["per_call"]["rays"] * 32,
                                         "forward")
+
+
+def test_quick_time_to_psnr_counts_the_steps_it_times():
+  result = measure.run_one("time_to_25db_meta_r16", quick=True, repeats=1, warmup=0)
+  config = result["config"]
+  assert 0 <= config["steps"] <= config["max_steps"] == 50
+  assert result["per_call"]["steps"] == config["steps"]
+  assert result["flops"] == flops.flops(siren.Siren(), 16 * 16, "adapt", config["steps"])
+  text = report.markdown({"time_to_25db_meta_r16": result}, measure.machine_facts(),
+                         "cmd", quick=True)
+  assert "## From an image file to 25 and 30 dB" in text

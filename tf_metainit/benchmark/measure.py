@@ -109,6 +109,7 @@ BUILDERS = {
     "nerf_render": tto_workloads.build_nerf_render,
     "landmark_reptile": meta_workloads.build_landmark_reptile,
     "landmark_render": tto_workloads.build_landmark_render,
+    "time_to_psnr": tto_workloads.build_time_to_psnr,
     "tto": tto_workloads.build_tto,
 }
 

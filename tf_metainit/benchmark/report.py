@@ -13,7 +13,8 @@ def markdown(results, machine, command, quick=False, notes=None):
   lines = (_introduction(command, quick) + _machine(results, machine)
            + _matmul_peak(results, peak) + _goals(results, quick, notes)
            + _outer_steps(results, peak) + _nerf(results, peak)
-           + _test_time(results, peak) + _scaling_k(results, peak)
+           + _test_time(results, peak) + _time_to_psnr(results)
+           + _scaling_k(results, peak)
            + _scaling_resolution(results, peak) + _pipelines(results)
            + _paper_wall_time(results, peak) + _flop_counting())
   return "\n".join(lines)
@@ -113,6 +114,30 @@ def _nerf(results, peak):
   rays_per_s = ("rays/s", lambda r: r["per_call"]["rays"] / r["median_s"])
   return (["## NeRF (ShapeNet and Phototourism)", ""] + _workload_rows(results, steps, peak) + [""]
           + _workload_rows(results, renders, peak, rays_per_s) + [""])
+
+
+def _time_to_psnr(results):
+  names = _names(results, "time_to_psnr")
+  if not names:
+    return []
+  lines = ["## From an image file to 25 and 30 dB", "",
+           "What `tf-metainit-fit` costs a user on this CPU: decoding a held-out Text "
+           "image's PNG, building the fit (tracing included) and running the steps it "
+           "needs, from the shipped 'text' init (its learned rates) and from the "
+           "Standard init (Adam 1e-4); TensorFlow's import (about 5 s) excluded. The "
+           "steps are found once, then the whole call is timed.", "",
+           "| image | init | target | steps | median s (min–max) |", "|---|---|---|---|---|"]
+  for n in names:
+    r = results[n]
+    if "error" in r:
+      lines.append(f"| {n} | failed: {r['error'].splitlines()[-1][:120]} | | | |")
+      continue
+    c = r["config"]
+    steps = str(c["steps"]) if c["reached"] else f">{c['max_steps']} (not reached)"
+    init = "shipped 'text'" if c["init"] == "meta" else "Standard"
+    lines.append(f"| {c['resolution']}² | {init} | {c['target_db']:g} dB | {steps} | "
+                 f"{r['median_s']:.2f} ({r['min_s']:.2f}–{r['max_s']:.2f}) |")
+  return lines + [""]
 
 
 def _test_time(results, peak):

@@ -63,6 +63,13 @@ def workload_specs(quick=False):
                       resolution=goal_res, steps=5 if q else 50))
   specs.update(_modes(f"tto_ct_r{64 if q else 256}", "tto", "tto", field="fourier",
                       resolution=64 if q else 256, steps=5 if q else 10))
+  # The user-visible speed: an image file to 25 and 30 dB, shipped init vs Standard.
+  for r in ((16,) if q else (64, 256)):
+    for init in ("meta", "standard"):
+      for target in (25, 30):
+        specs[f"time_to_{target}db_{init}_r{r}"] = dict(
+            group="time_to_psnr", kind="time_to_psnr", jit=False, init=init,
+            resolution=r, target_db=float(target), max_steps=50 if q else 2000)
   specs.update(_modes("tto_nerf", "tto", "tto", field="nerf", rays=16 if q else 64,
                       samples=32 if q else 128, steps=5 if q else 20, **nerf))
   k_res = 16 if q else 64
@@ -105,6 +112,7 @@ def _pipeline_specs(quick, goal_res):
 
 
 GROUPS = ("peak", "maml", "plain", "replicas", "reptile", "ct", "nerf", "tto",
+          "time_to_psnr",
           "scaling_k", "scaling_res", "pipeline")
 
 # Which training workloads consume each pipeline's signals (the fastest one counts).
