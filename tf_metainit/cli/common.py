@@ -1,6 +1,7 @@
 """Shared flags, --help, start-up and strict gin parsing for the binaries."""
 
 import functools
+import importlib
 import logging as std_logging
 import os
 import re
@@ -90,6 +91,28 @@ def define_run_flags(root_dir_help="A meta-training run directory."):
   flags.DEFINE_string("root_dir", None, root_dir_help)
   define_gin_flags()
   flags.mark_flag_as_required("root_dir")
+
+
+def define_figure_binary():
+  """Flags of a binary that draws a run's figures (--root_dir, gin, --checkpoint)."""
+  define_run_flags()
+  define_checkpoint_flag()
+
+
+def figure_main(name):
+  """main() of a binary that calls tf_metainit.<name>.<name>(root_dir, checkpoint=...)
+  under the run's own config and prints what it returns."""
+
+  def main(argv):
+    check_no_args(argv)
+    module = importlib.import_module(f"tf_metainit.{name}")
+    flag = flags.FLAGS
+    run_and_report(lambda: parse_run_config(flag.root_dir, flag.gin_file,
+                                            flag.gin_bindings, task_for=(name,)))
+    print(run_and_report(lambda: getattr(module, name)(flag.root_dir,
+                                                       checkpoint=flag.checkpoint)))
+
+  return main
 
 
 def define_checkpoint_flag():
