@@ -222,3 +222,22 @@ def test_nerf_output_dims():
   # Depth counts linear layers: 3 layers -> 6 trainable tensors, last one (4,).
   assert [tuple(v.shape) for v in field.trainable_variables] == [
       (120, 16), (16,), (16, 16), (16,), (16, 4), (4,)]
+
+
+@pytest.mark.parametrize("kernel_init, std", [("keras", 1.0), ("haiku", 0.87962)])
+def test_relu_mlp_kernel_init_scale_by_closed_form(kernel_init, std):
+  # A normal truncated at +-2 sigma has std sigma * sqrt(1 - 4 phi(2) / (2 Phi(2) - 1))
+  # = 0.87962 sigma: Haiku leaves it so, Keras raises sigma to undo it.
+  field = mlp.NerfMLP(width=512, depth=3, num_frequencies=20, kernel_init=kernel_init,
+                      seed=3)
+  kernel = field.params()[2].numpy()  # 512 x 512, fan_in 512
+  assert abs(kernel.std() * np.sqrt(512) - std) < 0.01
+  assert np.abs(kernel).max() * np.sqrt(512) <= 2.0 * (1.0 / 0.87962 if
+                                                      kernel_init == "keras" else 1.0) + 1e-5
+  rebuilt = functional.from_description(field.describe(), {})
+  assert rebuilt.kernel_init == kernel_init
+
+
+def test_unknown_kernel_init_is_refused():
+  with pytest.raises(ValueError, match="kernel_init must be one of"):
+    mlp.FourierMLP(kernel_init="glorot")

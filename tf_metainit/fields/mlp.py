@@ -1,7 +1,12 @@
 """ReLU MLPs behind a fixed input encoding: the CT and NeRF fields of the paper.
 
-Init is Haiku's Linear default, which the reference notebooks use: truncated normal
-with std 1/sqrt(fan_in) (std corrected for the truncation), zero bias.
+Kernels start from a normal truncated at two standard deviations, biases at zero.
+`kernel_init` chooses its scale:
+  'keras'  Keras' VarianceScaling(1, fan_in, truncated_normal): the normal's std is
+           raised so the truncated weights have std exactly 1/sqrt(fan_in);
+  'haiku'  Haiku's Linear default, which the reference notebooks use:
+           TruncatedNormal(stddev=1/sqrt(fan_in)) uncorrected, so the weights' std is
+           0.8796/sqrt(fan_in) (REFERENCE.md; a smaller output scale at init).
 """
 
 import keras
@@ -12,6 +17,7 @@ from tf_metainit import checks
 from tf_metainit.fields import encodings
 from tf_metainit.fields import functional
 
+KERNEL_INITS = ("keras", "haiku")
 _OUTPUTS = {
     "sigmoid": tf.sigmoid,
     "linear": tf.identity,
@@ -21,7 +27,8 @@ _OUTPUTS = {
 class EncodedMLP(functional.Field):
   """encoding -> (depth-1) x [Linear(width) + ReLU] -> Linear(out_dim) -> output act."""
 
-  def __init__(self, in_dim, out_dim, encoded_dim, width, depth, output, seed, name):
+  def __init__(self, in_dim, out_dim, encoded_dim, width, depth, output, seed, name,
+               kernel_init="keras"):
     super().__init__(name=name)
     kind = type(self).__name__
     for arg, value in (("in_dim", in_dim), ("out_dim", out_dim), ("width", width)):
@@ -30,14 +37,16 @@ class EncodedMLP(functional.Field):
       raise ValueError(f"Unknown output activation {output!r}; use one of {sorted(_OUTPUTS)}.")
     if depth < 2:
       raise ValueError(f"MLP depth must be >= 2 linear layers, got {depth}.")
+    if kernel_init not in KERNEL_INITS:
+      raise ValueError(f"{kind}.kernel_init must be one of {KERNEL_INITS}, got "
+                       f"{kernel_init!r}.")
+    self.kernel_init = kernel_init
     self.in_dim, self.out_dim = in_dim, out_dim
     self.width, self.depth, self.output_activation = width, depth, output
     dims = [encoded_dim] + [width] * (depth - 1) + [out_dim]
     for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
-      self.add_weight(
-          shape=(fan_in, fan_out), name=f"kernel_{i}",
-          initializer=keras.initializers.VarianceScaling(
-              1.0, "fan_in", "truncated_normal", seed=seed + i))
+      self.add_weight(shape=(fan_in, fan_out), name=f"kernel_{i}",
+                      initializer=_kernel_initializer(kernel_init, fan_in, seed + i))
       self.add_weight(shape=(fan_out,), name=f"bias_{i}", initializer="zeros")
 
   def encode(self, x):
@@ -55,12 +64,22 @@ class EncodedMLP(functional.Field):
   def _describe_mlp(self):
     return {"type": self.TYPE, "in_dim": self.in_dim, "out_dim": self.out_dim,
             "width": self.width, "depth": self.depth,
-            "output_activation": self.output_activation}
+            "output_activation": self.output_activation,
+            "kernel_init": self.kernel_init}
 
   @classmethod
   def _mlp_arguments(cls, description):
     return dict({k: description[k] for k in ("in_dim", "out_dim", "width", "depth")},
-                output=description["output_activation"])
+                output=description["output_activation"],
+                # Exports made before the option existed used Keras' init.
+                kernel_init=description.get("kernel_init", "keras"))
+
+
+def _kernel_initializer(kind, fan_in, seed):
+  if kind == "haiku":
+    return keras.initializers.TruncatedNormal(stddev=1.0 / np.sqrt(fan_in), seed=seed)
+  return keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal",
+                                            seed=seed)
 
 
 @functional.configurable
@@ -76,9 +95,11 @@ class FourierMLP(EncodedMLP):
                 num_features=int(constants["fourier_matrix"].shape[1]))
 
   def __init__(self, in_dim=2, out_dim=1, num_features=256, sigma=30.0, two_pi=False,
-               width=256, depth=5, output="sigmoid", seed=0, name="fourier_mlp"):
+               width=256, depth=5, output="sigmoid", seed=0, name="fourier_mlp",
+               kernel_init="keras"):
     checks.positive_int("FourierMLP.num_features", num_features)
-    super().__init__(in_dim, out_dim, 2 * num_features, width, depth, output, seed, name)
+    super().__init__(in_dim, out_dim, 2 * num_features, width, depth, output, seed, name,
+                     kernel_init)
     self.sigma, self.two_pi = checks.positive("FourierMLP.sigma", sigma), bool(two_pi)
     self.feature_matrix = self.add_weight(
         shape=(in_dim, num_features), name="fourier_matrix", trainable=False,
@@ -116,10 +137,11 @@ class NerfMLP(EncodedMLP):
                 max_log_frequency=description["max_log_frequency"])
 
   def __init__(self, in_dim=3, out_dim=4, num_frequencies=20, max_log_frequency=8.0,
-               width=256, depth=6, output="linear", seed=0, name="nerf_mlp"):
+               width=256, depth=6, output="linear", seed=0, name="nerf_mlp",
+               kernel_init="keras"):
     checks.positive_int("NerfMLP.num_frequencies", num_frequencies)
     super().__init__(in_dim, out_dim, 2 * num_frequencies * in_dim, width, depth,
-                     output, seed, name)
+                     output, seed, name, kernel_init)
     self.num_frequencies = num_frequencies
     self.max_log_frequency = checks.non_negative("NerfMLP.max_log_frequency",
                                                  max_log_frequency)
