@@ -31,7 +31,7 @@ out = model.signatures["adapt"](
 np.savez(sys.argv[3], rgb=rays["rgb"].numpy(), recon=out["reconstruction"].numpy())
 errors = []
 for name, photo in (("rgba", np.concatenate([data["photo"], data["photo"][..., :1]], -1)),
-                    ("bytes", data["photo"] * 255)):
+                    ("bytes", data["photo"] * 255), ("batched", data["photo"][None])):
   try:
     model.signatures["adapt"](
         photo=tf.constant(photo), camera_to_world=tf.constant(data["c2w"]),
@@ -94,3 +94,4 @@ def test_render_rays_and_adapt_from_tensorflow_alone(exported, tmp_path):
   assert report["after"] > report["before"] + 3.0, report
   assert "3 channels" in report["errors"][0]
   assert "[0, 1]" in report["errors"][1]
+  assert "one [H, W, 3] image" in report["errors"][2]

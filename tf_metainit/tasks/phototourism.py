@@ -357,7 +357,8 @@ class Phototourism(contract.Task):
       return renderer.render_ray_list(params, origins, directions, near, far)
 
     @tf.function(input_signature=[
-        tf.TensorSpec([None, None, None], tf.float32, name="photo"),
+        # Rank left open, so a batched photo reaches the rank check's message.
+        tf.TensorSpec(None, tf.float32, name="photo"),
         tf.TensorSpec([3, 4], tf.float32, name="camera_to_world"),
         tf.TensorSpec([3, 3], tf.float32, name="kinv"),
         tf.TensorSpec([2], tf.float32, name="bounds"),
