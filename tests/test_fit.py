@@ -119,3 +119,25 @@ def test_fit_binary_from_a_run_directory(trained, tmp_path):
   saved = json.loads((out / "fit.json").read_text())
   assert "train/best/ckpt-" in saved["init"]
   assert saved["optimizer"]["name"] == "learned_sgd" and len(saved["psnr"]) == 4
+
+
+def test_fit_binary_takes_a_shipped_init_by_name_and_one_input(trained, tmp_path):
+  def run(*args):
+    return subprocess.run(
+        [sys.executable, str(REPO / "bin" / "fit.py"), *args], capture_output=True,
+        text=True, timeout=300, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+
+  out = tmp_path / "out"
+  ok = run("--init=text", f"--image={trained / 'photo.png'}", f"--out_dir={out}",
+           "--steps=2")
+  assert ok.returncode == 0, ok.stderr[-3000:]
+  saved = json.loads((out / "fit.json").read_text())
+  assert saved["init"].endswith(os.path.join("pretrained", "text"))
+  assert Image.open(out / "reconstruction.png").size == (7, 11)
+  both = run("--init=text", f"--image={trained / 'photo.png'}", "--views=somewhere")
+  assert both.returncode != 0 and "Give one input" in both.stderr
+  unknown = run("--init=nope", f"--image={trained / 'photo.png'}")
+  assert unknown.returncode == 1 and "No pretrained init named 'nope'" in unknown.stderr
+  wrong = run("--init=landmark", f"--image={trained / 'photo.png'}",
+              f"--out_dir={tmp_path / 'out2'}")
+  assert wrong.returncode == 1 and "is a phototourism init. Give --views" in wrong.stderr
