@@ -89,6 +89,10 @@ def test_shapenet_views_fit_scores_held_out_views(tmp_path):
   assert result["psnr"][-1] > result["psnr"][0] + 2
   for name in ("views.png", "new_views.png", fit.RESULT):
     assert os.path.isfile(os.path.join(out, name))
+  # The fitted field renders views from TensorFlow alone; fitting it again needs an
+  # optimizer, which a fit's export does not bake in.
+  manifest = json.load(open(os.path.join(out, "export", export.MANIFEST)))
+  assert set(manifest["signatures"]) == {"render", "render_view"}
 
 
 def test_phototourism_views_fit_one_photo_and_render_the_others(tmp_path):

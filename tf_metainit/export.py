@@ -190,10 +190,11 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
     field: the Keras field the weights belong to (its architecture and constants).
     params: unbatched weights in `field.trainable_variables` order.
     export_dir: target directory, replaced atomically.
-    task: optional task: its `describe()` (coordinates) goes into the manifest and,
-      with `optimizer`, its `export_signatures` hook adds signatures such as `adapt`.
+    task: optional task: its `describe()` (coordinates) goes into the manifest and
+      its `export_signatures` hook adds signatures such as `render_view` and, with
+      `optimizer`, the fitting ones (`adapt`, `reconstruct`).
     optimizer: functional optimizer (meta/optimizers.py) baked into `adapt`; None
-      exports `render` (and nothing needing an optimizer) only.
+      exports no fitting signature.
     manifest_extra: more manifest entries (source, hyperparameters, ...).
     config_text: the gin config of the run, stored verbatim in the manifest.
   """
@@ -203,8 +204,11 @@ def export_params(field, params, export_dir, task=None, optimizer=None,
   module.inner_rates = learned_lr.rates_of(optimizer)
   signatures = {"render": module.render}
   hook = getattr(task, "export_signatures", None)
-  if hook is not None and optimizer is not None:
+  if hook is not None:
     extra = hook(module.params, optimizer, inner.fit)
+    # Fitting needs an optimizer to bake in; rendering does not.
+    extra = {k: v for k, v in extra.items()
+             if optimizer is not None or k not in FITTING_SIGNATURES}
     for name, fn in extra.items():
       setattr(module, name, fn)
     signatures.update(extra)

@@ -152,13 +152,14 @@ def save_picture(picture, path):
   files.save_image(Image.fromarray(np.round(picture * 255).astype(np.uint8)), path)
 
 
-def finish(out_dir, field, fitted, result, pictures):
-  """Writes a fit's pictures ({file name: picture}), the fitted field as an export and
-  fit.json (last, so a folder with fit.json is a complete fit)."""
+def finish(out_dir, field, fitted, result, pictures, task=None):
+  """Writes a fit's pictures ({file name: picture}), the fitted field as an export
+  (with `task`'s rendering signatures) and fit.json (last, so a folder with fit.json
+  is a complete fit)."""
   os.makedirs(out_dir, exist_ok=True)
   for name, picture in pictures.items():
     save_picture(picture, os.path.join(out_dir, name))
-  export.export_params(field, fitted, os.path.join(out_dir, "export"),
+  export.export_params(field, fitted, os.path.join(out_dir, "export"), task=task,
                        manifest_extra={"kind": "fitted", "fit": {
                            k: v for k, v in result.items() if k != "standard"}})
   files.write_json(os.path.join(out_dir, RESULT), result)

@@ -109,7 +109,7 @@ def fit_shapenet(init, folder, num_steps):
               "new_views.png": np.concatenate(list(new), 1)}
   summary = {"views": count, "fitted_views": observed,
              "scored": "held-out views 26+" if held_out else "the fitted views"}
-  return fitted, curve, pictures, summary
+  return task, fitted, curve, pictures, summary
 
 
 def fit_phototourism(init, folder, num_steps, photo):
@@ -149,7 +149,7 @@ def fit_phototourism(init, folder, num_steps, photo):
               **{f"camera_of_{k:04d}.png": t for k, t in zip(others, transfer)}}
   summary = {"photos": len(paths), "fitted_photo": os.path.basename(paths[photo]),
              "scored": "the whole fitted photo"}
-  return fitted, curve, pictures, summary
+  return task, fitted, curve, pictures, summary
 
 
 def fit(init, folder, out_dir, num_steps=None, photo=0):
@@ -159,13 +159,14 @@ def fit(init, folder, out_dir, num_steps=None, photo=0):
   fit_lib.check_kind(init, kind, "--views")
   num_steps = int(num_steps or init.num_steps or 100)
   if kind == "shapenet":
-    fitted, curve, pictures, summary = fit_shapenet(init, folder, num_steps)
+    task, fitted, curve, pictures, summary = fit_shapenet(init, folder, num_steps)
   else:
-    fitted, curve, pictures, summary = fit_phototourism(init, folder, num_steps, photo)
+    task, fitted, curve, pictures, summary = fit_phototourism(init, folder, num_steps,
+                                                              photo)
   result = {"views": os.path.abspath(folder), "format": kind, "init": init.source,
             "num_steps": num_steps, "optimizer": init.optimizer.describe(),
             "psnr_steps": evaluate.traced_steps(num_steps,
                                                 max(1, num_steps // 20)).tolist(),
             "psnr": curve.tolist(), **summary}
-  fit_lib.finish(out_dir, init.field, [p[0] for p in fitted], result, pictures)
+  fit_lib.finish(out_dir, init.field, [p[0] for p in fitted], result, pictures, task)
   return result

@@ -124,8 +124,10 @@ class Task:
 
     Each tf.function has an input_signature, returns a dict of tensors and reads the
     weights only from `params` (tf.Variables in trainable_variables order); `optimizer`
-    is the test-time optimizer to bake in and `fit` the loop to run it with
-    (meta/inner.py's fit, passed in because tasks sit below meta/). Default: none.
+    is the test-time optimizer to bake in (None for a fitted field exported without
+    one: export.py then drops the fitting signatures, 'adapt' and 'reconstruct') and
+    `fit` the loop to run it with (meta/inner.py's fit, passed in because tasks sit
+    below meta/). Default: none.
     """
     del params, optimizer, fit
     return {}
