@@ -1,10 +1,14 @@
-"""A learned init fitted to one of your own signals: an image file of any size.
+"""A learned init fitted to one of your own signals: an image file of any size (here),
+a CT sinogram (fit_ct.py) or posed views (fit_views.py).
 
-  Init           a field, its start weights and the test-time optimizer and steps its
-                 run was made for (from a run directory or an export)
+  Init           a field, its start weights, the test-time optimizer and steps its
+                 run was made for and its task's description (from a run directory,
+                 an export or a shipped pretrained init)
+  check_kind     refuses an init made for another kind of signal
   fit_image      test-time optimisation on every pixel, with the PSNR after each step
-  fit            the tf-metainit-fit job: writes reconstruction.png, fit.json (the
-                 curve) and export/ (the fitted field) into a new folder
+  fit            the tf-metainit-fit job for an image: writes reconstruction.png,
+                 fit.json (the curve) and export/ (the fitted field) into a new folder
+  finish         the outputs every kind of fit writes, fit.json last
 
 The field is resolution-free: the image's pixel (r, c) is at (r / H, c / W), the
 reference's convention, whatever H and W are.
