@@ -202,3 +202,56 @@ def test_angle_helpers():
   assert a.shape == (1000,) and ct.random_angles([2, 3], [1, 1]).shape == (2, 3)
   assert float(tf.reduce_min(a)) >= 0 and float(tf.reduce_max(a)) < math.pi
   assert float(tf.reduce_max(a)) > 3.0  # spans the interval
+
+
+def _numpy_nearest(image, angles):
+  """The reference's ct_project (REFERENCE.md 3) re-written in numpy: rotate the
+  centred grid, round to the nearest pixel, zero outside, mean over rows."""
+  height, width = image.shape
+  x = np.arange(width) / width - 0.5
+  y = (np.arange(height) / height - 0.5)[:, None]
+  out = []
+  for t in angles:
+    cols = np.round((x * math.cos(t) - y * math.sin(t) + 0.5) * width).astype(int)
+    rows = np.round((x * math.sin(t) + y * math.cos(t) + 0.5) * height).astype(int)
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    samples = np.where(inside, image[np.clip(rows, 0, height - 1),
+                                     np.clip(cols, 0, width - 1)], 0.0)
+    out.append(samples.mean(axis=0))
+  return np.stack(out)
+
+
+def test_nearest_matches_the_references_projection():
+  rng = np.random.default_rng(4)
+  image = rng.random((12, 12))
+  angles = np.array([0.3, 1.1, 2.0, 2.9])  # no exact ties at these angles
+  np.testing.assert_allclose(_project64(image, angles, interpolation="nearest"),
+                             _numpy_nearest(image, angles), rtol=1e-12, atol=1e-14)
+
+
+def test_nearest_adjoint_is_exact():
+  rng = np.random.default_rng(5)
+  x = tf.constant(rng.random((2, 8, 8)))
+  y = tf.constant(rng.normal(size=(2, 3, 8)))
+  angles = tf.constant(rng.uniform(0, math.pi, 3))
+  px = ct.project(x, angles, interpolation="nearest")
+  pty = ct.backproject(y, angles, 8, interpolation="nearest")
+  assert float(tf.reduce_sum(px * y)) == pytest.approx(float(tf.reduce_sum(x * pty)),
+                                                       rel=1e-12)
+
+
+@pytest.mark.parametrize("interpolation, bound", [("bilinear", 0.02),
+                                                  ("nearest", 0.03)])
+def test_both_projectors_against_the_closed_form_radon_transform(interpolation, bound):
+  # Measured on the modified Shepp-Logan phantom, 5 views: at 256x256 bilinear 1.29%,
+  # nearest 1.45% relative L2 error; at 64x64 5.6% and 5.8%.
+  ellipses = phantoms.SHEPP_LOGAN_MODIFIED
+  image = phantoms.rasterize(ellipses, 256)
+  got = _project64(image, ANGLES, interpolation=interpolation)
+  ref = phantoms.analytic_projection(ellipses, ANGLES, 256)
+  assert _rel_l2(got, ref) < bound
+
+
+def test_unknown_interpolation_is_refused():
+  with pytest.raises(ValueError, match="interpolation must be one of"):
+    ct.project(tf.zeros([4, 4]), tf.zeros([1]), interpolation="cubic")

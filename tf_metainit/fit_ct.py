@@ -59,8 +59,9 @@ def task_of(init):
   if not resolution:
     raise ValueError(f"{init.source} does not record its CT resolution; export it "
                      "again with this version of tf_metainit.")
-  return ct.CTReconstruction(source="procedural", resolution=int(resolution),
-                             num_train=1, num_test=1, field=lambda: init.field)
+  return ct.CTReconstruction(
+      source="procedural", resolution=int(resolution), num_train=1, num_test=1,
+      projector=init.task.get("interpolation", "bilinear"), field=lambda: init.field)
 
 
 def fit_sinogram(task, params, sinogram, angles, optimizer, num_steps):

@@ -9,8 +9,9 @@ sample grid (x_c, y_r) is rotated by
     x' = x cos t - y sin t,    y' = x sin t + y cos t,
 
 the image is resampled at col' = (x' + 0.5) W, row' = (y' + 0.5) H and the
-samples are averaged over r. The reference resamples with nearest neighbour;
-here resampling is bilinear with zeros outside the image.
+samples are averaged over r. Resampling is bilinear with zeros outside the image
+(`interpolation='bilinear'`, the default), or the reference's nearest neighbour
+(`'nearest'`: jax map_coordinates order 0, coordinates rounded half to even).
 
 What a measurement approximates. Let f be the image as a function on the plane
 in normalised units: the bilinear interpolant of the pixels, pixel (r, c) at
@@ -160,11 +161,23 @@ def _linear_pair(corner, fr, fc, height, width, jit_compile):
   return forward, adjoint
 
 
-def _operators(angles, batch, height, width, jit_compile):
+INTERPOLATIONS = ("bilinear", "nearest")
+
+
+def _operators(angles, batch, height, width, jit_compile, interpolation):
   if height is None or width is None:
     raise ValueError("image height and width must be static")
+  if interpolation not in INTERPOLATIONS:
+    raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got "
+                     f"{interpolation!r}.")
   geometry_fn = _COMPILED[bool(jit_compile)][0]
   corner, fr, fc = geometry_fn(angles, batch, height, width)
+  if interpolation == "nearest":
+    # Weights 0 or 1 pick the nearest of the 4 taps: the same kernels, and their
+    # adjoint stays exact. An exact tie (offset 0.5, which a rotated grid almost
+    # never meets) rounds up, where jnp.round would round to even.
+    fr = tf.cast(fr >= 0.5, fr.dtype)
+    fc = tf.cast(fc >= 0.5, fc.dtype)
   return _linear_pair(corner, fr, fc, height, width, jit_compile)
 
 
@@ -186,7 +199,7 @@ def _prepare(x, angles, rank):
   return x, angles, batched
 
 
-def project(images, angles, jit_compile=True):
+def project(images, angles, jit_compile=True, interpolation="bilinear"):
   """Parallel-beam projections of images (see module docstring).
 
   Args:
@@ -195,27 +208,29 @@ def project(images, angles, jit_compile=True):
       be a tensor drawn inside tf.function. Not differentiated.
     jit_compile: compile the gather/interpolation kernels with XLA (fast on CPU
       and GPU); False runs them as plain TF ops.
+    interpolation: 'bilinear' or the reference's 'nearest'.
 
   Returns:
     (B, V, W) projections, or (V, W) for an (H, W) image: W detector bins per
-    view, each the mean of H bilinear samples along its ray.
+    view, each the mean of H samples along its ray.
   """
   images, angles, batched = _prepare(images, angles, 3)
   height, width = images.shape[1], images.shape[2]
   forward, _ = _operators(angles, tf.shape(images)[0], height, width,
-                          jit_compile)
+                          jit_compile, interpolation)
   out = forward(images)
   return out if batched else out[0]
 
 
-def backproject(projections, angles, height, jit_compile=True):
+def backproject(projections, angles, height, jit_compile=True,
+                interpolation="bilinear"):
   """Exact adjoint (transpose) of `project`.
 
   Args:
     projections: float (B, V, W) or (V, W).
     angles: (B, V) or (V,) radians, as given to `project`.
     height: image rows H (the image width is the number of bins W).
-    jit_compile: as for `project`.
+    jit_compile, interpolation: as for `project`.
 
   Returns:
     (B, H, W) or (H, W) image x with <project(u), projections> = <u, x>.
@@ -223,6 +238,6 @@ def backproject(projections, angles, height, jit_compile=True):
   projections, angles, batched = _prepare(projections, angles, 3)
   width = projections.shape[2]
   _, adjoint = _operators(angles, tf.shape(projections)[0], height, width,
-                          jit_compile)
+                          jit_compile, interpolation)
   out = adjoint(projections)
   return out if batched else out[0]

@@ -49,6 +49,8 @@ class CTReconstruction(contract.Task):
     num_test: held-out phantoms.
     num_projections: random views per meta-training step (20 in the paper).
     settings: test-time view counts (1, 2, 4, 8 in the paper).
+    projector: the projector's resampling, 'bilinear' or the reference's 'nearest'
+      (physics/ct.py).
     field: a callable building the field (gin: @FourierMLP).
     seed: data seed.
   """
@@ -57,7 +59,8 @@ class CTReconstruction(contract.Task):
 
   def __init__(self, source="procedural", path=None, allow_pickle=False,
                resolution=256, num_train=2048, num_test=8, num_projections=20,
-               settings=(1, 2, 4, 8), field=mlp.FourierMLP, seed=0):
+               settings=(1, 2, 4, 8), projector="bilinear", field=mlp.FourierMLP,
+               seed=0):
     if source not in SOURCES:
       raise ValueError(f"Unknown CT source {source!r}; use one of {SOURCES}.")
     if source == "procedural":
@@ -71,6 +74,10 @@ class CTReconstruction(contract.Task):
     self.num_projections = checks.positive_int("CTReconstruction.num_projections",
                                                num_projections)
     self.seed = seed
+    if projector not in ct.INTERPOLATIONS:
+      raise ValueError(f"CTReconstruction.projector must be one of "
+                       f"{ct.INTERPOLATIONS}, got {projector!r}.")
+    self.projector = projector
     self.settings = tuple(checks.positive_int("CTReconstruction.settings", n)
                           for n in settings)
     self.default_setting = max(self.settings)
@@ -132,7 +139,8 @@ class CTReconstruction(contract.Task):
       angles = ct.random_angles([batch, self.num_projections], seed)
     else:
       angles = tf.tile(ct.evenly_spaced_angles(int(setting))[None], [batch, 1])
-    return {"angles": angles, "targets": ct.project(images, angles)}
+    return {"angles": angles,
+            "targets": ct.project(images, angles, interpolation=self.projector)}
 
   def inner_batch(self, observations, step, seed):
     del step, seed  # every inner step sees all measurements, as the reference
@@ -144,7 +152,8 @@ class CTReconstruction(contract.Task):
 
   def loss(self, params, inputs, targets):
     image = self.image(params)
-    predicted = image if inputs is None else ct.project(image, inputs)
+    predicted = image if inputs is None else ct.project(
+        image, inputs, interpolation=self.projector)
     return tf.reduce_mean(tf.square(predicted - targets), axis=[1, 2])
 
   def metrics(self, params, signals):
@@ -166,8 +175,9 @@ class CTReconstruction(contract.Task):
             "coordinates": "(col / W, row / H) in [0, 1), row-major grid "
                            "(reference meshgrid 'xy')",
             "values": "attenuation in (0, 1) (sigmoid output)",
-            "projector": "parallel beam, W bins per view, mean of H bilinear samples "
-                         "per ray (physics/ct.py)",
+            "projector": f"parallel beam, W bins per view, mean of H {self.projector} "
+                         "samples per ray (physics/ct.py)",
+            "interpolation": self.projector,
             "angles": "radians; view t rotates the sample grid by t about the image "
                       "centre, pixel (H/2, W/2); test views are "
                       "linspace(0, pi, n, endpoint=False)"}
