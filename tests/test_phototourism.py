@@ -182,7 +182,7 @@ def test_metric_is_psnr_over_the_real_right_half_pixels(tmp_path, monkeypatch):
   assert task.right_max == 24 and signals["counts"][2, 1] == 20
   fake = signals["colours"][:, task.left_max:] + 0.1  # MSE 0.01: 20 dB.
   fake[2, 20:] = 7.0  # Padding slots must not count.
-  monkeypatch.setattr(task, "_render_slots", lambda p, s, part: tf.constant(fake))
+  monkeypatch.setattr(task, "render_slots", lambda p, s, part: tf.constant(fake))
   psnr = task.metrics(None, signals)["psnr"].numpy()
   np.testing.assert_allclose(psnr[:3], 20.0, rtol=1e-4)
 

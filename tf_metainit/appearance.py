@@ -24,6 +24,7 @@ from tf_metainit import evaluate
 from tf_metainit import export
 from tf_metainit import figures
 from tf_metainit import files
+from tf_metainit import interpolate
 from tf_metainit import layout
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import contract
@@ -37,13 +38,6 @@ def corner_weights(u, v):
   bilinear = [(1 - u) * (1 - v) / 4, (1 - u) * (1 + v) / 4,
               (1 + u) * (1 - v) / 4, (1 + u) * (1 + v) / 4]
   return [1.0 - radius] + [radius * b for b in bilinear]
-
-
-def mix(init, corners, weights):
-  """sum_k weights[k] * params_k over (init, *corners), layer by layer."""
-  fields = [init] + list(corners)
-  return [sum(float(w) * np.asarray(f[i]) for w, f in zip(weights, fields)).astype(
-      np.float32) for i in range(len(init))]
 
 
 def camera_path(c2w, frames_per_segment):
@@ -147,8 +141,9 @@ def appearance(root_dir, task=gin.REQUIRED, photo_index=0, corner_indices=(0, 1,
   # Seed Fig. 2: one fixed camera, corners fitted to four photos, the init at the centre.
   fixed = _camera(signals, photo_index)
   steps = np.linspace(-1.0, 1.0, grid_size)
-  grid = [[task.render_camera(mix(init, corners, corner_weights(u, v)), *fixed)
-           for u in steps] for v in steps]
+  grid = [[task.render_camera(interpolate.mix([init, *corners],
+                                               corner_weights(float(u), float(v))),
+                              *fixed) for u in steps] for v in steps]
   files.save_image(figures.image_grid(grid, scale=_scale(grid[0], cell)),
                    os.path.join(output_dir, "appearance_grid.png"))
 

@@ -129,21 +129,16 @@ def fit_phototourism(init, folder, num_steps, photo):
   camera = (signal["c2w"], signal["kinv"], signal["bounds"], height, width)
 
   def metric(p):  # PSNR of the whole fitted photo
-    origins, directions = phototourism.photo_rays(signals)
-    near, far = tf.unstack(tf.constant(signals["bounds"]), axis=-1)
-    pred = task.renderer.render_rays(p, origins, directions, near, far)
-    return contract.psnr_from_mse(tf.reduce_mean(tf.square(
-        tf.clip_by_value(pred, 0.0, 1.0) - signals["colours"])))[None]
+    return phototourism.photo_psnr(task.render_slots(p, signals), signals)
 
   fitted, curve = _fit(task, init.params, signals, init.optimizer, num_steps, "full",
                        metric)
   params = [p[0] for p in fitted]
   others = [k for k in range(len(paths)) if k != photo][:NUM_OTHER_PHOTOS]
   transfer = []
-  for k in others:
-    _, other_kinv = phototourism_data.read_photo(paths[k], cameras["kinv"][k])
+  for k in others:  # photos read at their stored size: K^-1 as given
     h, w = (int(v) for v in phototourism_data.photo_size(paths[k]))
-    transfer.append(task.render_camera(params, cameras["c2w"][k], other_kinv,
+    transfer.append(task.render_camera(params, cameras["c2w"][k], cameras["kinv"][k],
                                        cameras["bounds"][k], h, w))
   pictures = {"reconstruction.png": task.render_camera(params, *camera),
               **{f"camera_of_{k:04d}.png": t for k, t in zip(others, transfer)}}

@@ -33,13 +33,17 @@ class Renderer:
     self.last_delta, self.white_background = last_delta, bool(white_background)
     self.chunk_points = int(chunk_points)
 
-  def composite(self, params, points, z_vals):
-    """Colours of rays whose samples are `points` (..., N, 3) at depths z_vals."""
+  def volume(self, params, points, z_vals):
+    """physics.volume's dict (rgb, acc, weights, depth) of rays whose samples are
+    `points` (..., N, 3) at depths z_vals."""
     raw = self.field.apply(params, points)
-    rendered = volume.volume_render(
+    return volume.volume_render(
         tf.sigmoid(raw[..., :3]), tf.nn.relu(raw[..., 3]), z_vals,
         last_delta=self.last_delta, white_background=self.white_background)
-    return rendered["rgb"]
+
+  def composite(self, params, points, z_vals):
+    """Colours of rays whose samples are `points` (..., N, 3) at depths z_vals."""
+    return self.volume(params, points, z_vals)["rgb"]
 
   def sample(self, origins, directions, near, far, seed):
     """Stratified samples of (B, R) rays for one inner step: {'points', 'z_vals'}."""
@@ -81,7 +85,6 @@ class Renderer:
                         parallel_iterations=1)
     return tf.reshape(colours, [shape[0], -1, 3])[:, :shape[1]]
 
-
   def render_ray_list(self, params, origins, directions, near, far):
     """(R, 3) rays of one field (unbatched params), per-ray (R,) bounds -> dict of
     'rgb' (R, 3) clipped to [0, 1], 'depth' and 'acc' (R,), even samples."""
@@ -99,10 +102,7 @@ class Renderer:
       z_vals, points = rays.sample_along_rays(
           chunk_origins, chunk_directions, chunk_near[:, 0], chunk_far[:, 0],
           self.num_samples, randomized=False)
-      raw = self.field.apply(params, points)
-      out = volume.volume_render(
-          tf.sigmoid(raw[..., :3]), tf.nn.relu(raw[..., 3]), z_vals,
-          last_delta=self.last_delta, white_background=self.white_background)
+      out = self.volume(params, points, z_vals)
       return tf.clip_by_value(out["rgb"], 0.0, 1.0), out["depth"], out["acc"]
 
     spec = lambda shape: tf.TensorSpec(shape, tf.float32)

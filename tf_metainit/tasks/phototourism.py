@@ -79,6 +79,13 @@ def photo_rays(signals):
   return origins, directions
 
 
+def photo_psnr(colours, signals):
+  """PSNR (B,) of rendered slot colours (B, P, 3) against unpadded whole-photo
+  signals, every slot a pixel (adapt's and tf-metainit-fit's one photo)."""
+  return contract.psnr_from_mse(tf.reduce_mean(
+      tf.square(colours - tf.convert_to_tensor(signals["colours"])), axis=[1, 2]))
+
+
 def _photo_as_signal(photo, camera_to_world, kinv, bounds, num_steps):
   """A batch-of-1 signal of a whole photo (every pixel in the left block), checked."""
   guards = [
@@ -170,7 +177,7 @@ class Phototourism(contract.Task):
                                   white_background=False,
                                   chunk_points=render_chunk_points)
     self._splits = None
-    self._render_fn = tf.function(self._render_slots, reduce_retracing=True)
+    self._render_fn = tf.function(self.render_slots, reduce_retracing=True)
     self._render_list_fn = tf.function(self.renderer.render_ray_list,
                                        reduce_retracing=True)
 
@@ -299,7 +306,7 @@ class Phototourism(contract.Task):
   def metrics(self, params, signals):
     """PSNR over the real pixels of the right half, renders clipped to [0, 1]."""
     self._load()
-    colours = self._render_slots(params, signals, "right")
+    colours = self.render_slots(params, signals, "right")
     targets = tf.convert_to_tensor(signals["colours"])[:, self.left_max:]
     num_right = tf.convert_to_tensor(signals["counts"])[:, 1]
     mask = tf.cast(tf.range(self.right_max)[None] < num_right[:, None], tf.float32)
@@ -374,26 +381,17 @@ class Phototourism(contract.Task):
       start = functional.batch_params(params, 1)
       fitted = fit(self, start, signals, num_steps, optimizer, seed=0,
                    setting="full").params
-      origins, directions = photo_rays(signals)
-      near, far = tf.unstack(signals["bounds"], axis=-1)
-
-      def rendered(p):
-        return renderer.render_rays(p, origins, directions, near, far)[0]
-
-      def psnr(colours):
-        return contract.psnr_from_mse(tf.reduce_mean(tf.square(
-            tf.clip_by_value(colours, 0.0, 1.0) - signals["colours"][0])))
-
-      before, after = rendered(start), rendered(fitted)
-      shape = tf.shape(photo)
-      return {"reconstruction": tf.reshape(tf.clip_by_value(after, 0.0, 1.0), shape),
-              "psnr_before": psnr(before), "psnr_after": psnr(after)}
+      before = self.render_slots(start, signals)
+      after = self.render_slots(fitted, signals)
+      return {"reconstruction": tf.reshape(after[0], tf.shape(photo)),
+              "psnr_before": photo_psnr(before, signals)[0],
+              "psnr_after": photo_psnr(after, signals)[0]}
 
     return {"render_rays": render_rays, "adapt": adapt}
 
   # --- rendering ----------------------------------------------------------------------
 
-  def _render_slots(self, params, signals, part):
+  def render_slots(self, params, signals, part="all"):
     """Colours (B, P', 3) of 'all' pixel slots or the 'right' half's, in [0, 1]."""
     slots = slice(self.left_max, None) if part == "right" else slice(None)
     origins, directions = photo_rays(signals)

@@ -245,8 +245,7 @@ class ShapeNetViews(contract.Task):
     """Mean over held-out views of each view's PSNR (renders clipped to [0, 1])."""
     images, c2w = self._held_out(signals)
     pred = self.render_views(params, c2w, signals["focal"])
-    mse = tf.reduce_mean(tf.square(pred - images), axis=[2, 3, 4])
-    return {"psnr": tf.reduce_mean(contract.psnr_from_mse(mse), axis=1)}
+    return {"psnr": mean_view_psnr(pred, images)}
 
   def render(self, params, signals):
     """The first held-out view (frame 25) of every signal, (B, H, W, 3)."""
@@ -336,12 +335,9 @@ class ShapeNetViews(contract.Task):
       render = lambda p: self.render_views(p, signals["c2w"], signals["focal"],
                                             size)[0]
 
-      def psnr(renders):
-        mse = tf.reduce_mean(tf.square(renders - images), axis=[1, 2, 3])
-        return tf.reduce_mean(contract.psnr_from_mse(mse))
-
       before, after = render(start), render(fitted)
-      return {"renders": after, "psnr_before": psnr(before), "psnr_after": psnr(after)}
+      return {"renders": after, "psnr_before": mean_view_psnr(before, images),
+              "psnr_after": mean_view_psnr(after, images)}
 
     return {"render_view": render_view, "adapt": adapt}
 
@@ -369,6 +365,12 @@ class ShapeNetViews(contract.Task):
                                         nerf.flatten_rays(directions), self.near,
                                         self.far)
     return tf.clip_by_value(tf.reshape(colours, shape), 0.0, 1.0)
+
+
+def mean_view_psnr(renders, images):
+  """Mean over views of each view's PSNR: (..., V, H, W, 3) -> (...)."""
+  mse = tf.reduce_mean(tf.square(renders - images), axis=[-3, -2, -1])
+  return tf.reduce_mean(contract.psnr_from_mse(mse), axis=-1)
 
 
 def _check_view_count(num_views):
