@@ -132,7 +132,8 @@ def appearance(root_dir, task=gin.REQUIRED, photo_index=0, corner_indices=(0, 1,
           [task.render_camera(init, *_camera(signals, k)) for k in camera_indices]]
   truth = getattr(task, "true_view", None)
   if truth is not None:
-    rows.append([photo[:height, :width]] + [truth(photo_index, k) for k in camera_indices])
+    rows.append([photo[:height, :width]] +
+                [truth(photo_index, k) for k in camera_indices])
   labels = ["photo"] + [f"camera of {k}" for k in camera_indices]
   row_labels = ["transferred", "init"] + (["truth"] if truth is not None else [])
   files.save_image(figures.image_grid(rows, labels, row_labels, scale=_scale(top, cell)),

@@ -6,6 +6,7 @@ a CT sinogram (fit_ct.py) or posed views (fit_views.py).
                  an export or a shipped pretrained init)
   check_kind     refuses an init made for another kind of signal
   fit_image      test-time optimisation on every pixel, with the PSNR after each step
+  fit_signals    the same for any task's signals, through its own observation
   fit            the tf-metainit-fit job for an image: writes reconstruction.png,
                  fit.json (the curve) and export/ (the fitted field) into a new folder
   finish         the outputs every kind of fit writes, fit.json last
@@ -115,6 +116,22 @@ def fit_image(field, params, image, optimizer, num_steps, on_step=None):
 
   fitted, trace = run(functional.batch_params(params, 1))
   return [p[0] for p in fitted], trace[:, 0].numpy()
+
+
+def fit_signals(task, params, signals, optimizer, num_steps, setting, metric,
+                trace_every=1):
+  """(fitted batch-of-1 params, metric traced before step 0 and every trace_every
+  steps) of unbatched `params` fitted to a task's batch-of-1 `signals` through the
+  task's own observation and inner batches (meta/inner.py's fit, seed 0)."""
+
+  @tf.function
+  def run(p):
+    fitted = inner.fit(task, p, signals, num_steps, optimizer, 0, setting,
+                       trace_fn=metric, trace_every=trace_every)
+    return fitted.params, fitted.trace
+
+  fitted, trace = run(functional.batch_params(params, 1))
+  return fitted, trace[:, 0].numpy()
 
 
 def _reporting(trace_fn, on_step):

@@ -13,8 +13,6 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metainit import fit as fit_lib
-from tf_metainit.fields import functional
-from tf_metainit.meta import inner
 from tf_metainit.tasks import contract
 from tf_metainit.tasks import ct
 
@@ -65,20 +63,15 @@ def task_of(init):
 
 
 def fit_sinogram(task, params, sinogram, angles, optimizer, num_steps):
-  """(fitted params, sinogram PSNR before step 0..num_steps)."""
-  targets = tf.constant(sinogram[None])
-  views = tf.constant(angles[None])
+  """(fitted params, sinogram PSNR before step 0..num_steps), through the task's
+  observation of measured signals."""
+  signals = {"sinogram": tf.constant(sinogram[None]),
+             "angles": tf.constant(angles[None])}
 
   def psnr(p):
-    return contract.psnr_from_mse(task.loss(p, views, targets))
+    return contract.psnr_from_mse(task.loss(p, signals["angles"], signals["sinogram"]))
 
-  @tf.function
-  def run(p):
-    return inner.adapt(task.loss, p, lambda i: (views, targets), num_steps, optimizer,
-                       trace_fn=psnr)
-
-  fitted, trace = run(functional.batch_params(params, 1))
-  return fitted, trace[:, 0].numpy()
+  return fit_lib.fit_signals(task, params, signals, optimizer, num_steps, None, psnr)
 
 
 def fit(init, sinogram_path, angles_path, out_dir, num_steps=None):

@@ -20,8 +20,6 @@ from tf_metainit import fit as fit_lib
 from tf_metainit.data import phototourism as phototourism_data
 from tf_metainit.data import procedural_shapes
 from tf_metainit.data import shapenet as shapenet_data
-from tf_metainit.fields import functional
-from tf_metainit.meta import inner
 from tf_metainit.tasks import contract
 from tf_metainit.tasks import phototourism
 from tf_metainit.tasks import shapenet
@@ -52,14 +50,12 @@ def _number(init, key):
 
 
 def _fit(task, params, signals, optimizer, num_steps, setting, metric):
-  @tf.function
-  def run(p):
-    fitted = inner.fit(task, p, signals, num_steps, optimizer, 0, setting,
-                       trace_fn=metric, trace_every=max(1, num_steps // 20))
-    return fitted.params, fitted.trace
+  return fit_lib.fit_signals(task, params, signals, optimizer, num_steps, setting,
+                             metric, trace_every=_trace_every(num_steps))
 
-  fitted, trace = run(functional.batch_params(params, 1))
-  return fitted, trace[:, 0].numpy()
+
+def _trace_every(num_steps):
+  return max(1, num_steps // 20)  # a full render per trace: about 20 of them
 
 
 def _turntable(c2w, count):
@@ -161,7 +157,7 @@ def fit(init, folder, out_dir, num_steps=None, photo=0):
   result = {"views": os.path.abspath(folder), "format": kind, "init": init.source,
             "num_steps": num_steps, "optimizer": init.optimizer.describe(),
             "psnr_steps": evaluate.traced_steps(num_steps,
-                                                max(1, num_steps // 20)).tolist(),
+                                                _trace_every(num_steps)).tolist(),
             "psnr": curve.tolist(), **summary}
   fit_lib.finish(out_dir, init.field, [p[0] for p in fitted], result, pictures, task)
   return result
