@@ -25,7 +25,7 @@ def _bin_averaged(ellipses, angles, num_bins, samples=32):
   """Closed form averaged over each detector bin's width.
 
   Moving the detector by d along n = (cos t, sin t) is moving the object by
-  -d n; the phantom frame is twice the normalised one.
+  -d n; the phantom frame is the normalised one scaled by (2, -2).
   """
   out = []
   for t in angles:
@@ -34,7 +34,7 @@ def _bin_averaged(ellipses, angles, num_bins, samples=32):
       d = ((k + 0.5) / samples - 0.5) / num_bins
       moved = np.array(ellipses, dtype=np.float64)
       moved[:, 3] -= 2 * d * math.cos(t)
-      moved[:, 4] -= 2 * d * math.sin(t)
+      moved[:, 4] += 2 * d * math.sin(t)
       acc = acc + phantoms.analytic_projection(moved, [t], num_bins)[0]
     out.append(acc / samples)
   return np.stack(out)

@@ -73,8 +73,8 @@ def test_fit_intensities_uses_overlaps():
   low, high = phantoms.intensity_bounds(fitted)
   assert 0 <= low < 1e-5 and high == pytest.approx(0.9)
   image = phantoms.rasterize(fitted, 64, supersample=1)
-  # Centres (row, col): dark disc (48, 32), bright disc (32, 42).
-  assert 0 <= image[48, 32] < 1e-5 and image[32, 42] == pytest.approx(0.9)
+  # Centres (row, col): dark disc (16, 32) (Y = +0.5 is up), bright disc (32, 42).
+  assert 0 <= image[16, 32] < 1e-5 and image[32, 42] == pytest.approx(0.9)
 
 
 def test_features_inside_brain_and_phantom_in_disc():
@@ -104,9 +104,9 @@ def test_features_inside_brain_and_phantom_in_disc():
 
 
 def test_rasterize_pixel_convention():
-  # A disc of radius 0.4 (phantom frame) at (0.5, -0.5): normalised centre
-  # (0.25, -0.25) -> pixel (row, col) = (H/4, 3W/4), radius 0.2 W pixels.
-  disc = np.array([[0.7, 0.4, 0.4, 0.5, -0.5, 30.0]])
+  # A disc of radius 0.4 (phantom frame, Y up) at (0.5, 0.5): normalised
+  # centre (0.25, -0.25) -> pixel (row, col) = (H/4, 3W/4), radius 0.2 W pixels.
+  disc = np.array([[0.7, 0.4, 0.4, 0.5, 0.5, 30.0]])
   image = phantoms.rasterize(disc, 32, supersample=1)
   rows, cols = np.mgrid[:32, :32]
   want = 0.7 * (((rows - 8) ** 2 + (cols - 24) ** 2) <= 6.4 ** 2)
@@ -115,15 +115,42 @@ def test_rasterize_pixel_convention():
   fine = phantoms.rasterize(disc, 32, supersample=8)
   assert fine.sum() * (2 / 32) ** 2 == pytest.approx(0.7 * math.pi * 0.4 ** 2,
                                                      rel=2e-3)
-  # Rotated ellipse: axis a along (cos, sin) of theta in (X=col, Y=row).
+  # Rotated ellipse: axis a along (cos, sin) of theta in (X right, Y up),
+  # so at 45 degrees it runs from the bottom-left to the top-right corner.
   ell = np.array([[1.0, 0.8, 0.1, 0.0, 0.0, 45.0]])
   image = phantoms.rasterize(ell, 64, supersample=1)
-  assert image[48, 48] == 1 and image[16, 16] == 1 and image[16, 48] == 0
+  assert image[16, 48] == 1 and image[48, 16] == 1 and image[16, 16] == 0
+
+
+def test_unperturbed_ellipses_rasterise_as_the_textbook_phantom():
+  # Pixel (r, c) is at X = 2 (c/W - 0.5), Y = -2 (r/H - 0.5). Hand-computed
+  # at 128x128: (41, 64) is Y = +0.359, inside ellipse 5 (+0.1, centre
+  # Y = +0.35) on the brain's 0.2; its mirror (86, 64), Y = -0.344, is brain
+  # only; (102, 64), Y = -0.594, is the small disc at Y = -0.605 (+0.1).
+  image = phantoms.rasterize(phantoms.SHEPP_LOGAN_MODIFIED, 128, supersample=1)
+  assert image[41, 64] == pytest.approx(0.3)
+  assert image[86, 64] == pytest.approx(0.2)
+  assert image[102, 64] == pytest.approx(0.3)
+  assert image[25, 64] == pytest.approx(0.2)  # its mirror: brain only
+
+
+def test_unperturbed_ellipses_match_scikit_images_phantom():
+  # scikit-image's 400x400 modified Shepp-Logan, rows and columns as it lays
+  # them out. Measured mean absolute difference: 0.0063 (edge pixels, where
+  # the two pixel-centre conventions differ by half a pixel); upside down
+  # 0.044, mirrored left-right 0.016.
+  data = pytest.importorskip("skimage.data")
+  textbook = data.shepp_logan_phantom()
+  ours = phantoms.rasterize(phantoms.SHEPP_LOGAN_MODIFIED, 400, supersample=1)
+  assert np.abs(ours - textbook).mean() < 0.009
+  assert np.abs(ours[::-1] - textbook).mean() > 0.03
+  assert np.abs(ours[:, ::-1] - textbook).mean() > 0.012
 
 
 def test_analytic_projection_against_numeric_line_integral():
-  # Integrate the indicator along each ray by brute force in the phantom
-  # frame: ray points (2 s) n + y d, spacing 1e-4, length in normalised units.
+  # Integrate the indicator along each ray by brute force: ray points
+  # s n + y d in the normalised frame, spacing 1e-4, mapped to the phantom
+  # frame (X, Y) = (2x, -2y).
   ellipse = np.array([[0.6, 0.5, 0.2, 0.1, -0.2, 25.0],
                       [-0.3, 0.1, 0.15, 0.05, -0.25, 70.0]])
   angles = [0.0, 0.7, 2.0]
@@ -135,7 +162,7 @@ def test_analytic_projection_against_numeric_line_integral():
     d = np.array([-math.sin(t), math.cos(t)])
     for c in range(bins):
       s = c / bins - 0.5
-      pts = 2 * (s * n[None] + y[:, None] * d[None])
+      pts = 2 * (s * n[None] + y[:, None] * d[None]) * [1, -1]
       total = 0.
       for amp, a, b, xc, yc, theta in ellipse:
         th = np.deg2rad(theta)

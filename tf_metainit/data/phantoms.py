@@ -7,10 +7,15 @@ v = (X-xc) sin(theta) - (Y-yc) cos(theta), i.e. half-axis a lies along
 (cos theta, sin theta). Intensities of overlapping ellipses add.
 
 Pixel convention = the projector's (tf_metainit.physics.ct): pixel (r, c) of
-an H x W image has its centre at normalised (x, y) = (c/W - 0.5, r/H - 0.5),
-and the phantom frame is the normalised frame scaled by 2: X = 2x (columns),
-Y = 2y (rows, increasing downwards in the array). Every phantom lies inside
-the disc X^2 + Y^2 <= 0.95^2, so the projector's truncated rays see all of it.
+an H x W image has its centre at normalised (x, y) = (c/W - 0.5, r/H - 0.5).
+The phantom frame is the textbook one, X = 2x (columns, rightwards) and
+Y = -2y (upwards: row 0 is the top, Y = +1), so the modified Shepp-Logan
+table rasterises upright, rows and columns laid out as scikit-image's
+`shepp_logan_phantom` and MATLAB's / phantominator's `phantom` (its three small
+ellipses at Y = -0.605 in the bottom rows). Mirrored into the projector's
+frame an ellipse has centre (xc, -yc) and tilt -theta. Every phantom lies
+inside the disc X^2 + Y^2 <= 0.95^2, so the projector's truncated rays see all
+of it.
 
 Randomisation (an assumption: the generator behind the reference's ct_256.pkl
 is unpublished). Starting from the modified Shepp-Logan table:
@@ -295,11 +300,16 @@ def _resolution(resolution):
   return int(height), int(width)
 
 
-def _active(ellipses):
-  """Rows that contribute (zero padding rows have A = 0 or empty axes)."""
-  ellipses = np.asarray(ellipses, dtype=np.float64).reshape(-1, 6)
+def _projector_frame(ellipses):
+  """Contributing rows mirrored into the projector's frame (Y = 2y, down).
+
+  Zero padding rows (A = 0 or empty axes) are dropped.
+  """
+  ellipses = np.array(ellipses, dtype=np.float64).reshape(-1, 6)
   keep = (ellipses[:, 0] != 0) & (ellipses[:, 1] > 0) & (ellipses[:, 2] > 0)
-  return ellipses[keep]
+  mirrored = ellipses[keep]
+  mirrored[:, 4:6] *= -1  # textbook Y is up; the array's rows go down
+  return mirrored
 
 
 def rasterize(ellipses, resolution, supersample=4):
@@ -321,7 +331,7 @@ def rasterize(ellipses, resolution, supersample=4):
   xs = 2 * ((np.arange(width)[:, None] + offsets).ravel() / width - 0.5)
   ys = 2 * ((np.arange(height)[:, None] + offsets).ravel() / height - 0.5)
   fine = np.zeros((height * s, width * s))
-  for amp, a, b, xc, yc, theta in _active(ellipses):
+  for amp, a, b, xc, yc, theta in _projector_frame(ellipses):
     th = np.deg2rad(theta)
     # Only the bounding box of the ellipse is evaluated.
     rx = np.hypot(a * np.cos(th), b * np.sin(th))
@@ -362,7 +372,7 @@ def analytic_projection(ellipses, angles, num_bins):
   """
   t = np.asarray(angles, dtype=np.float64).reshape(-1, 1, 1)
   s = (np.arange(num_bins) / num_bins - 0.5)[None, None, :]
-  e = _active(ellipses)[None, :, :, None]  # (1, E, 6, 1)
+  e = _projector_frame(ellipses)[None, :, :, None]  # (1, E, 6, 1)
   amp, a, b, x0, y0 = (e[:, :, i] for i in range(5))
   a, b, x0, y0 = a / 2, b / 2, x0 / 2, y0 / 2
   phi = np.deg2rad(e[:, :, 5])
