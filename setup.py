@@ -38,7 +38,10 @@ setuptools.setup(
         "tensorboard>=2.20",  # tf.summary needs it; TF 2.21 no longer installs it
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # The CT table's FBP and SART rows (classical_ct.py); the tests compare
+        # against them and against scikit-image's textbook Shepp-Logan phantom.
+        "classical": ["scikit-image>=0.22"],
+        "test": ["pytest>=8", "scikit-image>=0.22"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={

@@ -222,7 +222,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
              reference="meta", settings=None, num_test=None, chunk=16, trace_every=1,
              fit_steps=1000, fit_learning_rate=1e-4, grid_signals=8, labels=None,
              seed=0, output_dir=None, export_fitted=(), checkpoint="best",
-             strategy="default", cpu_replicas=2):
+             strategy="default", cpu_replicas=2, classical=None):
   """Runs the comparison and writes the results; returns the results dict.
 
   Args:
@@ -255,6 +255,10 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
       validation during training) or 'latest'.
     strategy, cpu_replicas: 'mirrored' spreads each chunk's signals over every local
       GPU (or cpu_replicas logical CPUs); each signal's result is the one-device one.
+    classical: {method: keyword settings, or {setting: keyword settings}} of classical
+      reconstructions scored on the same signals and observations as table rows after
+      the inits, for tasks that have them (CT: {'fbp': {}, 'sart': {'iterations':
+      100}}, classical_ct.py; needs scikit-image).
   """
   if strategy not in ("default", "mirrored"):
     raise ValueError(f"evaluate.strategy must be 'default' or 'mirrored', got "
@@ -263,6 +267,11 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   user_settings = _check_arguments(task, optimizer_settings, num_steps, report_step,
                                    num_test, chunk, trace_every, fit_steps,
                                    fit_learning_rate, grid_signals)
+  classical = dict(classical or {})
+  if classical and not hasattr(task, "classical"):
+    raise ValueError(f"evaluate.classical names {sorted(classical)}, but "
+                     f"{type(task).__name__} has no classical reconstructions; only CT "
+                     "does (classical_ct.py). Remove the binding.")
   output_dir = layout.eval_dir(root_dir, output_dir)
   os.makedirs(output_dir, exist_ok=True)
   optimizer_settings = dict(DEFAULT_OPTIMIZERS, **user_settings)
@@ -330,6 +339,18 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
                                       chunk)[1])
       grid_cols.append((entry["label"],
                         np.clip(task.render(shown_params, shown).numpy(), 0, 1)))
+    for method, method_settings in classical.items():
+      kwargs = _classical_settings(method_settings, setting)
+      t0 = time.time()
+      images, psnr = task.classical(method, signals, setting, kwargs)
+      entry = results["inits"].setdefault(f"classical:{method}", {
+          "label": labels.get(method, method.upper()), "settings": {}})
+      entry["settings"][str(setting)] = {
+          "method": task.describe_classical(method, kwargs), "psnr": psnr.tolist(),
+          "psnr_at_report_mean": float(psnr.mean()),
+          "psnr_at_report_std": float(psnr.std()), "seconds": time.time() - t0}
+      logging.info("%s / %s: PSNR %.2f dB", setting, method, psnr.mean())
+      grid_cols.append((entry["label"], np.clip(images[:grid_signals], 0, 1)))
     grid_rows[setting] = grid_cols
   writer.flush()
   _summarise(results, params)
@@ -338,6 +359,14 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   _figures(results, grid_rows, params, output_dir)
   print(results_table(results))
   return results
+
+
+def _classical_settings(value, setting):
+  """Keyword settings of a classical method, given once or per setting."""
+  value = dict(value or {})
+  if setting in value or str(setting) in value:
+    return dict(runs.per_setting(value, setting) or {})
+  return value
 
 
 def _export_fitted(task, root_dir, output_dir, name, setting, opt_name, lr, steps,
@@ -392,7 +421,8 @@ def results_table(results):
       for name, entry in results["inits"].items():
         e = entry["settings"][setting]
         match = "-" if name == ref else e.get("steps_to_match_text", "-")
-        lines.append(f"| {entry['label']} | {e['optimizer']} lr {e['learning_rate']:g} | "
+        how = e.get("method") or f"{e['optimizer']} lr {e['learning_rate']:g}"
+        lines.append(f"| {entry['label']} | {how} | "
                      f"{e['psnr_at_report_mean']:.2f} ± {e['psnr_at_report_std']:.2f} | "
                      f"{match} |")
   else:
@@ -402,8 +432,9 @@ def results_table(results):
       cells = []
       for setting in settings:
         e = entry["settings"][setting]
-        cells.append(f"{e['psnr_at_report_mean']:.2f} ({e['optimizer']} "
-                     f"{e['learning_rate']:g}, {e['num_steps']} steps)")
+        how = e.get("method") or (f"{e['optimizer']} {e['learning_rate']:g}, "
+                                  f"{e['num_steps']} steps")
+        cells.append(f"{e['psnr_at_report_mean']:.2f} ({how})")
       lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
@@ -425,5 +456,12 @@ def _figures(results, grid_rows, params, output_dir):
         e = e["continued"]
       m = np.asarray(e["metric"])
       curves[label] = (np.asarray(e["steps"]), m.mean(0), m.std(0))
+    longest = max((max(c[0]) for c in curves.values()), default=1)
+    for name, entry in results["inits"].items():
+      if name.startswith("classical:"):  # one reconstruction: a level line
+        e = entry["settings"][str(setting)]
+        curves[f"{entry['label']} ({e['method']})"] = (
+            np.array([0, longest]), np.full(2, e["psnr_at_report_mean"]),
+            np.full(2, e["psnr_at_report_std"]))
     figures.plot_curves(curves, os.path.join(output_dir, f"curves_{setting}.png"),
                         f"Test-time optimisation ({setting})")

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metainit import checks
+from tf_metainit import classical_ct
 from tf_metainit.data import phantoms
 from tf_metainit.fields import functional
 from tf_metainit.fields import mlp
@@ -169,6 +170,21 @@ class CTReconstruction(contract.Task):
 
   def output_as_signal(self, params):
     return {"image": self.image(params).numpy()}
+
+  def classical(self, method, signals, setting, settings):
+    """(images [B, H, W, 1], PSNR [B]) of a classical reconstruction (classical_ct:
+    'fbp' or 'sart' with keyword `settings`) from the same views the inits see."""
+    observed = self.observe(signals, seed=tf.constant([0, 0]), setting=setting)
+    if observed["angles"] is None:
+      raise ValueError(f"classical reconstructions need views; setting {setting!r} "
+                       "supervises the pixels.")
+    images = classical_ct.reconstruct(method, observed["targets"].numpy(),
+                                      observed["angles"].numpy(), **settings)
+    err = np.mean(np.square(images - np.asarray(signals["image"])), axis=(1, 2))
+    return images[..., None], contract.psnr_from_mse(err).numpy()
+
+  def describe_classical(self, method, settings):
+    return classical_ct.describe(method, **settings)
 
   def describe(self):
     return {"task": "ct", "resolution": self.resolution,
