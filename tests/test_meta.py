@@ -277,6 +277,32 @@ def test_reptile_step_first_adam_step():
   assert num_checked > 50
 
 
+def test_reptile_with_outer_sgd_is_nichols_interpolation():
+  # theta0 += eps (mean theta_K - theta0): with eps = 1 the new init is the mean of the
+  # explicitly adapted weights, with eps = 0.25 a quarter of the way there.
+  for eps in (1.0, 0.25):
+    field = _tiny_siren()
+    task = TinyTask(field, tf.float32)
+    theta0 = [v.numpy().copy() for v in field.trainable_variables]
+    signals = _signals(num_signals=3)
+    adapted = [_sgd_adapt([tf.constant(t) for t in theta0], task.coords, v, 3, 0.1)
+               for v in signals["values"]]
+    optimizer = train.outer_optimizer(eps, "sgd")
+    optimizer.build(field.trainable_variables)
+    outer.build_step(field, task, optimizer, optimizers.SGD(0.1), "reptile", 3)(
+        signals, tf.constant(0))
+    for j, (t, v) in enumerate(zip(theta0, field.trainable_variables)):
+      mean = np.mean([a[j].numpy() for a in adapted], axis=0)
+      assert np.abs(mean - t).max() > 1e-4
+      np.testing.assert_allclose(v.numpy(), t + eps * (mean - t), rtol=1e-4, atol=1e-6)
+
+
+def test_unknown_outer_optimizer_is_refused(tmp_path):
+  with pytest.raises(ValueError, match="outer_optimizer_kind must be one of"):
+    train.meta_train(str(tmp_path / "run"), task=TinyTask(_tiny_siren(), tf.float32),
+                     outer_optimizer_kind="rmsprop")
+
+
 # --- Inner loop and functional optimizers ---------------------------------------------
 
 

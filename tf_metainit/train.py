@@ -107,15 +107,27 @@ class OuterSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 final_fraction=self.final_fraction)
 
 
-def outer_optimizer(learning_rate):
-  # The reference's optax.adam defaults: b1 0.9, b2 0.999, eps 1e-8 (Keras' is 1e-7).
-  # Gradient clipping happens in the outer step, on the gradient averaged over replicas.
+OUTER_OPTIMIZERS = ("adam", "sgd")
+
+
+def outer_optimizer(learning_rate, kind="adam"):
+  """The outer loop's optimizer; gradient clipping happens in the outer step, on the
+  gradient averaged over replicas.
+
+  'adam' is the reference's optax.adam (b1 0.9, b2 0.999, eps 1e-8; Keras' is 1e-7).
+  'sgd' with Reptile is Nichol et al.'s own outer step, theta0 += lr (mean theta_K -
+  theta0): it moves each weight by its share of the inner loop's displacement, where
+  Adam moves every weight by about lr whatever its scale (README, "Why it collapsed").
+  """
+  if kind == "sgd":
+    return keras.optimizers.SGD(learning_rate)
   return keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
 
 
 @gin.configurable(denylist=["root_dir", "accept_config_changes"])
 def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=1000,
-               outer_batch_size=3, outer_learning_rate=1e-5, outer_warmup_steps=0,
+               outer_batch_size=3, outer_optimizer_kind="adam",
+               outer_learning_rate=1e-5, outer_warmup_steps=0,
                outer_lr_decay="constant", outer_final_lr_fraction=0.0,
                clip_global_norm=None, inner_steps=2,
                inner_optimizer=optimizers.SGD(1e-2), inner_lr_mode="fixed",
@@ -132,7 +144,9 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
     algorithm: 'maml' (second-order unless first_order) or 'reptile'.
     num_iterations: total outer steps (150K images / 100K CT and ShapeNet in the paper).
     outer_batch_size: signals per outer step.
-    outer_learning_rate: peak Adam learning rate of the outer loop.
+    outer_optimizer_kind: 'adam' (the paper's) or 'sgd' (Reptile's own outer step,
+      theta0 += outer_learning_rate * (mean adapted theta - theta0)).
+    outer_learning_rate: peak learning rate of the outer loop.
     outer_warmup_steps: linear warm-up of the outer learning rate from 0.
     outer_lr_decay: 'constant' or 'cosine' (to outer_final_lr_fraction * peak at
       num_iterations; changing num_iterations on resume changes the schedule).
@@ -180,7 +194,7 @@ def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=100
                    or inner_optimizer)
       schedule = OuterSchedule(outer_learning_rate, num_iterations, outer_warmup_steps,
                                outer_lr_decay, outer_final_lr_fraction)
-      optimizer = outer_optimizer(schedule)
+      optimizer = outer_optimizer(schedule, outer_optimizer_kind)
       optimizer.build(learned_lr.meta_variables(field, inner_opt))
       step_var = tf.Variable(0, dtype=tf.int64, name="step")
       meta_state = checkpoints.meta_state(field, inner_opt)
@@ -366,6 +380,9 @@ def _check_arguments(task, algorithm, inner_optimizer, inner_lr_mode, first_orde
   if algorithm not in outer.ALGORITHMS:
     raise ValueError(f"meta_train.algorithm must be one of {outer.ALGORITHMS}, got "
                      f"{algorithm!r}.")
+  if others["outer_optimizer_kind"] not in OUTER_OPTIMIZERS:
+    raise ValueError(f"meta_train.outer_optimizer_kind must be one of "
+                     f"{OUTER_OPTIMIZERS}, got {others['outer_optimizer_kind']!r}.")
   if task is gin.REQUIRED or task is None:
     raise ValueError("meta_train.task is not set: bind it in gin, e.g. "
                      "meta_train.task = @ImageRegression().")
