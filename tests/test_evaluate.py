@@ -63,6 +63,8 @@ def test_matched_outputs_match_meta_but_weights_do_not():
   out_matched = task.render(matched, None).numpy()
   assert np.abs(out_meta - out_matched).mean() < 0.02
   assert metrics["psnr"] > 30
+  hand = -10 * np.log10(np.mean(np.square(out_meta - out_matched)))
+  assert metrics["psnr"] == pytest.approx(hand, abs=0.01)
   weight_gap = np.mean([np.abs(a - b).mean() for a, b in zip(matched, meta)])
   assert weight_gap > 0.01
 
@@ -113,7 +115,14 @@ def test_end_to_end_results_files(tiny_run):
   np.testing.assert_allclose(entry["psnr_at_report_mean"], metric[:, 2].mean(), rtol=1e-6)
   table = open(os.path.join(out, "results.md")).read().splitlines()
   assert table[0].startswith("| Init | Test-time optimizer | PSNR after 2 steps")
-  assert len(table) == 2 + 5
+  assert len(table) == 2 + 5 + 4 and table[7] == "" and table[9] == ""
+  # The fitted baselines report how well they match their target (the number itself
+  # is checked by hand in test_matched_outputs_match_meta_but_weights_do_not).
+  fits = data["fits"]
+  assert set(fits) == {"mean", "matched"} and fits["matched"]["steps"] == 5
+  assert table[10] == (f"Matched: Standard fitted to the Meta init's output with 5 Adam "
+                       f"steps (lr 0.0001); then {fits['matched']['psnr']:.2f} dB PSNR "
+                       "against it.")
   # Meta's table stops at its 2 steps; its curve goes on to the longest budget (6) and
   # starts as its own trace (the same fit, run longer).
   meta = data["inits"]["meta"]["settings"]["full"]

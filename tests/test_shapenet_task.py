@@ -255,7 +255,8 @@ def test_nonsquare_views_need_the_gin_opt_in(tmp_path, clean_gin, in_memory):
 
 @pytest.mark.parametrize("files", [
     ["shapenet/chairs.gin"], ["shapenet/cars.gin"], ["shapenet/lamps.gin"],
-    ["shapenet/chairs.gin", "shapenet/sv.gin"], ["shapenet/chairs_cpu.gin"]])
+    ["shapenet/chairs.gin", "shapenet/sv.gin"], ["shapenet/chairs_cpu.gin"],
+    ["shapenet/cars_cpu.gin"], ["shapenet/lamps_cpu.gin"]])
 def test_gin_files_parse(files, clean_gin):
   common.parse_gin(files, [])
   assert gin.query_parameter("meta_train.algorithm") == "reptile"
@@ -269,6 +270,10 @@ def test_gin_files_parse(files, clean_gin):
       optimizer = lookup(settings, name, setting)
       assert isinstance(optimizer, (optimizers.SGD, optimizers.Adam))
       assert optimizer.learning_rate > 0
+  if files[0].endswith("_cpu.gin"):  # CPU scale, the category's own Table 3 settings
+    assert gin.query_parameter("ShapeNetViews.resolution") == 32
+    assert gin.query_parameter("ShapeNetViews.category") == files[0].split("/")[1][:-8]
+    assert gin.query_parameter("meta_train.outer_learning_rate") == 5e-4
   if files == ["shapenet/chairs.gin"]:  # seed Table 3, Chairs, single view
     assert lookup(settings, "standard", 1) == optimizers.Adam(1e-5)
     assert lookup(settings, "meta:SV", 1) == optimizers.SGD(0.5)

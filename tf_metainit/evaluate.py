@@ -181,10 +181,12 @@ def _check_arguments(task, optimizer_settings, num_steps, report_step, num_test,
 
 
 def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate, seed,
-                checkpoint="best", overrides=()):
+                checkpoint="best", overrides=(), fits=None):
   """Returns ({name: unbatched params} in table order, {name: learned inner optimizer}
   for meta inits trained with learned rates, except those named in `overrides`, whose
-  optimizer the user gave); baselines derive from the first Meta."""
+  optimizer the user gave); baselines derive from the first Meta. `fits`, a dict, gets
+  the fitted baselines' (Mean, Matched) final metrics against what they were fitted to."""
+  fits = {} if fits is None else fits
   standard = task.field.params()
   meta, meta_learned, _ = runs.load_meta_init(task, root_dir, checkpoint)
   out, learned = {}, {}
@@ -198,12 +200,13 @@ def build_inits(task, root_dir, names, extra_runs, fit_steps, fit_learning_rate,
         learned[name] = meta_learned
     elif name == "shuffled":
       out[name] = inits_lib.shuffled(meta, seed)
-    elif name == "mean":
-      out[name], m = inits_lib.mean(task, standard, fit_steps, fit_learning_rate)
-      logging.info("Mean init fitted in %.1fs: %s", time.time() - t0, m)
-    elif name == "matched":
-      out[name], m = inits_lib.matched(task, standard, meta, fit_steps, fit_learning_rate)
-      logging.info("Matched init fitted in %.1fs: %s", time.time() - t0, m)
+    elif name in ("mean", "matched"):
+      out[name], m = (inits_lib.mean(task, standard, fit_steps, fit_learning_rate)
+                      if name == "mean" else
+                      inits_lib.matched(task, standard, meta, fit_steps, fit_learning_rate))
+      fits[name] = dict(m, steps=fit_steps, learning_rate=fit_learning_rate,
+                        seconds=time.time() - t0)
+      logging.info("%s init fitted in %.1fs: %s", name, time.time() - t0, m)
     else:
       raise ValueError(f"Unknown init {name!r}: use {BASELINES + ('meta',)} or a key of "
                        "evaluate.extra_runs.")
@@ -285,14 +288,15 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   if num_test:
     signals = contract.take(signals, slice(0, num_test))
   num_signals = len(next(iter(signals.values())))
+  fits = {}
   params, learned = build_inits(task, root_dir, inits, extra_runs, fit_steps,
-                                fit_learning_rate, seed, checkpoint, user_settings)
+                                fit_learning_rate, seed, checkpoint, user_settings, fits)
   if "meta" in learned and "meta" not in labels_given:
     labels["meta"] = learned_lr.LABELS[learned["meta"].mode]
   tto = TestTimeOptimizer(task, seed=seed,
                           strategy=distribute.get(strategy, cpu_replicas))
   results = {"settings": [str(s) for s in settings], "report_step": report_step,
-             "reference": reference, "inits": {}}
+             "reference": reference, "inits": {}, "fits": fits}
   writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
   grid_rows = {}
   for setting in settings:
@@ -436,6 +440,12 @@ def results_table(results):
                                   f"{e['num_steps']} steps")
         cells.append(f"{e['psnr_at_report_mean']:.2f} ({how})")
       lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
+  targets = {"mean": "the training set's mean signal", "matched": "the Meta init's output"}
+  for name, fit in results.get("fits", {}).items():
+    label = results["inits"].get(name, {}).get("label", name)
+    lines.append(f"\n{label}: Standard fitted to {targets[name]} with {fit['steps']} "
+                 f"Adam steps (lr {fit['learning_rate']:g}); then "
+                 f"{fit.get('psnr', float('nan')):.2f} dB PSNR against it.")
   return "\n".join(lines) + "\n"
 
 
