@@ -136,3 +136,15 @@ def test_evaluate_refuses_classical_rows_for_other_tasks(tmp_path):
   with pytest.raises(ValueError, match="only CT"):
     evaluate.evaluate(str(tmp_path), task=task, inits=("standard",),
                       classical={"fbp": {}})
+
+
+def test_shipped_classical_config_parses():
+  from tf_metainit.cli import common  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  try:
+    common.parse_gin(["ct/eval_cpu.gin", "ct/classical.gin"], [])
+    classical = gin.query_parameter("evaluate.classical")
+  finally:
+    gin.clear_config()
+  assert set(classical) == {"fbp", "sart"}
+  assert classical["sart"][8] == {"iterations": 200}
