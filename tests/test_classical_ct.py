@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_metainit import classical_ct
 from tf_metainit import evaluate
 from tf_metainit import train
 from tf_metainit.data import phantoms
 from tf_metainit.fields import mlp  # noqa: F401  (registers FourierMLP with gin)
+from tf_metainit.physics import classical_ct
 from tf_metainit.physics import ct
 from tf_metainit.tasks import ct as ct_task  # noqa: F401  (registers CTReconstruction)
 

@@ -261,7 +261,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     classical: {method: keyword settings, or {setting: keyword settings}} of classical
       reconstructions scored on the same signals and observations as table rows after
       the inits, for tasks that have them (CT: {'fbp': {}, 'sart': {'iterations':
-      100}}, classical_ct.py; needs scikit-image).
+      100}}, physics/classical_ct.py; needs scikit-image).
   """
   if strategy not in ("default", "mirrored"):
     raise ValueError(f"evaluate.strategy must be 'default' or 'mirrored', got "
@@ -274,7 +274,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   if classical and not hasattr(task, "classical"):
     raise ValueError(f"evaluate.classical names {sorted(classical)}, but "
                      f"{type(task).__name__} has no classical reconstructions; only CT "
-                     "does (classical_ct.py). Remove the binding.")
+                     "does (physics/classical_ct.py). Remove the binding.")
   output_dir = layout.eval_dir(root_dir, output_dir)
   os.makedirs(output_dir, exist_ok=True)
   optimizer_settings = dict(DEFAULT_OPTIMIZERS, **user_settings)

@@ -15,10 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metainit import checks
-from tf_metainit import classical_ct
 from tf_metainit.data import phantoms
 from tf_metainit.fields import functional
 from tf_metainit.fields import mlp
+from tf_metainit.physics import classical_ct
 from tf_metainit.physics import ct
 from tf_metainit.tasks import contract
 

@@ -5,7 +5,7 @@ Filtered back-projection (`skimage.transform.iradon`) and SART
 (pip install 'tf_metainit[classical]'), never a core dependency.
 
 Geometry. scikit-image's `radon` at angle -t (degrees) sums the rows of the image
-rotated the way our projector (physics/ct.py, bilinear) rotates its sample grid at
+rotated the way our projector (ct.py, bilinear) rotates its sample grid at
 t (radians), about the same centre pixel (W/2, W/2); our projections are the mean
 over the H samples of a ray instead of their sum. So for an H x W image
 
