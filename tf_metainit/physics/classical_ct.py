@@ -82,5 +82,6 @@ def describe(method, **settings):
   """The table's name for a method and its settings, e.g. 'SART, 100 iterations'."""
   if method == "fbp":
     return f"FBP, {settings.get('filter_name', 'ramp')} filter"
-  return (f"SART, {settings.get('iterations', 100)} iterations, relaxation "
+  passes = int(settings.get("iterations", 100))
+  return (f"SART, {passes} iteration{'' if passes == 1 else 's'}, relaxation "
           f"{settings.get('relaxation', 0.5):g}")
