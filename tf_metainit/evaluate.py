@@ -346,11 +346,11 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     for method, method_settings in classical.items():
       kwargs = _classical_settings(method_settings, setting)
       t0 = time.time()
-      images, psnr = task.classical(method, signals, setting, kwargs)
+      images, psnr, description = task.classical(method, signals, setting, kwargs)
       entry = results["inits"].setdefault(f"classical:{method}", {
           "label": labels.get(method, method.upper()), "settings": {}})
       entry["settings"][str(setting)] = {
-          "method": task.describe_classical(method, kwargs), "psnr": psnr.tolist(),
+          "method": description, "psnr": psnr.tolist(),
           "psnr_at_report_mean": float(psnr.mean()),
           "psnr_at_report_std": float(psnr.std()), "seconds": time.time() - t0}
       logging.info("%s / %s: PSNR %.2f dB", setting, method, psnr.mean())

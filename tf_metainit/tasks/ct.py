@@ -158,8 +158,7 @@ class CTReconstruction(contract.Task):
     return tf.reduce_mean(tf.square(predicted - targets), axis=[1, 2])
 
   def metrics(self, params, signals):
-    err = tf.square(self.image(params) - tf.convert_to_tensor(signals["image"]))
-    return {"psnr": contract.psnr_from_mse(tf.reduce_mean(err, axis=[1, 2]))}
+    return {"psnr": _image_psnr(self.image(params), signals)}
 
   def render(self, params, signals):
     del signals
@@ -172,19 +171,17 @@ class CTReconstruction(contract.Task):
     return {"image": self.image(params).numpy()}
 
   def classical(self, method, signals, setting, settings):
-    """(images [B, H, W, 1], PSNR [B]) of a classical reconstruction (classical_ct:
-    'fbp' or 'sart' with keyword `settings`) from the same views the inits see."""
+    """(images [B, H, W, 1], PSNR [B], the method's table name) of a classical
+    reconstruction (classical_ct: 'fbp' or 'sart' with keyword `settings`) from the
+    same views the inits see."""
     observed = self.observe(signals, seed=tf.constant([0, 0]), setting=setting)
     if observed["angles"] is None:
       raise ValueError(f"classical reconstructions need views; setting {setting!r} "
                        "supervises the pixels.")
     images = classical_ct.reconstruct(method, observed["targets"].numpy(),
                                       observed["angles"].numpy(), **settings)
-    err = np.mean(np.square(images - np.asarray(signals["image"])), axis=(1, 2))
-    return images[..., None], contract.psnr_from_mse(err).numpy()
-
-  def describe_classical(self, method, settings):
-    return classical_ct.describe(method, **settings)
+    return (images[..., None], _image_psnr(images, signals).numpy(),
+            classical_ct.describe(method, **settings))
 
   def describe(self):
     return {"task": "ct", "resolution": self.resolution,
@@ -222,6 +219,12 @@ class CTReconstruction(contract.Task):
               "psnr_after": contract.psnr_from_mse(after)}
 
     return {"reconstruct": reconstruct}
+
+
+def _image_psnr(images, signals):
+  """PSNR [B] of images [B, H, W] against signals {'image'}."""
+  err = tf.square(tf.convert_to_tensor(images) - tf.convert_to_tensor(signals["image"]))
+  return contract.psnr_from_mse(tf.reduce_mean(err, axis=[1, 2]))
 
 
 def _checked_measurements(sinogram, angles, num_steps, resolution):
