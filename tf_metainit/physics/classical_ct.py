@@ -21,7 +21,6 @@ fields' sigmoid output.
 import numpy as np
 
 METHODS = ("fbp", "sart")
-LABELS = {"fbp": "FBP", "sart": "SART"}
 
 
 def _transform():
