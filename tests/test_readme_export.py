@@ -1,4 +1,5 @@
-"""The README's export snippet runs as printed, in a fresh process, on a tiny export."""
+"""The export snippet of docs/export.md (moved there from the README) runs as printed,
+in a fresh process, on a tiny export."""
 
 import os
 import pathlib
@@ -11,16 +12,16 @@ from tf_metainit.fields import siren
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import image
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+EXPORT_DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "export.md"
 STEPS = 10
 
 
 def readme_snippet():
-  """The python block between the export-snippet markers of README.md."""
-  text = README.read_text()
+  """The python block between the export-snippet markers of docs/export.md."""
+  text = EXPORT_DOC.read_text()
   found = re.search(r"<!-- export-snippet:start -->\n```python\n(.*?)```\n"
                     r"<!-- export-snippet:end -->", text, re.S)
-  assert found, "README.md lost its export-snippet markers"
+  assert found, "docs/export.md lost its export-snippet markers"
   return found.group(1)
 
 
