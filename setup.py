@@ -36,6 +36,7 @@ setuptools.setup(
         "Pillow>=10.1",       # text renderer; load_default(size) needs 10.1
         "matplotlib>=3.8",    # evaluation curves
         "tensorboard>=2.20",  # tf.summary needs it; TF 2.21 no longer installs it
+        "tqdm>=4.66",         # progress bars (progress.py)
     ],
     extras_require={
         # The CT table's FBP and SART rows (classical_ct.py); the tests compare
