@@ -6,6 +6,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
+import pytest
+
+
+@pytest.fixture
+def clean_gin():
+  """An empty gin config before and after the test (gin's bindings are global)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
 def pytest_addoption(parser):
   parser.addoption("--runslow", action="store_true", default=False,
                    help="also run tests marked slow")
@@ -18,7 +30,6 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
   if config.getoption("--runslow"):
     return
-  import pytest
   skip = pytest.mark.skip(reason="slow; run with --runslow")
   for item in items:
     if "slow" in item.keywords:

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 from tf_metainit import appearance
-from tf_metainit import interpolate
+from tf_metainit.fields import functional
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,8 +33,8 @@ def test_mix_is_the_weighted_sum_layer_by_layer():
   init = [np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]
   corners = [[np.full((2, 2), k, np.float32), np.full(2, 10 * k, np.float32)]
              for k in (1, 2, 3, 4)]
-  # The grid mixes (init, corners) with interpolate.mix, as Fig. 1 mixes its fits.
-  mixed = interpolate.mix([init, *corners], [0.2, 0.1, 0.2, 0.3, 0.2])
+  # The grid mixes (init, corners) with functional.mix, as Fig. 1 mixes its fits.
+  mixed = functional.mix([init, *corners], [0.2, 0.1, 0.2, 0.3, 0.2])
   np.testing.assert_allclose(mixed[0], np.full((2, 2), 0.1 + 0.4 + 0.9 + 0.8))
   np.testing.assert_allclose(mixed[1], np.full(2, 22.0), rtol=1e-6)
   assert mixed[0].dtype == np.float32

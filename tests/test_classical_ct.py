@@ -133,7 +133,7 @@ def test_evaluate_refuses_classical_rows_for_other_tasks(tmp_path):
   from tf_metainit.tasks import image  # pylint: disable=import-outside-toplevel
   task = image.ImageRegression(resolution=8, num_train=2, num_test=1,
                                field=lambda: siren.Siren(width=8, depth=2))
-  with pytest.raises(ValueError, match="only CT"):
+  with pytest.raises(ValueError, match="ImageRegression has no classical methods"):
     evaluate.evaluate(str(tmp_path), task=task, inits=("standard",),
                       classical={"fbp": {}})
 

@@ -33,7 +33,7 @@ SMALL = (
 )
 ALGORITHMS = {
     "maml": ("meta_train.algorithm = 'maml'", "meta_train.first_order = False"),
-    "reptile": ("meta_train.algorithm = 'reptile'", "meta_train.inner_lr_mode = 'fixed'",
+    "reptile": ("meta_train.algorithm = 'reptile'", "meta_train.inner_optimizer = @inner/SGD()",
                 "meta_train.inner_steps = 3"),
 }
 
@@ -94,7 +94,7 @@ def _cluster(index, ports):
 def test_mirrored_over_two_cpus_matches_one_device(tmp_path, algorithm):
   bindings = ALGORITHMS[algorithm] + ("meta_train.num_iterations = 3",)
   procs = {name: _start(tmp_path / name, bindings + (
-      f"meta_train.strategy = '{name}'",), _env(tmp_path)) for name in ("default",
+      f"train/distribute.strategy = '{name}'",), _env(tmp_path)) for name in ("default",
                                                                        "mirrored")}
   errors = {name: _finish(p) for name, p in procs.items()}
   assert "replica:0/task:0/device:CPU:1" in errors["mirrored"]  # two devices in use
@@ -106,7 +106,7 @@ def test_mirrored_over_two_cpus_matches_one_device(tmp_path, algorithm):
 
 def test_two_workers_match_one_device_and_only_the_chief_writes(tmp_path):
   bindings = ALGORITHMS["maml"] + ("meta_train.num_iterations = 3",
-                                   "meta_train.strategy = 'multi_worker'")
+                                   "train/distribute.strategy = 'multi_worker'")
   ports = _ports(2)
   workers = [_start(tmp_path / "run", bindings, _env(tmp_path, _cluster(i, ports)))
              for i in range(2)]
@@ -126,7 +126,7 @@ def test_a_lost_worker_stops_the_other_and_both_resume(tmp_path):
   steps = 600
   bindings = ALGORITHMS["reptile"] + (f"meta_train.num_iterations = {steps}",
                                       "meta_train.checkpoint_every = 100",
-                                      "meta_train.strategy = 'multi_worker'")
+                                      "train/distribute.strategy = 'multi_worker'")
   ports = _ports(2)
   for proc in [_start(tmp_path / "uninterrupted", bindings,
                       _env(tmp_path, _cluster(i, ports))) for i in range(2)]:
@@ -174,7 +174,7 @@ def test_malformed_tf_config_binary(tmp_path):
   env = _env(tmp_path)
   env["TF_CONFIG"] = "{not json"
   result = subprocess.run(_command(tmp_path / "run", (
-      "meta_train.strategy = 'multi_worker'",)), capture_output=True, text=True, env=env,
+      "train/distribute.strategy = 'multi_worker'",)), capture_output=True, text=True, env=env,
                           timeout=120)
   assert result.returncode == 1
   errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR:")]
@@ -185,7 +185,7 @@ def test_malformed_tf_config_binary(tmp_path):
 
 def test_outer_batch_must_divide_over_replicas(tmp_path):
   result = subprocess.run(_command(tmp_path / "run", (
-      "meta_train.strategy = 'mirrored'", "meta_train.cpu_replicas = 3",
+      "train/distribute.strategy = 'mirrored'", "distribute.cpu_replicas = 3",
       "meta_train.num_iterations = 1")), capture_output=True, text=True,
                           env=_env(tmp_path), timeout=120)
   assert result.returncode == 1
@@ -201,6 +201,7 @@ from tf_metainit import distribute, evaluate
 from tf_metainit.cli import common
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import image
+from tf_metainit import testtime
 
 strategy = distribute.get("mirrored", cpu_replicas=2)
 common.parse_gin(["image/text_cpu.gin"], ["ImageRegression.resolution = 8",
@@ -211,7 +212,7 @@ signals = task.test_signals()
 params = task.field.params()
 out = {}
 for name, s in (("default", None), ("mirrored", strategy)):
-  tto = evaluate.TestTimeOptimizer(task, strategy=s)
+  tto = testtime.TestTimeOptimizer(task, strategy=s)
   trace, finals = tto.run(params, signals, optimizers.Adam(1e-3), 5, "full", chunk=4)
   out[name] = (trace, np.concatenate([f[0].numpy() for f in finals]))
 print("replicas", strategy.num_replicas_in_sync)

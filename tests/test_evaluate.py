@@ -15,6 +15,7 @@ from tf_metainit.fields import siren
 from tf_metainit.meta import inits
 from tf_metainit.tasks import contract
 from tf_metainit.tasks import image
+from tf_metainit import testtime
 
 
 def test_psnr_from_mse_by_hand():
@@ -26,17 +27,17 @@ def test_steps_to_reach_by_hand():
   # Two signals traced after steps 0, 5, 10, 15.
   curves = np.array([[10.0, 5.0], [19.0, 6.0], [21.0, 7.0], [30.0, 8.0]])
   steps = [0, 5, 10, 15]
-  out = evaluate.steps_to_reach(curves, [20.0, 7.5], steps)
+  out = testtime.steps_to_reach(curves, [20.0, 7.5], steps)
   np.testing.assert_array_equal(out, [10.0, 15.0])
-  out = evaluate.steps_to_reach(curves, [20.0, 9.0], steps)
+  out = testtime.steps_to_reach(curves, [20.0, 9.0], steps)
   assert out[0] == 10.0 and np.isinf(out[1])
-  assert evaluate.format_match([10.0, 14.0], 15) == "12.00 ± 2.00"
-  assert evaluate.format_match([10.0, np.inf], 15) == ">15 (1/2 matched)"
+  assert testtime.format_match([10.0, 14.0], 15) == "12.00 ± 2.00"
+  assert testtime.format_match([10.0, np.inf], 15) == ">15 (1/2 matched)"
 
 
 def test_traced_steps_include_the_last():
-  np.testing.assert_array_equal(evaluate.traced_steps(10, 4), [0, 4, 8, 10])
-  np.testing.assert_array_equal(evaluate.traced_steps(3, 1), [0, 1, 2, 3])
+  np.testing.assert_array_equal(testtime.traced_steps(10, 4), [0, 4, 8, 10])
+  np.testing.assert_array_equal(testtime.traced_steps(3, 1), [0, 1, 2, 3])
 
 
 def test_shuffled_is_a_per_tensor_permutation():
@@ -88,7 +89,7 @@ def tiny_run(tmp_path):
       ImageRegression.num_test = 3
       meta_train.task = @ImageRegression()
       meta_train.num_iterations = 2
-      meta_train.outer_learning_rate = 1e-4
+      outer/Adam.learning_rate = 1e-4
   """)
   root = str(tmp_path / "run")
   train.meta_train(root)

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_metainit import evaluate
 from tf_metainit import export
 from tf_metainit import runs
 from tf_metainit import train
@@ -31,20 +30,17 @@ from tf_metainit.fields import siren
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import contract
 from tf_metainit.tasks import image
+from tf_metainit import exports
+from tf_metainit import testtime
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# gin/testing/tiny.gin with a third layer, 2 outer steps.
+TINY = "testing/tiny.gin"
 SMALL = (
-    "ImageRegression.resolution = 8",
     "ImageRegression.num_train = 4",
-    "ImageRegression.num_test = 2",
-    "Siren.width = 16",
     "Siren.depth = 3",
-    "meta_train.algorithm = 'reptile'",  # traces faster than second-order MAML
-    "meta_train.inner_lr_mode = 'fixed'",
     "meta_train.num_iterations = 2",
-    "meta_train.outer_batch_size = 2",
     "meta_train.num_val_signals = 1",
-    "meta_train.image_summary_every = 1000",
 )
 ADAPT_STEPS = 5
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
@@ -146,14 +142,14 @@ def run(tmp_path_factory):
   base = tmp_path_factory.mktemp("export")
   root, out = str(base / "run"), str(base / "init")
   gin.clear_config()
-  common.parse_gin(["image/text_cpu.gin"], list(SMALL))
+  common.parse_gin([TINY], list(SMALL))
   train.meta_train(root)
   # What bin/export.py does, with the task passed in so the test can use it too.
   gin.clear_config()
   common.parse_run_config(root, [], [])
   task = image.ImageRegression()
   manifest = export.export(root, out, task=task)
-  meta, _, _ = runs.load_meta_init(task, root)
+  meta = runs.load_init(task, root).params
   gin.clear_config()
 
   rng = np.random.default_rng(0)
@@ -166,7 +162,7 @@ def run(tmp_path_factory):
   # A field with a fixed encoding (its Fourier matrix is a non-trainable variable).
   fourier = mlp.FourierMLP(num_features=8, sigma=10.0, width=16, depth=3)
   fourier_dir = str(base / "fourier")
-  export.export_params(fourier, fourier.params(), fourier_dir)
+  exports.export_params(fourier, fourier.params(), fourier_dir)
 
   previous = str(base / "previous")
   shutil.copytree(out, previous)
@@ -179,7 +175,7 @@ def run(tmp_path_factory):
                      str(base)),
       "killed": _start([sys.executable, str(REPO / "bin" / "export.py"),
                         f"--root_dir={root}", f"--export_dir={previous}"], str(base),
-                       dict(ENV, **{export.CRASH_ENV: "saved_model"})),
+                       dict(ENV, **{exports.CRASH_ENV: "saved_model"})),
   }
   yield dict(base=base, root=root, out=out, task=task, meta=meta, manifest=manifest,
              coords=coords, image=test_image, outputs=outputs, previous=previous,
@@ -210,7 +206,7 @@ def _loaded(run):
 def test_failed_export_keeps_the_previous_one(run, monkeypatch):
   target = str(run["base"] / "failing")
   field = run["task"].field
-  export.export_params(field, run["meta"], target)
+  exports.export_params(field, run["meta"], target)
   digest = _tree_digest(target)
 
   def fail(*args, **kwargs):
@@ -218,7 +214,7 @@ def test_failed_export_keeps_the_previous_one(run, monkeypatch):
 
   monkeypatch.setattr(np, "savez", fail)
   with pytest.raises(OSError, match="disk full"):
-    export.export_params(field, field.params(), target)
+    exports.export_params(field, field.params(), target)
   assert _tree_digest(target) == digest
   assert not list(run["base"].glob("failing.*"))
 
@@ -226,12 +222,12 @@ def test_failed_export_keeps_the_previous_one(run, monkeypatch):
 def test_export_fitted_fields(run):
   task = run["task"]
   signals = task.test_signals()
-  trace, finals = evaluate.TestTimeOptimizer(task).run(
+  trace, finals = testtime.TestTimeOptimizer(task).run(
       run["meta"], signals, optimizers.SGD(1e-2), 3, "full", trace_every=3)
-  fitted = export.unbatch(finals)
+  fitted = testtime.unbatch(finals)
   assert len(fitted) == 2
   out_dir = str(run["base"] / "fitted" / "meta" / "full")
-  dirs = export.export_fitted(
+  dirs = exports.export_fitted(
       task, fitted, out_dir, manifest_extra={"init": "meta", "num_steps": 3},
       per_signal_extra=[{"psnr": float(p)} for p in trace[-1]])
   assert [os.path.basename(d) for d in dirs] == ["signal_000", "signal_001"]
@@ -259,7 +255,7 @@ def test_export_fitted_fields(run):
 def test_numpy_reimplementation_of_other_fields(make_field, tmp_path):
   field = make_field()
   path = str(tmp_path / "field")
-  manifest = export.export_params(field, field.params(), path)
+  manifest = exports.export_params(field, field.params(), path)
   x = np.random.default_rng(1).uniform(-1, 1, (64, field.in_dim)).astype(np.float32)
   _, apply = numpy_field(path)
   want = field(x).numpy()
@@ -274,7 +270,7 @@ def test_batched_params_are_rejected(run):
   field = run["task"].field
   batched = [p[None] for p in run["meta"]]
   with pytest.raises(ValueError, match="unbatch"):
-    export.export_params(field, batched, str(run["base"] / "batched"))
+    exports.export_params(field, batched, str(run["base"] / "batched"))
   assert not list(run["base"].glob("batched*"))
 
 
@@ -298,7 +294,7 @@ def test_adapt_improves_psnr_like_the_test_time_optimizer(run):
   task = run["task"]
   signals = {"image": run["image"][None]}
   optimizer = optimizers.SGD(1e-2)  # the Meta init's default test-time optimizer
-  trace, finals = evaluate.TestTimeOptimizer(task).run(
+  trace, finals = testtime.TestTimeOptimizer(task).run(
       run["meta"], signals, optimizer, ADAPT_STEPS, "full", trace_every=ADAPT_STEPS)
   got = _loaded(run)
   gain, want_gain = got["psnr_after"] - got["psnr_before"], trace[-1, 0] - trace[0, 0]
@@ -326,8 +322,8 @@ def test_numpy_reimplementation_matches(run):
   assert manifest["field"]["w0"] == 200.0 and manifest["field"]["type"] == "siren"
   assert manifest["task"]["task"] == "image"
   assert manifest["kind"] == "meta_init"
-  assert manifest["test_time"] == {"optimizer": "sgd", "learning_rate": 0.01,
-                                   "num_steps": 2}
+  assert manifest["test_time"] == {
+      "optimizer": {"name": "sgd", "learning_rate": 0.01}, "num_steps": 2}
   assert manifest["signatures"]["adapt"]["optimizer"]["learning_rate"] == 0.01
   assert manifest["signatures"]["render"]["inputs"]["coords"]["shape"] == [None, 2]
   assert manifest["training"]["algorithm"] == "reptile"
@@ -347,7 +343,7 @@ def test_saved_model_cli_lists_both_signatures(run):
 
 def test_killed_export_leaves_the_previous_one_intact(run):
   result = _result(run, "killed")
-  assert result.returncode == -9, result.stderr  # SIGKILL, from export.CRASH_ENV
+  assert result.returncode == -9, result.stderr  # SIGKILL, from exports.CRASH_ENV
   previous = run["previous"]
   assert _tree_digest(previous) == run["digest"]
   loaded = tf.saved_model.load(previous)
@@ -361,7 +357,7 @@ def test_killed_export_leaves_the_previous_one_intact(run):
   assert (leftovers[0] / "saved_model.pb").exists()
   assert not (leftovers[0] / "manifest.json").exists()
   # The next export replaces the old one and cleans up after the killed one.
-  export.export_params(run["task"].field, run["meta"], previous)
+  exports.export_params(run["task"].field, run["meta"], previous)
   assert not list(pathlib.Path(previous).parent.glob("previous.*-*"))
   assert json.loads((pathlib.Path(previous) / "manifest.json").read_text())[
       "signatures"].keys() == {"render"}
@@ -382,6 +378,7 @@ CT_SMALL = (
 )
 ADAM = ("evaluate.optimizer_settings = {'meta': @meta/Adam()}",
         "meta/Adam.learning_rate = 1e-3")
+EXPORT_ADAM = ("export.optimizer = @export/Adam()", "export/Adam.learning_rate = 1e-3")
 
 
 def _tiny_run(root, gin_file, bindings):
@@ -402,30 +399,38 @@ def _export_like_the_binary(root, export_dir, bindings=()):
 
 
 def test_ct_export_records_the_runs_inner_optimizer(tmp_path):
-  # ct/cpu.gin trains with SGD at lr 10, not evaluate's Meta default of SGD 1e-2.
+  # ct/cpu.gin trains with SGD at lr 10: the run record's test-time optimizer.
   root, out = str(tmp_path / "run"), str(tmp_path / "export")
   _tiny_run(root, "ct/cpu.gin", CT_SMALL)
+  record = runs.read_record(root)
+  assert record["test_time"] == {"optimizer": {"name": "sgd", "learning_rate": 10.0},
+                                 "num_steps": 2}
   manifest = _export_like_the_binary(root, out)
   assert manifest["training"]["inner_optimizer"] == {"name": "sgd", "learning_rate": 10.0}
-  assert manifest["test_time"] == {"optimizer": "sgd", "learning_rate": 10.0,
-                                   "num_steps": 2}
+  assert manifest["test_time"] == record["test_time"]
   assert manifest["signatures"]["reconstruct"]["optimizer"] == {"name": "sgd",
                                                                 "learning_rate": 10.0}
-  # An evaluation config's Meta optimizer still wins.
-  manifest = _export_like_the_binary(root, out, ADAM)
-  assert manifest["test_time"] == {"optimizer": "adam", "learning_rate": 1e-3,
-                                   "num_steps": 2}
+  # A training config that gives evaluate a Meta optimizer records that one.
+  other = str(tmp_path / "run_adam")
+  _tiny_run(other, "ct/cpu.gin", CT_SMALL + ADAM)
+  assert runs.read_record(other)["test_time"] == {
+      "optimizer": {"name": "adam", "learning_rate": 1e-3, "beta1": 0.9,
+                    "beta2": 0.999, "epsilon": 1e-8}, "num_steps": 2}
+  manifest = _export_like_the_binary(other, out)
+  assert manifest["signatures"]["reconstruct"]["optimizer"]["name"] == "adam"
+  # export.optimizer overrides the record.
+  manifest = _export_like_the_binary(root, out, EXPORT_ADAM)
+  assert manifest["test_time"]["optimizer"]["name"] == "adam"
   assert manifest["signatures"]["reconstruct"]["optimizer"]["name"] == "adam"
 
 
 def test_adapt_signature_bakes_the_runs_inner_optimizer(tmp_path):
   root, out = str(tmp_path / "run"), str(tmp_path / "export")
-  _tiny_run(root, "image/text_cpu.gin",
-            SMALL + ("inner/SGD.learning_rate = 0.5",))
+  _tiny_run(root, TINY, SMALL + ("inner/SGD.learning_rate = 0.5",))
   manifest = _export_like_the_binary(root, out)
-  assert manifest["test_time"]["learning_rate"] == 0.5
+  assert manifest["test_time"]["optimizer"]["learning_rate"] == 0.5
   assert manifest["signatures"]["adapt"]["optimizer"] == {"name": "sgd",
                                                           "learning_rate": 0.5}
-  manifest = _export_like_the_binary(root, out, ADAM)
+  manifest = _export_like_the_binary(root, out, EXPORT_ADAM)
   baked = manifest["signatures"]["adapt"]["optimizer"]
   assert (baked["name"], baked["learning_rate"]) == ("adam", 1e-3)

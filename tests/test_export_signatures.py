@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_metainit import evaluate
-from tf_metainit import export
 from tf_metainit.data import procedural_shapes
 from tf_metainit.fields import functional
 from tf_metainit.fields import mlp
@@ -28,6 +26,8 @@ from tf_metainit.tasks import contract
 from tf_metainit.tasks import ct
 from tf_metainit.tasks import image
 from tf_metainit.tasks import shapenet
+from tf_metainit import exports
+from tf_metainit import testtime
 
 CT_RES, CT_VIEWS, CT_STEPS = 16, 4, 20
 NERF_RES, NERF_VIEWS, NERF_STEPS = 8, 3, 30
@@ -145,7 +145,7 @@ def run(tmp_path_factory):
   for name, (task, optimizer) in tasks.items():
     params[name] = task.field.params()
     dirs[name] = str(base / name)
-    manifests[name] = export.export_params(task.field, params[name], dirs[name],
+    manifests[name] = exports.export_params(task.field, params[name], dirs[name],
                                            task=task, optimizer=optimizer)
   # CT: the task's own evaluation observation of a held-out phantom.
   phantom = contract.take(ct_task.test_signals(), slice(0, 1))
@@ -215,7 +215,7 @@ def test_manifests_record_the_signatures_and_the_image_preprocessing(run):
 
 def test_ct_reconstruct_matches_the_test_time_optimizer(run):
   task = run["ct_task"]
-  trace, finals = evaluate.TestTimeOptimizer(task).run(
+  trace, finals = testtime.TestTimeOptimizer(task).run(
       run["params"]["ct"], run["phantom"], CT_OPTIMIZER, CT_STEPS, CT_VIEWS,
       trace_every=CT_STEPS)
   want = task.image(finals[0]).numpy()[0]
@@ -261,7 +261,7 @@ def test_render_view_is_the_tasks_held_out_render(run):
 
 def test_nerf_adapt_fits_as_the_test_time_optimizer(run):
   task, chair = run["nerf_task"], run["chair"]
-  _, finals = evaluate.TestTimeOptimizer(task).run(
+  _, finals = testtime.TestTimeOptimizer(task).run(
       run["params"]["nerf"], chair, NERF_OPTIMIZER, NERF_STEPS, NERF_VIEWS,
       trace_every=NERF_STEPS)
   renders = task.render_views(finals[0], chair["c2w"][:, :NERF_VIEWS],

@@ -31,29 +31,19 @@ from tf_metainit import train
 from tf_metainit.cli import common
 from tf_metainit.data import phantoms
 from tf_metainit.tasks import image
+from tf_metainit import exports
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-SMALL = (
-    "ImageRegression.resolution = 8",
-    "ImageRegression.num_train = 6",
-    "ImageRegression.num_test = 2",
-    "Siren.width = 16",
-    "Siren.depth = 2",
-    "meta_train.algorithm = 'reptile'",
-    "meta_train.inner_lr_mode = 'fixed'",
-    "meta_train.inner_steps = 2",
-    "meta_train.outer_batch_size = 2",
-    "meta_train.num_val_signals = 2",
-    "meta_train.checkpoint_every = 2",
-    "meta_train.max_checkpoints = 5",
-)
+# gin/testing/tiny.gin, keeping more checkpoints.
+TINY = "testing/tiny.gin"
+SMALL = ("meta_train.max_checkpoints = 5",)
 
 
 def _train(root, num_iterations, *bindings, accept=False):
   gin.clear_config()
   try:
-    common.parse_gin(["image/text_cpu.gin"], list(SMALL) + [
+    common.parse_gin([TINY], list(SMALL) + [
         f"meta_train.num_iterations = {num_iterations}", *bindings])
     return train.meta_train(str(root), accept_config_changes=accept)
   finally:
@@ -119,7 +109,7 @@ def test_export_refuses_every_target_it_did_not_write(base, tmp_path):
                         (tmp_path, "inside or above the run"),
                         (user, "not a tf_metainit export"),
                         (a_file, "is a file")):
-      with pytest.raises(export.ExportError, match=why):
+      with pytest.raises(exports.ExportError, match=why):
         export.export(str(root), str(target))
     assert a_file.read_text() == "mine"
     assert {p: _digest(p) for p in (root, user)} == before
@@ -207,7 +197,7 @@ def test_evaluate_and_export_name_a_truncated_checkpoint(base, tmp_path):
   common.parse_run_config(str(root), [], [])
   try:
     with pytest.raises(checkpoints.CheckpointError, match=r"ckpt-4: .*corrupt"):
-      runs.load_meta_init(image.ImageRegression(), str(root), "latest")
+      runs.load_init(image.ImageRegression(), str(root), "latest")
   finally:
     gin.clear_config()
 
@@ -258,8 +248,8 @@ def test_a_changed_config_is_refused_and_leaves_config_gin_alone(base, tmp_path)
   root = _copy(base, tmp_path)
   config = (root / "config.gin").read_text()
   for binding, change in (
-      ("meta_train.outer_learning_rate = 0.001",
-       "meta_train.outer_learning_rate: 0.0001 -> 0.001"),
+      ("outer/Adam.learning_rate = 0.001",
+       "outer/Adam.learning_rate: 0.0001 -> 0.001"),
       ("Siren.width = 32", "Siren.width: 16 -> 32")):
     with pytest.raises(provenance.RunDirectoryError, match=change):
       _train(root, 6, binding)
@@ -270,13 +260,13 @@ def test_a_changed_config_is_refused_and_leaves_config_gin_alone(base, tmp_path)
 
 def test_an_accepted_change_takes_effect_and_is_kept_in_the_history(base, tmp_path):
   root = _copy(base, tmp_path)
-  _train(root, 6, "meta_train.outer_learning_rate = 0.0",
+  _train(root, 6, "outer/Adam.learning_rate = 0.0",
          "meta_train.outer_warmup_steps = 0", accept=True)
   # With the outer rate now 0, steps 5 and 6 leave the step-4 weights unchanged.
   _assert_same_weights(_ckpt(root, 6), _ckpt(base / "four", 4))
   history = sorted(os.listdir(layout.config_history_dir(str(root))))
   assert history == ["step-00000000.gin", "step-00000004.gin"]
-  assert "outer_learning_rate = 0.0" in (root / "config.gin").read_text()
+  assert "outer/Adam.learning_rate = 0.0" in (root / "config.gin").read_text()
 
 
 # --- the binaries -----------------------------------------------------------------------
@@ -307,7 +297,7 @@ def test_kill_9_at_random_points_resumes_bit_identical(tmp_path):
   steps = 400  # ~25 steps/s with a save each: about 16 s of training
   _train(tmp_path / "reference", steps)
   root = tmp_path / "killed"
-  args = ([f"--root_dir={root}", "--gin_file=image/text_cpu.gin"] +
+  args = ([f"--root_dir={root}", f"--gin_file={TINY}"] +
           [f"--gin_bindings={b}" for b in SMALL + (
               f"meta_train.num_iterations = {steps}", "meta_train.checkpoint_every = 1")])
   rng = random.Random(0)
@@ -367,7 +357,7 @@ def test_sigterm_saves_the_step_and_resumes_bit_identical(tmp_path):
   _train(tmp_path / "reference", steps)
   root = tmp_path / "run"
   args = ([str(REPO / "bin" / "meta_train.py"), f"--root_dir={root}",
-           "--gin_file=image/text_cpu.gin"] +
+           f"--gin_file={TINY}"] +
           [f"--gin_bindings={b}" for b in SMALL + (
               f"meta_train.num_iterations = {steps}", "meta_train.checkpoint_every = 1000",
               "meta_train.log_every = 50")])
@@ -437,12 +427,14 @@ def test_a_full_disk_while_saving_is_one_line_that_says_what_to_do(tmp_path):
 
 def test_a_changed_macro_is_the_change_of_the_bindings_that_use_it():
   stored = "LONG = 100\nSHORT = 3\nmeta_train.num_iterations = %LONG\n"
+  resumable = train.TrainConfig.resumable()
   assert provenance.config_changes(
-      stored, stored.replace("LONG = 100", "LONG = 900")) == []  # a longer run
+      stored, stored.replace("LONG = 100", "LONG = 900"), resumable) == []  # longer
   assert provenance.config_changes(
-      stored, stored.replace("LONG = 100", "LONG = 900"), training_only=False) == [
+      stored, stored.replace("LONG = 100", "LONG = 900")) == [
           "meta_train.num_iterations: 100 -> 900"]
   uses = stored + "meta_train.inner_steps = %SHORT\n"
-  assert provenance.config_changes(uses, uses.replace("SHORT = 3", "SHORT = 4")) == [
-      "meta_train.inner_steps: 3 -> 4"]
-  assert provenance.config_changes(stored, stored.replace("SHORT = 3", "SHORT = 4")) == []
+  assert provenance.config_changes(uses, uses.replace("SHORT = 3", "SHORT = 4"),
+                                   resumable) == ["meta_train.inner_steps: 3 -> 4"]
+  assert provenance.config_changes(stored, stored.replace("SHORT = 3", "SHORT = 4"),
+                                   resumable) == []

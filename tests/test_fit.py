@@ -19,12 +19,12 @@ import tensorflow as tf
 
 from test_export import numpy_field
 from tf_metainit import export
+from tf_metainit import exports
 from tf_metainit import fit
 from tf_metainit import train
 from tf_metainit.cli import common
 from tf_metainit.fields import mlp
 from tf_metainit.fields import siren
-from tf_metainit.meta import optimizers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = (
@@ -56,8 +56,8 @@ def trained(tmp_path_factory):
     mlp.NerfMLP(num_frequencies=2, width=8, depth=3)])
 def test_an_export_rebuilds_its_field(tmp_path, field):
   out = str(tmp_path / "export")
-  export.export_params(field, field.params(), out)
-  loaded, params, _, _ = export.load(out)
+  exports.export_params(field, field.params(), out)
+  loaded, params, _, _ = exports.load(out)
   x = np.random.default_rng(1).uniform(0, 1, (5, field.in_dim)).astype(np.float32)
   assert type(loaded) is type(field)
   np.testing.assert_allclose(loaded.apply(params, x), field.apply(field.params(), x),
@@ -65,7 +65,7 @@ def test_an_export_rebuilds_its_field(tmp_path, field):
 
 
 def test_fit_from_an_export(trained, tmp_path):
-  init = fit.init_from_export(str(trained / "export"))
+  init = exports.load_init(str(trained / "export"))
   # The default job's recipe: 2 steps of its meta-learned per-layer, per-step rates.
   assert init.num_steps == 2 and init.optimizer.describe()["name"] == "learned_sgd"
   out = tmp_path / "out"
@@ -82,14 +82,14 @@ def test_fit_from_an_export(trained, tmp_path):
   assert json.loads((out / "fit.json").read_text())["psnr"] == result["psnr"]
   assert len(result["standard"]["psnr"]) == 6
   # The fitted field's export renders the reconstruction.
-  field, params, manifest, _ = export.load(str(out / "export"))
+  field, params, manifest, _ = exports.load(str(out / "export"))
   assert manifest["kind"] == "fitted" and manifest["fit"]["num_steps"] == 5
   recon = np.asarray(Image.open(out / "reconstruction.png"), np.float32) / 255
   np.testing.assert_allclose(fit.render(field, params, 11, 7), recon, atol=0.5 / 255 + 1e-6)
 
 
 def test_fit_refuses_what_it_cannot_do(trained, tmp_path):
-  init = fit.init_from_export(str(trained / "export"))
+  init = exports.load_init(str(trained / "export"))
   foreign = tmp_path / "mine"
   foreign.mkdir()
   (foreign / "notes.txt").write_text("keep")
@@ -97,10 +97,15 @@ def test_fit_refuses_what_it_cannot_do(trained, tmp_path):
     fit.fit(init, str(trained / "photo.png"), str(foreign))
   assert (foreign / "notes.txt").read_text() == "keep"
   nerf = mlp.NerfMLP(num_frequencies=2, width=8, depth=3)
-  export.export_params(nerf, nerf.params(), str(tmp_path / "nerf"))
-  with pytest.raises(ValueError, match="outputs 4 values per point"):
-    fit.fit(fit.init_from_export(str(tmp_path / "nerf")), str(trained / "photo.png"),
+  exports.export_params(nerf, nerf.params(), str(tmp_path / "nerf"),
+                        manifest_extra={"test_time": {"optimizer": {"name": "sgd",
+                                                                    "learning_rate": 1.0}}})
+  with pytest.raises(ValueError, match="maps 3-D points to 4 values"):
+    fit.fit(exports.load_init(str(tmp_path / "nerf")), str(trained / "photo.png"),
             str(tmp_path / "out"))
+  exports.export_params(nerf, nerf.params(), str(tmp_path / "fitted"))  # no test_time
+  with pytest.raises(exports.ExportError, match="a fitted field, not an init"):
+    exports.load_init(str(tmp_path / "fitted"))
   (tmp_path / "bad.png").write_bytes(b"not a png")
   with pytest.raises(ValueError, match="Cannot decode image file"):
     fit.fit(init, str(tmp_path / "bad.png"), str(tmp_path / "out2"))

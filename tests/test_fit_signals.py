@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_metainit import export
-from tf_metainit import fit
 from tf_metainit import fit_ct
 from tf_metainit import fit_views
 from tf_metainit.data import phantoms
@@ -22,13 +20,16 @@ from tf_metainit.physics import ct as ct_physics
 from tf_metainit.tasks import ct
 from tf_metainit.tasks import phototourism
 from tf_metainit.tasks import shapenet
+from tf_metainit import fitting
+from tf_metainit import exports
 
 
 def _export(task, tmp_path, name, optimizer):
   """An export of the task's Standard init, fitted with `optimizer`."""
   path = str(tmp_path / name)
-  export.export_params(task.field, task.field.params(), path, task=task)
-  return fit.init_from_export(path)._replace(optimizer=optimizer)
+  exports.export_params(task.field, task.field.params(), path, task=task,
+                        manifest_extra={"test_time": {"optimizer": optimizer.describe()}})
+  return exports.load_init(path)._replace(optimizer=optimizer)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,8 @@ def test_sinogram_fit_raises_its_psnr_and_writes_the_image(ct_init, tmp_path):
   assert result["sinogram_psnr"][-1] > result["sinogram_psnr"][0] + 5
   assert np.asarray(__import__("PIL.Image").Image.open(
       os.path.join(out, "reconstruction.png"))).shape == (16, 16)
-  assert json.load(open(os.path.join(out, fit.RESULT)))["views"] == 8
-  assert os.path.isfile(os.path.join(out, "export", export.MANIFEST))
+  assert json.load(open(os.path.join(out, fitting.RESULT)))["views"] == 8
+  assert os.path.isfile(os.path.join(out, "export", exports.MANIFEST))
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -89,11 +90,11 @@ def test_shapenet_views_fit_scores_held_out_views(tmp_path):
   assert result["format"] == "shapenet" and result["fitted_views"] == 25
   assert result["scored"] == "held-out views 26+"
   assert result["psnr"][-1] > result["psnr"][0] + 2
-  for name in ("views.png", "new_views.png", fit.RESULT):
+  for name in ("views.png", "new_views.png", fitting.RESULT):
     assert os.path.isfile(os.path.join(out, name))
   # The fitted field renders views from TensorFlow alone; fitting it again needs an
   # optimizer, which a fit's export does not bake in.
-  manifest = json.load(open(os.path.join(out, "export", export.MANIFEST)))
+  manifest = json.load(open(os.path.join(out, "export", exports.MANIFEST)))
   assert set(manifest["signatures"]) == {"render", "render_view"}
   # The reported PSNR is evaluation's: the mean of the held-out views' own PSNRs,
   # here rebuilt by hand from the export's renders.
@@ -137,8 +138,8 @@ def test_views_in_neither_format_and_wrong_kind_of_init(ct_init, tmp_path):
 def test_a_fresh_process_rebuilds_every_shipped_field_type(tmp_path):
   import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
   from tf_metainit import pretrained  # pylint: disable=g-import-not-at-top
-  script = ("import sys; from tf_metainit import export; "
-            "print(export.load(sys.argv[1])[0].describe()['type'])")
+  script = ("import sys; from tf_metainit import exports; "
+            "print(exports.load(sys.argv[1])[0].describe()['type'])")
   for name in pretrained.list():
     out = subprocess.run([sys.executable, "-c", script, pretrained.path(name)],
                          capture_output=True, text=True, timeout=120)

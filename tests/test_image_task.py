@@ -44,13 +44,6 @@ def test_rgba_folder_reaches_the_task_in_range(tmp_path):
   assert test[0, 3, 3, 1] < 0.6  # The square's centre keeps its red.
 
 
-@pytest.fixture
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
-
-
 def test_tfds_download_is_off_unless_bound(tmp_path, monkeypatch, clean_gin):
   calls = []
 

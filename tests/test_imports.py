@@ -1,4 +1,5 @@
-"""The package's import graph: no cycles, and no module imports a higher layer.
+"""The package's import graph: no cycles, no module imports a higher layer, and no
+job imports another job.
 
 Layers, bottom to top; a module may import modules of its own layer or below:
   base   tf_metainit itself (the version), checks (gin-bound numbers), distribute
@@ -7,10 +8,12 @@ Layers, bottom to top; a module may import modules of its own layer or below:
          coordinate networks, forward models and datasets know of no task
   tasks  tasks/: signals, observations, losses and renders on top of those
   meta   meta/: inner loops, MAML, Reptile and inits, written against the Task seam
-  runs   checkpoints, runs, provenance: a meta-training run's files, the meta init in
-         them, and who may write them
-  tools  train, evaluate, export, fit (fit_ct, fit_views), interpolate, appearance,
-         pretrained (the shipped inits), benchmark
+  library  what the jobs share: testtime (test-time optimisation), monitor
+         (validation, collapse), checkpoints, runs (a run's record and its Meta init),
+         provenance, exports (the export format), baselines (the inits a comparison
+         starts from), fitting (what every fit writes), pretrained (the shipped inits)
+  jobs   train, evaluate, export, fit, fit_ct, fit_views, interpolate, appearance,
+         benchmark: siblings over the library, none imports another
   cli    cli/: the binaries
 Modules are parsed with `ast`, never imported, so imports inside functions count too
 (a lazy import hides a cycle without breaking it), and so do strings naming a
@@ -23,6 +26,11 @@ import pathlib
 PACKAGE = "tf_metainit"
 ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
 
+# The jobs: each may import the library, never another job (a package such as
+# benchmark is one job).
+JOBS = ("tf_metainit.train", "tf_metainit.evaluate", "tf_metainit.export",
+        "tf_metainit.fit", "tf_metainit.fit_ct", "tf_metainit.fit_views",
+        "tf_metainit.interpolate", "tf_metainit.appearance", "tf_metainit.benchmark")
 # Module-name prefixes, bottom layer first.
 LAYERS = (
     ("base", ("tf_metainit", "tf_metainit.checks", "tf_metainit.distribute",
@@ -31,11 +39,11 @@ LAYERS = (
               "tf_metainit.fields", "tf_metainit.physics", "tf_metainit.data")),
     ("tasks", ("tf_metainit.tasks",)),
     ("meta", ("tf_metainit.meta",)),
-    ("runs", ("tf_metainit.checkpoints", "tf_metainit.runs", "tf_metainit.provenance")),
-    ("tools", ("tf_metainit.train", "tf_metainit.evaluate", "tf_metainit.export",
-               "tf_metainit.fit", "tf_metainit.fit_ct", "tf_metainit.fit_views",
-               "tf_metainit.interpolate", "tf_metainit.appearance",
-               "tf_metainit.pretrained", "tf_metainit.benchmark")),
+    ("library", ("tf_metainit.testtime", "tf_metainit.monitor",
+                 "tf_metainit.checkpoints", "tf_metainit.runs", "tf_metainit.provenance",
+                 "tf_metainit.exports", "tf_metainit.baselines", "tf_metainit.fitting",
+                 "tf_metainit.pretrained")),
+    ("jobs", JOBS),
     ("cli", ("tf_metainit.cli",)),
 )
 
@@ -137,6 +145,21 @@ def upward_imports(graph, layers=LAYERS):
   return found
 
 
+def job_of(module, jobs=JOBS):
+  return next((j for j in jobs if module == j or module.startswith(j + ".")), None)
+
+
+def jobs_importing_jobs(graph, jobs=JOBS):
+  """'a imports b, line n' for every import from one job into another."""
+  found = []
+  for module, edges in sorted(graph.items()):
+    for target, line in sorted(edges.items()):
+      mine, theirs = job_of(module, jobs), job_of(target, jobs)
+      if mine and theirs and mine != theirs:
+        found.append(f"{module} imports {target}, line {line}")
+  return found
+
+
 def test_every_module_has_a_layer():
   graph = import_graph(ROOT, PACKAGE)
   assert "tf_metainit.cli.common" in graph  # the walk found the package
@@ -152,6 +175,25 @@ def test_no_import_cycles():
 def test_no_upward_imports():
   found = upward_imports(import_graph(ROOT, PACKAGE))
   assert not found, "imports from a lower layer to a higher one:\n" + "\n".join(found)
+
+
+def test_no_job_imports_another_job():
+  found = jobs_importing_jobs(import_graph(ROOT, PACKAGE))
+  assert not found, "jobs importing jobs (share through the library):\n" + "\n".join(found)
+
+
+def test_checker_sees_a_job_importing_a_job(tmp_path):
+  pkg = tmp_path / "pkg"
+  (pkg / "bench").mkdir(parents=True)
+  for name in ("__init__.py", "bench/__init__.py", "lib.py"):
+    (pkg / name).write_text("")
+  (pkg / "train.py").write_text("from pkg import lib\n")
+  (pkg / "fit.py").write_text("import pkg.lib\n\ndef f():\n  from pkg import train\n")
+  (pkg / "bench" / "a.py").write_text("from pkg.bench import b\nfrom pkg import fit\n")
+  (pkg / "bench" / "b.py").write_text("from pkg import lib\n")
+  jobs = ("pkg.train", "pkg.fit", "pkg.bench")
+  assert jobs_importing_jobs(import_graph(pkg, "pkg"), jobs) == [
+      "pkg.bench.a imports pkg.fit, line 2", "pkg.fit imports pkg.train, line 4"]
 
 
 def test_checker_sees_lazy_cycles_and_upward_imports(tmp_path):

@@ -6,6 +6,7 @@ loss w.r.t. the rates by central finite differences. The package computes the sa
 derivative in float32 through its second-order MAML tape.
 """
 
+import pytest
 import numpy as np
 import tensorflow as tf
 
@@ -48,7 +49,7 @@ def test_lslr_rate_gradients_match_finite_differences():
   field, task, signals = _setup()
   theta = [tf.constant(np.asarray(v), tf.float64) for v in field.trainable_variables]
   rates = 0.05 + 0.01 * np.arange(len(theta) * NUM_STEPS).reshape(len(theta), NUM_STEPS)
-  opt = learned_lr.LearnedSGD("per_layer_step", list(rates.astype(np.float32)))
+  opt = learned_lr.LearnedRates("per_layer_step", list(rates.astype(np.float32)))
   after, _, rate_grads = _package_grads(field, task, signals, opt)
 
   reference = tf.function(lambda r: _reference_loss(
@@ -76,7 +77,7 @@ def test_meta_sgd_rate_gradients_match_finite_differences():
   theta = [tf.constant(np.asarray(v), tf.float64) for v in field.trainable_variables]
   rng = np.random.default_rng(0)
   rates = [0.05 + 0.01 * rng.uniform(size=t.shape) for t in theta]
-  opt = learned_lr.LearnedSGD("per_parameter", [r.astype(np.float32) for r in rates])
+  opt = learned_lr.LearnedRates("per_parameter", [r.astype(np.float32) for r in rates])
   _, _, rate_grads = _package_grads(field, task, signals, opt)
 
   reference = tf.function(lambda rs: _reference_loss(
@@ -101,15 +102,15 @@ def test_equal_learned_rates_give_plain_maml_gradients():
   shapes = [v.shape for v in field.trainable_variables]
   _, plain, _ = _package_grads(field, task, signals, optimizers.SGD(0.05))
   for mode in ("per_layer_step", "per_parameter"):
-    opt = learned_lr.make(mode, shapes, NUM_STEPS, 0.05)
+    opt = learned_lr.LearnedSGD(0.05, mode).build(shapes, NUM_STEPS)
     _, learned, _ = _package_grads(field, task, signals, opt)
     for a, b in zip(plain, learned):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-8)
 
 
 def test_lslr_reuses_the_last_rates_past_the_trained_steps():
-  opt = learned_lr.LearnedSGD("per_layer_step", [np.array([0.1, 0.3], np.float32),
-                                                 np.array([2.0, 5.0], np.float32)])
+  opt = learned_lr.LearnedRates("per_layer_step", [np.array([0.1, 0.3], np.float32),
+                                                   np.array([2.0, 5.0], np.float32)])
   params = [tf.ones([2, 3]), tf.ones([2])]
   grads = [tf.fill([2, 3], 2.0), tf.fill([2], 1.0)]
   for step, (r0, r1) in ((0, (0.1, 2.0)), (1, (0.3, 5.0)), (7, (0.3, 5.0))):
@@ -118,12 +119,18 @@ def test_lslr_reuses_the_last_rates_past_the_trained_steps():
     np.testing.assert_allclose(new[1], 1.0 - r1, rtol=1e-6)
 
 
-def test_from_arrays_recovers_the_mode():
+def test_from_arrays_reads_the_mode_from_the_description():
   shapes = [(2, 3), (3,)]
-  meta_sgd = learned_lr.make("per_parameter", shapes, 2, 0.1)
-  lslr = learned_lr.make("per_layer_step", shapes, 3, 0.1)
-  assert learned_lr.from_arrays([np.asarray(r) for r in meta_sgd.rates],
-                                shapes).mode == "per_parameter"
-  rebuilt = learned_lr.from_arrays([np.asarray(r) for r in lslr.rates], shapes)
+  meta_sgd = learned_lr.LearnedSGD(0.1, "per_parameter").build(shapes, 2)
+  # Rates whose shapes would pass for either mode: (3,) is a bias's shape and K = 3.
+  lslr = learned_lr.LearnedSGD(0.1, "per_layer_step").build([(3,), (3,)], 3)
+  rebuilt = learned_lr.from_arrays(meta_sgd.describe(),
+                                   [np.asarray(r) for r in meta_sgd.rates])
+  assert rebuilt.mode == "per_parameter" and rebuilt.start_learning_rate == 0.1
+  rebuilt = learned_lr.from_arrays(lslr.describe(), [np.asarray(r) for r in lslr.rates])
   assert rebuilt.mode == "per_layer_step" and rebuilt.num_steps == 3
-  assert learned_lr.make("fixed", shapes, 2, 0.1) is None
+  np.testing.assert_array_equal(np.asarray(rebuilt.rates[1]), np.full(3, 0.1, np.float32))
+  with pytest.raises(ValueError, match="unknown mode"):
+    learned_lr.from_arrays({"name": "learned_sgd"}, [np.zeros(3)])
+  with pytest.raises(ValueError, match="LearnedSGD.mode must be one of"):
+    learned_lr.LearnedSGD(0.1, "fixed")

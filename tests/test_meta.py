@@ -216,7 +216,7 @@ def test_maml_step_with_keras_variables():
   _, _, ref = maml.meta_loss_and_grads(task, theta0, signals,
                                        contract.stateless_seed(0, 0), 2,
                                        optimizers.SGD(0.05))
-  optimizer = train.outer_optimizer(1e-3)
+  optimizer = optimizers.Adam(1e-3).keras_optimizer(1e-3)
   optimizer.build(field.trainable_variables)
   outer.build_step(field, task, optimizer, optimizers.SGD(0.05), "maml", 2)(
       signals, tf.constant(0))
@@ -262,7 +262,7 @@ def test_reptile_step_first_adam_step():
   grads = [t - np.mean([a[j].numpy() for a in adapted], axis=0)
            for j, t in enumerate(theta0)]
 
-  optimizer = train.outer_optimizer(outer_lr)
+  optimizer = optimizers.Adam(outer_lr).keras_optimizer(outer_lr)
   optimizer.build(field.trainable_variables)
   outer.build_step(field, task, optimizer, optimizers.SGD(lr), "reptile", num_steps)(
       signals, tf.constant(0))
@@ -287,7 +287,7 @@ def test_reptile_with_outer_sgd_is_nichols_interpolation():
     signals = _signals(num_signals=3)
     adapted = [_sgd_adapt([tf.constant(t) for t in theta0], task.coords, v, 3, 0.1)
                for v in signals["values"]]
-    optimizer = train.outer_optimizer(eps, "sgd")
+    optimizer = optimizers.SGD(eps).keras_optimizer(eps)
     optimizer.build(field.trainable_variables)
     outer.build_step(field, task, optimizer, optimizers.SGD(0.1), "reptile", 3)(
         signals, tf.constant(0))
@@ -297,10 +297,9 @@ def test_reptile_with_outer_sgd_is_nichols_interpolation():
       np.testing.assert_allclose(v.numpy(), t + eps * (mean - t), rtol=1e-4, atol=1e-6)
 
 
-def test_unknown_outer_optimizer_is_refused(tmp_path):
-  with pytest.raises(ValueError, match="outer_optimizer_kind must be one of"):
-    train.meta_train(str(tmp_path / "run"), task=TinyTask(_tiny_siren(), tf.float32),
-                     outer_optimizer_kind="rmsprop")
+def test_unknown_outer_optimizer_is_refused():
+  with pytest.raises(ValueError, match="meta_train.outer_optimizer is 'rmsprop'"):
+    train.TrainConfig(task=TinyTask(_tiny_siren(), tf.float32), outer_optimizer="rmsprop")
 
 
 # --- Inner loop and functional optimizers ---------------------------------------------

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_metainit import export
 from tf_metainit.fields import mlp
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import phototourism
+from tf_metainit import exports
 from tests import test_phototourism
 
 _SCRIPT = r"""
@@ -54,7 +54,7 @@ def exported(tmp_path_factory):
                                    field=field)
   params = task.field.params()
   out = str(tmp_path_factory.mktemp("export") / "model")
-  export.export_params(task.field, params, out, task=task, optimizer=optimizers.SGD(1.0))
+  exports.export_params(task.field, params, out, task=task, optimizer=optimizers.SGD(1.0))
   return task, params, out
 
 

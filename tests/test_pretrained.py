@@ -7,9 +7,6 @@ import os
 import numpy as np
 import pytest
 
-from tf_metainit import evaluate
-from tf_metainit import export
-from tf_metainit import fit
 from tf_metainit import pretrained
 from tf_metainit.fields import functional
 from tf_metainit.meta import optimizers
@@ -17,6 +14,8 @@ from tf_metainit.tasks import ct
 from tf_metainit.tasks import image
 from tf_metainit.tasks import phototourism
 from tf_metainit.tasks import shapenet
+from tf_metainit import exports
+from tf_metainit import testtime
 
 MAX_BYTES = 2_000_000
 SHIPPED = ("chairs", "ct64", "landmark", "natural", "text")
@@ -72,7 +71,7 @@ def test_init_is_small_and_carries_its_card(name):
   folder = pretrained.path(name)
   size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
   assert size <= MAX_BYTES, f"{name}: {size} bytes"
-  with open(os.path.join(folder, export.MANIFEST)) as f:
+  with open(os.path.join(folder, exports.MANIFEST)) as f:
     manifest = json.load(f)
   assert manifest["kind"] == "pretrained" and manifest["name"] == name
   card = pretrained.card(name)
@@ -83,12 +82,12 @@ def test_init_is_small_and_carries_its_card(name):
 
 @pytest.mark.parametrize("name", pretrained.list())
 def test_two_steps_from_it_beat_two_from_standard(name, tmp_path):
-  init = fit.init_from_export(pretrained.path(name))
+  init = exports.load_init(pretrained.path(name))
   task, setting, standard_optimizer = TASKS[name](init.field, tmp_path)
   signals = task.test_signals()
   standard = functional.from_description(init.field.describe(), {
       v.name: v.numpy() for v in init.field.non_trainable_variables}).params()
-  tto = evaluate.TestTimeOptimizer(task)
+  tto = testtime.TestTimeOptimizer(task)
   meta_trace, _ = tto.run(init.params, signals, init.optimizer, 2, setting, 2)
   standard_trace, _ = tto.run(standard, signals, standard_optimizer, 2, setting, 2)
   meta, baseline = meta_trace[-1], standard_trace[-1]

@@ -7,10 +7,10 @@ import re
 import subprocess
 import sys
 
-from tf_metainit import export
 from tf_metainit.fields import siren
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import image
+from tf_metainit import exports
 
 EXPORT_DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "export.md"
 STEPS = 10
@@ -29,10 +29,10 @@ def test_readme_export_snippet_runs_and_fits_a_real_image(tmp_path):
   task = image.ImageRegression(resolution=8,
                                field=lambda: siren.Siren(width=16, depth=3, seed=0))
   export_dir = tmp_path / "runs" / "text_export"
-  manifest = export.export_params(
+  manifest = exports.export_params(
       task.field, task.field.params(), str(export_dir), task=task,
       optimizer=optimizers.SGD(0.1),
-      manifest_extra={"test_time": {"optimizer": "sgd", "learning_rate": 0.1,
+      manifest_extra={"test_time": {"optimizer": {"name": "sgd", "learning_rate": 0.1},
                                     "num_steps": STEPS}})
   assert "centre crop to a square" in manifest["task"]["preprocessing"]
   proc = subprocess.run([sys.executable, "-c", readme_snippet()], cwd=tmp_path,

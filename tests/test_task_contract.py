@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_metainit import evaluate
-from tf_metainit import export
 from tf_metainit.fields import functional
 from tf_metainit.meta import inner
 from tf_metainit.meta import optimizers
 from tf_metainit.meta import outer
 from tf_metainit.tasks import contract
+from tf_metainit import exports
+from tf_metainit import testtime
 
 POINTS = 16
 
@@ -117,7 +117,7 @@ def test_reptile_step_with_unit_outer_sgd_lands_on_the_mean_adapted_weights():
 def test_test_time_optimiser_traces_the_hand_psnr():
   task = Lines()
   signals = task.test_signals()
-  trace, _ = evaluate.TestTimeOptimizer(task).run(
+  trace, _ = testtime.TestTimeOptimizer(task).run(
       task.field.params(), signals, optimizers.SGD(0.5), 2, "full")
   x = task.x[:, 0]
   for i, y in enumerate(signals["y"][:, :, 0]):
@@ -132,7 +132,7 @@ def test_test_time_optimiser_traces_the_hand_psnr():
 def test_export_of_a_new_field_renders_x_w_plus_b(tmp_path):
   task = Lines()
   out = str(tmp_path / "export")
-  manifest = export.export_params(task.field, task.field.params(), out, task=task,
+  manifest = exports.export_params(task.field, task.field.params(), out, task=task,
                                   optimizer=optimizers.SGD(0.5))
   assert manifest["field"]["type"] == "affine"
   assert manifest["layers"][0]["activation"] is None  # Field.layer_activation default

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -37,7 +36,7 @@ SMALL = (
 )
 ALGORITHM_BINDINGS = {
     "maml": ("meta_train.algorithm = 'maml'",),
-    "reptile": ("meta_train.algorithm = 'reptile'", "meta_train.inner_lr_mode = 'fixed'",
+    "reptile": ("meta_train.algorithm = 'reptile'", "meta_train.inner_optimizer = @inner/SGD()",
                 "meta_train.inner_steps = 3",
                 "meta_train.outer_batch_size = 2"),
 }
@@ -194,7 +193,7 @@ def test_divergence_binary_keeps_the_last_good_checkpoint(runs):
   # (of the weights before the update) is still finite.
   result = _run(root, ALGORITHM_BINDINGS[runs[0]] + (
       "meta_train.num_iterations = 3", "inner/SGD.learning_rate = 1e6",
-      "meta_train.inner_lr_mode = 'fixed'"), flags=("--accept_config_changes",))
+      "meta_train.inner_optimizer = @inner/SGD()"), flags=("--accept_config_changes",))
   assert result.returncode != 0
   assert "Traceback" not in result.stderr
   _check_divergence(root, os.path.join(_checkpoint_dir(dirs["two"]), "ckpt-2"),
@@ -229,33 +228,24 @@ def _bad_cases(tmp_path):
       "wrong_channel_count": (
           (TEXT_CPU,), ("Siren.out_dim = 1",),
           ["3 channels", "outputs 1", "out_dim"]),
-      # Optimizers are gin objects with the learning rate inside; the old forms fail
-      # with the binding to use instead.
-      "old_inner_optimizer": (
+      # Optimizers are gin objects with the learning rate inside.
+      "optimizer_as_a_name": (
           (TEXT_CPU,), ("meta_train.inner_optimizer = 'adam'",),
-          ["meta_train.inner_optimizer holds 'adam'",
-           "meta_train.inner_optimizer = @inner/Adam(); inner/Adam.learning_rate = 0.01"]),
-      "old_inner_learning_rate": (
-          (TEXT_CPU,), ("meta_train.inner_learning_rate = 0.5",),
-          ["meta_train.inner_learning_rate is gone",
-           "meta_train.inner_optimizer = @inner/SGD(); inner/SGD.learning_rate = 0.5"]),
-      "learned_rates_need_sgd": (
-          (TEXT_CPU,), ("meta_train.inner_optimizer = @inner/Adam()",),
-          ["inner_lr_mode = 'per_layer_step'", "meta_train.inner_optimizer = "
-           "@inner/SGD() with inner/SGD.learning_rate = 0.0001"]),
+          ["meta_train.inner_optimizer holds 'adam', not an optimizer object",
+           "@meta/SGD() with meta/SGD.learning_rate = 0.01"]),
+      "outer_optimizer_as_a_name": (
+          (TEXT_CPU,), ("meta_train.outer_optimizer = 'adam'",),
+          ["meta_train.outer_optimizer is 'adam'", "@outer/Adam()"]),
+      "learned_rates_need_maml": (
+          (TEXT_CPU,), ("meta_train.algorithm = 'reptile'",),
+          ["LearnedSGD meta-learns its rates", "algorithm 'maml'"]),
   }
 
 
 BAD_CASES = ("unknown_parameter", "unknown_configurable", "missing_gin_file",
              "empty_folder", "unreadable_image", "wrong_channel_count",
-             "old_inner_optimizer", "old_inner_learning_rate", "learned_rates_need_sgd")
-
-
-@pytest.fixture
-def clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
+             "optimizer_as_a_name", "outer_optimizer_as_a_name",
+             "learned_rates_need_maml")
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -286,7 +276,7 @@ def test_divergence_in_process_keeps_the_last_good_checkpoint(runs, capsys, clea
   # A fixed inner rate: learned (LSLR) rates are restored from the checkpoint instead.
   common.parse_gin([TEXT_CPU], list(SMALL + ALGORITHM_BINDINGS[algorithm]) + [
       "meta_train.num_iterations = 3", "inner/SGD.learning_rate = 1e6",
-      "meta_train.inner_lr_mode = 'fixed'"])
+      "meta_train.inner_optimizer = @inner/SGD()"])
   with pytest.raises(SystemExit) as exit_info:
     common.run_and_report(lambda: train.meta_train(root, accept_config_changes=True))
   assert exit_info.value.code == 1

@@ -1,4 +1,5 @@
-"""Appearance transfer and interpolation for a Phototourism init (seed Fig. 2).
+"""The tf-metainit-appearance job: appearance transfer and interpolation for a
+Phototourism init (seed Fig. 2).
 
 From the meta-learned NeRF of a landmark, a few steps on one new photo transfer its
 appearance (lighting, exposure, weather); rendering the transferred field from other
@@ -19,13 +20,13 @@ import gin
 import numpy as np
 from PIL import Image
 
+from tf_metainit import baselines
 from tf_metainit import checks
-from tf_metainit import evaluate
-from tf_metainit import export
 from tf_metainit import figures
 from tf_metainit import files
-from tf_metainit import interpolate
 from tf_metainit import layout
+from tf_metainit import testtime
+from tf_metainit.fields import functional
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import contract
 
@@ -82,21 +83,62 @@ def appearance(root_dir, task=gin.REQUIRED, photo_index=0, corner_indices=(0, 1,
     corner_indices: four held-out photos fitted for the grid's corners.
     camera_indices: held-out photos whose cameras show the transferred field.
     num_steps: fitting steps on each whole photo (paper: 150).
-    optimizer: the fitting optimizer (default: the evaluation's Meta optimizer, SGD at
-      the run's inner learning rate).
+    optimizer: the fitting optimizer (default: the init's own test-time optimizer,
+      from its run record).
     grid_size: cells per side of the interpolation grid (odd, so the init is a cell).
     path_frames: frames between consecutive cameras of the path.
     cell: long side in pixels of one tile.
     output_dir: default <root_dir>/eval.
     checkpoint: 'best' (held-out validation during training) or 'latest'.
   """
-  if not hasattr(task, "render_camera"):
+  _check(task, photo_index, corner_indices, camera_indices, num_steps, grid_size,
+         path_frames, cell)
+  signals = task.test_signals()
+  output_dir = layout.eval_dir(root_dir, output_dir)
+  os.makedirs(output_dir, exist_ok=True)
+  inits, metas = baselines.build(task, root_dir, ("meta",), checkpoint=checkpoint)
+  init = [np.asarray(p) for p in inits["meta"]]
+  optimizer = optimizers.check(optimizer or metas["meta"].optimizer,
+                               "appearance.optimizer")
+  fit_rows = [photo_index, *corner_indices]
+  trace, finals = testtime.TestTimeOptimizer(task).run(
+      init, contract.take(signals, fit_rows), optimizer, num_steps, FIT_SETTING,
+      max(num_steps, 1), chunk=len(fit_rows))
+  fitted = [[np.asarray(p) for p in f] for f in testtime.unbatch(finals)]
+  transferred, corners = fitted[0], fitted[1:]
+  _transfer_figure(task, signals, init, transferred, photo_index, camera_indices, cell,
+                   os.path.join(output_dir, "appearance_transfer.png"))
+  # Seed Fig. 2: one fixed camera, corners fitted to four photos, the init at the centre.
+  fixed = _camera(signals, photo_index)
+  steps = np.linspace(-1.0, 1.0, grid_size)
+  grid = [[task.render_camera(functional.mix([init, *corners],
+                                             corner_weights(float(u), float(v))),
+                              *fixed) for u in steps] for v in steps]
+  files.save_image(figures.image_grid(grid, scale=_scale(grid[0], cell)),
+                   os.path.join(output_dir, "appearance_grid.png"))
+  # Camera path through the test cameras, with the first photo's intrinsics.
+  path = camera_path(np.asarray([signals["c2w"][k] for k in camera_indices]),
+                     path_frames)
+  for name, params in (("init_path.gif", init), ("transfer_path.gif", transferred)):
+    _path_gif(task, params, path, fixed, cell, os.path.join(output_dir, name))
+  report = {"photo_index": photo_index, "corner_indices": list(corner_indices),
+            "camera_indices": list(camera_indices), "num_steps": num_steps,
+            "optimizer": optimizer.describe(), "setting": FIT_SETTING,
+            # The whole photo was fitted: its right half is not held out here.
+            "fitted_right_half_psnr": {
+                "transfer": float(trace[-1][0]),
+                "corners": trace[-1][1:].astype(float).tolist()}}
+  files.write_json(os.path.join(output_dir, "appearance.json"), report)
+  return report
+
+
+def _check(task, photo_index, corner_indices, camera_indices, num_steps, grid_size,
+           path_frames, cell):
+  if not task.renders_cameras:
     raise ValueError(f"appearance figures need a Phototourism task, not "
                      f"{type(task).__name__}.")
-  signals = task.test_signals()
-  count = len(signals["size"])
-  indices = [photo_index, *corner_indices, *camera_indices]
-  for index in indices:
+  count = len(task.test_signals()["size"])
+  for index in [photo_index, *corner_indices, *camera_indices]:
     if not 0 <= checks.non_negative_int("appearance photo index", index) < count:
       raise ValueError(f"appearance photo indices must be below {count} (the held-out "
                        f"photos), got {index}.")
@@ -108,63 +150,31 @@ def appearance(root_dir, task=gin.REQUIRED, photo_index=0, corner_indices=(0, 1,
                      f"cell, got {grid_size}.")
   checks.positive_int("appearance.path_frames", path_frames)
   checks.positive_int("appearance.cell", cell)
-  output_dir = layout.eval_dir(root_dir, output_dir)
-  os.makedirs(output_dir, exist_ok=True)
-  inits, learned = evaluate.build_inits(task, root_dir, ("meta",), None, 0, 0, 0,
-                                       checkpoint)
-  init = [np.asarray(p) for p in inits["meta"]]
-  if optimizer is None:
-    optimizer = learned.get("meta", export.run_inner_optimizer())
-  optimizers.check(optimizer, "appearance.optimizer", "")
-  tto = evaluate.TestTimeOptimizer(task)
-  fit_rows = [photo_index, *corner_indices]
-  trace, finals = tto.run(init, contract.take(signals, fit_rows), optimizer, num_steps,
-                          FIT_SETTING, max(num_steps, 1), chunk=len(fit_rows))
-  fitted = [[np.asarray(p[i]) for p in finals[0]] for i in range(len(fit_rows))]
-  transferred, corners = fitted[0], fitted[1:]
 
-  # Appearance transfer: the photo, then its appearance seen from other cameras.
+
+def _transfer_figure(task, signals, init, transferred, photo_index, camera_indices,
+                     cell, path):
+  """The photo, then its appearance seen from other cameras; below, the init from
+  the same cameras and, where the scene is procedural, the truth."""
   photo = task.targets_for_display(contract.take(signals, [photo_index]))[0]
   height, width = (int(v) for v in signals["size"][photo_index])
   top = [photo[:height, :width]] + [task.render_camera(transferred, *_camera(signals, k))
                                     for k in camera_indices]
   rows = [top, [task.render_camera(init, *_camera(signals, photo_index))] +
           [task.render_camera(init, *_camera(signals, k)) for k in camera_indices]]
-  truth = getattr(task, "true_view", None)
-  if truth is not None:
+  if task.true_view is not None:
     rows.append([photo[:height, :width]] +
-                [truth(photo_index, k) for k in camera_indices])
+                [task.true_view(photo_index, k) for k in camera_indices])
   labels = ["photo"] + [f"camera of {k}" for k in camera_indices]
-  row_labels = ["transferred", "init"] + (["truth"] if truth is not None else [])
+  row_labels = ["transferred", "init"] + (["truth"] if task.true_view is not None else [])
   files.save_image(figures.image_grid(rows, labels, row_labels, scale=_scale(top, cell)),
-                   os.path.join(output_dir, "appearance_transfer.png"))
+                   path)
 
-  # Seed Fig. 2: one fixed camera, corners fitted to four photos, the init at the centre.
-  fixed = _camera(signals, photo_index)
-  steps = np.linspace(-1.0, 1.0, grid_size)
-  grid = [[task.render_camera(interpolate.mix([init, *corners],
-                                               corner_weights(float(u), float(v))),
-                              *fixed) for u in steps] for v in steps]
-  files.save_image(figures.image_grid(grid, scale=_scale(grid[0], cell)),
-                   os.path.join(output_dir, "appearance_grid.png"))
 
-  # Camera path through the test cameras, with the first photo's intrinsics.
-  path = camera_path(np.asarray([signals["c2w"][k] for k in camera_indices]),
-                     path_frames)
-  _, kinv, bounds, height, width = fixed
-  for name, params in (("init_path.gif", init), ("transfer_path.gif", transferred)):
-    frames = [task.render_camera(params, pose, kinv, bounds, height, width)
-              for pose in path]
-    zoom = _scale(frames, 2 * cell)
-    files.save_gif([Image.fromarray(figures.to_uint8(f)).resize(
-        (width * zoom, height * zoom), Image.NEAREST) for f in frames],
-                   os.path.join(output_dir, name))
-  report = {"photo_index": photo_index, "corner_indices": list(corner_indices),
-            "camera_indices": list(camera_indices), "num_steps": num_steps,
-            "optimizer": optimizer.describe(), "setting": FIT_SETTING,
-            # The whole photo was fitted: its right half is not held out here.
-            "fitted_right_half_psnr": {
-                "transfer": float(trace[-1][0]),
-                "corners": trace[-1][1:].astype(float).tolist()}}
-  files.write_json(os.path.join(output_dir, "appearance.json"), report)
-  return report
+def _path_gif(task, params, path, camera, cell, out):
+  _, kinv, bounds, height, width = camera
+  frames = [task.render_camera(params, pose, kinv, bounds, height, width)
+            for pose in path]
+  zoom = _scale(frames, 2 * cell)
+  files.save_gif([Image.fromarray(figures.to_uint8(f)).resize(
+      (width * zoom, height * zoom), Image.NEAREST) for f in frames], out)

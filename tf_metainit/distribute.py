@@ -1,20 +1,23 @@
-"""Where meta-training runs: a tf.distribute strategy named by one gin binding.
+"""Where a job runs: a tf.distribute strategy, built once by the binary and passed in.
 
-  meta_train.strategy = 'default'       one device
+  distribute.strategy = 'default'       one device
                         'mirrored'      every local GPU; without GPUs,
-                                        meta_train.cpu_replicas logical CPU devices
+                                        distribute.cpu_replicas logical CPU devices
                                         (to run the multi-device path on a laptop or CI)
                         'multi_worker'  MultiWorkerMirroredStrategy over the workers of
                                         TF_CONFIG: one process per worker, all started
-                                        with the same command
+                                        with the same command (training only)
                         'tpu'           TPUStrategy (forces jit_compile; untested here)
 
-Strategies must exist before TensorFlow starts its runtime (logical devices, the
-multi-worker cluster), so the binaries create theirs first (`from_gin`) and call
-meta_train inside its scope; Python users do the same:
+The binaries build it in a gin scope named for the job, so `train/distribute.strategy`
+binds training alone and `evaluate/distribute.strategy` evaluation alone (an unscoped
+binding, both). Strategies must exist before TensorFlow starts its runtime (logical
+devices, the multi-worker cluster), so the binaries create theirs first (`from_gin`)
+and build the training config inside its scope; Python users do the same:
 
-  with distribute.get('mirrored', cpu_replicas=2).scope():
-    train.meta_train(root_dir)
+  strategy = distribute.get('mirrored', cpu_replicas=2)
+  with strategy.scope():
+    train.meta_train(root_dir, train.TrainConfig(...), strategy)
 """
 
 import contextlib
@@ -45,9 +48,10 @@ PEER_PROBE_SECONDS, PEER_MISSES = 2.0, 3
 _created = {}
 
 
-def check_name(name):
-  if name not in STRATEGIES:
-    raise ValueError(f"meta_train.strategy must be one of {STRATEGIES}, got {name!r}.")
+def check_name(name, allowed=STRATEGIES, job=None):
+  if name not in allowed:
+    where = f"{job}/distribute.strategy" if job else "distribute.strategy"
+    raise ValueError(f"{where} must be one of {allowed}, got {name!r}.")
   return name
 
 
@@ -58,15 +62,18 @@ def get(name, cpu_replicas=2):
   return _created[name]
 
 
-def from_gin(configurable="meta_train"):
-  """The strategy `configurable`'s bindings name (meta_train or evaluate); call it
-  after parsing the gin config, before anything else runs TensorFlow."""
-  def bound(name, default):
-    try:
-      return gin.query_parameter(f"{configurable}.{name}")
-    except ValueError:
-      return default
-  return get(bound("strategy", "default"), bound("cpu_replicas", 2))
+@gin.configurable("distribute")
+def _configured(strategy="default", cpu_replicas=2):
+  return strategy, cpu_replicas
+
+
+def from_gin(job, allowed=STRATEGIES):
+  """The strategy the gin config names for `job` ('train' or 'evaluate', the gin
+  scope); call it after parsing the config, before anything else runs TensorFlow."""
+  with gin.config_scope(job):
+    name, cpu_replicas = _configured()
+  check_name(name, allowed, job)
+  return get(name, cpu_replicas)
 
 
 def _make(name, cpu_replicas):
@@ -89,7 +96,7 @@ def _mirrored_devices(cpu_replicas):
   gpus = tf.config.list_physical_devices("GPU")
   if gpus:
     return [f"/gpu:{i}" for i in range(len(gpus))]
-  checks.positive_int("meta_train.cpu_replicas", cpu_replicas)
+  checks.positive_int("distribute.cpu_replicas", cpu_replicas)
   cpu = tf.config.list_physical_devices("CPU")[0]
   try:
     tf.config.set_logical_device_configuration(
@@ -97,7 +104,7 @@ def _mirrored_devices(cpu_replicas):
   except RuntimeError as e:
     if len(tf.config.list_logical_devices("CPU")) != cpu_replicas:
       raise ValueError(
-          f"meta_train.strategy = 'mirrored' needs {cpu_replicas} logical CPU devices, "
+          f"distribute.strategy = 'mirrored' needs {cpu_replicas} logical CPU devices, "
           "which TensorFlow can only make before it starts: create the strategy first "
           "(distribute.get('mirrored', cpu_replicas)), as the binaries do.") from e
   return [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -108,7 +115,7 @@ def check_tf_config(text):
   fix = ('set TF_CONFIG to e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
          '"task": {"type": "worker", "index": 0}} on each worker')
   if not text:
-    raise ValueError(f"meta_train.strategy = 'multi_worker' needs TF_CONFIG: {fix}.")
+    raise ValueError(f"distribute.strategy = 'multi_worker' needs TF_CONFIG: {fix}.")
   try:
     config = json.loads(text)
   except ValueError as e:

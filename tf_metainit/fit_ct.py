@@ -12,7 +12,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tf_metainit import fit as fit_lib
+from tf_metainit import fitting
+from tf_metainit import testtime
 from tf_metainit.tasks import contract
 from tf_metainit.tasks import ct
 
@@ -52,7 +53,7 @@ def load_sinogram(sinogram_path, angles_path, resolution):
 
 def task_of(init):
   """The CT task the init was made for, rebuilt from its description (no data)."""
-  fit_lib.check_kind(init, "ct", "--sinogram")
+  fitting.check_kind(init, "ct", "--sinogram")
   resolution = init.task.get("resolution")
   if not resolution:
     raise ValueError(f"{init.source} does not record its CT resolution; export it "
@@ -71,12 +72,12 @@ def fit_sinogram(task, params, sinogram, angles, optimizer, num_steps):
   def psnr(p):
     return contract.psnr_from_mse(task.loss(p, signals["angles"], signals["sinogram"]))
 
-  return fit_lib.fit_signals(task, params, signals, optimizer, num_steps, None, psnr)
+  return testtime.fit_signals(task, params, signals, optimizer, num_steps, None, psnr)
 
 
 def fit(init, sinogram_path, angles_path, out_dir, num_steps=None):
   """Fits `init` to the sinogram; writes reconstruction.png, fit.json, export/."""
-  fit_lib.check_out_dir(out_dir)
+  fitting.check_out_dir(out_dir)
   task = task_of(init)
   sinogram, angles = load_sinogram(sinogram_path, angles_path, task.resolution)
   num_steps = int(num_steps or init.num_steps or 100)
@@ -87,6 +88,6 @@ def fit(init, sinogram_path, angles_path, out_dir, num_steps=None):
             "views": len(angles), "resolution": task.resolution,
             "num_steps": num_steps, "optimizer": init.optimizer.describe(),
             "sinogram_psnr": curve.tolist()}
-  fit_lib.finish(out_dir, init.field, [p[0] for p in fitted], result,
+  fitting.finish(out_dir, init.field, [p[0] for p in fitted], result,
                  {"reconstruction.png": task.image(fitted).numpy()[0]})
   return result

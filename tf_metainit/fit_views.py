@@ -15,8 +15,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tf_metainit import evaluate
-from tf_metainit import fit as fit_lib
+from tf_metainit import fitting
+from tf_metainit import testtime
 from tf_metainit.data import phototourism as phototourism_data
 from tf_metainit.data import procedural_shapes
 from tf_metainit.data import shapenet as shapenet_data
@@ -40,17 +40,9 @@ def views_format(folder):
       "dense/images/) with c2w_mats.npy, kinv_mats.npy and bds.npy.")
 
 
-def _number(init, key):
-  value = init.task.get(key)
-  if value is None:
-    raise ValueError(f"{init.source} does not record its task's {key}; export it again "
-                     "with this version of tf_metainit.")
-  return value
-
-
 def _fit(task, params, signals, optimizer, num_steps, setting, metric):
-  return fit_lib.fit_signals(task, params, signals, optimizer, num_steps, setting,
-                             metric, trace_every=_trace_every(num_steps))
+  return testtime.fit_signals(task, params, signals, optimizer, num_steps, setting,
+                              metric, trace_every=_trace_every(num_steps))
 
 
 def _trace_every(num_steps):
@@ -70,14 +62,13 @@ def _turntable(c2w, count):
 
 
 def fit_shapenet(init, folder, num_steps):
+  number = lambda key: fitting.described(init, key)
   task = shapenet.ShapeNetViews(
       procedural=False, data_dir=os.path.dirname(os.path.abspath(folder)),
       category=os.path.basename(os.path.abspath(folder)),
-      resolution=int(_number(init, "resolution")),
-      num_samples=int(_number(init, "num_samples")), near=_number(init, "near"),
-      far=_number(init, "far"), test_rays_per_step=int(_number(init,
-                                                                "test_rays_per_step")),
-      field=lambda: init.field)
+      resolution=int(number("resolution")), num_samples=int(number("num_samples")),
+      near=number("near"), far=number("far"),
+      test_rays_per_step=int(number("test_rays_per_step")), field=lambda: init.field)
   obj = shapenet_data.load_object(folder, resolution=task.resolution)
   count = len(obj["images"])
   observed = min(count, shapenet.NUM_INPUT_VIEWS)
@@ -113,8 +104,10 @@ def fit_phototourism(init, folder, num_steps, photo):
   if not 0 <= photo < len(paths):
     raise ValueError(f"--photo={photo}, but {folder} has {len(paths)} photos.")
   task = phototourism.Phototourism(
-      scene="user", scene_dir=folder, num_samples=int(_number(init, "num_samples")),
-      rays_per_step=int(_number(init, "rays_per_step")), field=lambda: init.field)
+      scene="user", scene_dir=folder,
+      num_samples=int(fitting.described(init, "num_samples")),
+      rays_per_step=int(fitting.described(init, "rays_per_step")),
+      field=lambda: init.field)
   image, kinv = phototourism_data.read_photo(paths[photo], cameras["kinv"][photo])
   height, width = image.shape[:2]
   left, right = phototourism.halves_layout([[height, width]])
@@ -144,9 +137,9 @@ def fit_phototourism(init, folder, num_steps, photo):
 
 def fit(init, folder, out_dir, num_steps=None, photo=0):
   """Fits `init` to the views in `folder`; writes pictures, fit.json and export/."""
-  fit_lib.check_out_dir(out_dir)
+  fitting.check_out_dir(out_dir)
   kind = views_format(folder)
-  fit_lib.check_kind(init, kind, "--views")
+  fitting.check_kind(init, kind, "--views")
   num_steps = int(num_steps or init.num_steps or 100)
   if kind == "shapenet":
     task, fitted, curve, pictures, summary = fit_shapenet(init, folder, num_steps)
@@ -155,8 +148,8 @@ def fit(init, folder, out_dir, num_steps=None, photo=0):
                                                               photo)
   result = {"views": os.path.abspath(folder), "format": kind, "init": init.source,
             "num_steps": num_steps, "optimizer": init.optimizer.describe(),
-            "psnr_steps": evaluate.traced_steps(num_steps,
+            "psnr_steps": testtime.traced_steps(num_steps,
                                                 _trace_every(num_steps)).tolist(),
             "psnr": curve.tolist(), **summary}
-  fit_lib.finish(out_dir, init.field, [p[0] for p in fitted], result, pictures, task)
+  fitting.finish(out_dir, init.field, [p[0] for p in fitted], result, pictures, task)
   return result

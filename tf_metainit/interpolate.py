@@ -1,4 +1,5 @@
-"""Weight-space interpolation between fitted fields (seed Fig. 1).
+"""The tf-metainit-interpolate job: weight-space interpolation between fitted fields
+(seed Fig. 1).
 
 Three held-out signals are fitted from the Standard init and from the Meta init; the
 three fitted weight sets of each init are mixed barycentrically,
@@ -13,11 +14,13 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
+from tf_metainit import baselines
 from tf_metainit import checks
-from tf_metainit import evaluate
 from tf_metainit import figures
 from tf_metainit import files
 from tf_metainit import layout
+from tf_metainit import testtime
+from tf_metainit.fields import functional
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import contract
 
@@ -26,11 +29,6 @@ def barycentric_grid(subdivisions):
   """(a, b, c) = (i, j, k) / n for i + j + k = n, row by row from the top corner."""
   n = subdivisions
   return [[((n - r) / n, (r - j) / n, j / n) for j in range(r + 1)] for r in range(n + 1)]
-
-
-def mix(params_list, weights):
-  return [sum(w * p[i] for w, p in zip(weights, params_list))
-          for i in range(len(params_list[0]))]
 
 
 def triangle_image(images, cell):
@@ -58,7 +56,8 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
     num_steps: {'standard': n, 'meta': n} fitting steps (default 100 each).
     optimizer_settings: {'standard': optimizer, 'meta': optimizer}, optimizers as
       objects (gin: {'meta': @meta/SGD()} with meta/SGD.learning_rate = 1e-2); default
-      seed Table 1 (Meta: its learned inner rates, if trained with them).
+      the Meta init's own test-time optimizer (its run record: its learned inner
+      rates, if trained with them) and Table 1's Adam 1e-4 for Standard.
     subdivisions: the triangle has subdivisions + 1 rows.
     setting: observation setting used for fitting (default: the task's default).
     cell: pixel size of one rendered image in the figure.
@@ -74,19 +73,20 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
   checks.positive_int("interpolate.subdivisions", subdivisions)
   checks.positive_int("interpolate.cell", cell)
   optimizer_settings = optimizers.check(dict(optimizer_settings or {}),
-                                        "interpolate.optimizer_settings", "")
+                                        "interpolate.optimizer_settings")
   output_dir = layout.eval_dir(root_dir, output_dir)
   os.makedirs(output_dir, exist_ok=True)
-  settings = dict(evaluate.DEFAULT_OPTIMIZERS, **optimizer_settings)
   num_steps = dict({"standard": 100, "meta": 100}, **(num_steps or {}))
   setting = setting if setting is not None else task.default_setting
   signals = contract.take(task.test_signals(), list(signal_indices))
-  inits, learned = evaluate.build_inits(task, root_dir, ("standard", "meta"), None, 0, 0,
-                                       0, checkpoint, optimizer_settings)
-  tto = evaluate.TestTimeOptimizer(task)
+  inits, metas = baselines.build(task, root_dir, ("standard", "meta"),
+                                 checkpoint=checkpoint)
+  settings = dict({"standard": testtime.STANDARD_OPTIMIZER,
+                   "meta": metas["meta"].optimizer}, **optimizer_settings)
+  tto = testtime.TestTimeOptimizer(task)
   panels, report = [], {}
   for name in ("standard", "meta"):
-    opt = learned.get(name, settings[name])
+    opt = settings[name]
     trace, finals = tto.run(inits[name], signals, opt, num_steps[name], setting,
                             num_steps[name], chunk=3)
     fitted = [[p[i] for p in finals[0]] for i in range(3)]
@@ -94,7 +94,7 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
                     "corner_psnr": trace[-1].tolist()}
     rows = []
     for row in barycentric_grid(subdivisions):
-      mixed = [mix(fitted, w) for w in row]
+      mixed = [functional.mix(fitted, w) for w in row]
       rows.append([np.clip(task.render(m, signals).numpy()[0], 0, 1) for m in mixed])
     panels.append(triangle_image(rows, cell))
   figure = Image.new("RGB", (panels[0].width * 2 + 20, panels[0].height + 20), "white")

@@ -1,5 +1,7 @@
 """A run directory's layout, named once (existing runs are read with these very paths).
 
+  <root_dir>/run.json              the run record: task, field, inner loop, test-time
+                                   settings, best checkpoint (runs.py)
   <root_dir>/config.gin            the gin config the run was trained with
   <root_dir>/operative_config.gin  the values gin actually used in training
   <root_dir>/config_history/       every config the run trained under, by first step
@@ -15,6 +17,10 @@ import os
 
 def config_path(root_dir):
   return os.path.join(root_dir, "config.gin")
+
+
+def record_path(root_dir):
+  return os.path.join(root_dir, "run.json")
 
 
 def operative_config_path(root_dir):

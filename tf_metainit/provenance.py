@@ -3,8 +3,9 @@ trains what config.gin says.
 
   RunLock           <root_dir>/train.lock holds the trainer's PID and host; a lock
                     whose process is gone is taken over with a warning
-  check_resume      a rerun's gin config against the stored one: anything beyond
-                    RESUMABLE is refused, listing the differences, unless accepted
+  check_resume      a rerun's gin config against the stored one: anything but the
+                    resumable bindings (train.TrainConfig.resumable) is refused,
+                    listing the differences, unless accepted
   unread_bindings   bindings the chosen configuration never reads
   record_config     config.gin plus config_history/step-<N>.gin, the config in force
                     from step N on
@@ -20,14 +21,9 @@ from absl import logging
 from tf_metainit import files
 from tf_metainit import layout
 
-# meta_train arguments that change how a run is watched, not what it trains.
-RESUMABLE = frozenset(f"meta_train.{name}" for name in (
-    "num_iterations", "log_every", "summary_every", "image_summary_every",
-    "checkpoint_every", "max_checkpoints", "val_every", "collapse_margin_db",
-    "stop_on_collapse"))
-# Configurables of other commands: a training config may carry them, training never
-# reads them.
-OTHER_COMMANDS = ("evaluate", "export", "interpolate")
+# Configurables (and gin scopes) of other commands: a training config may carry them,
+# training never reads them.
+OTHER_COMMANDS = ("evaluate", "export", "interpolate", "appearance")
 ACCEPT_FLAG = "--accept_config_changes"
 
 
@@ -113,11 +109,9 @@ def unread_bindings(config_text, operative_text):
 
 
 def _other_command(selector):
-  return selector.split("/")[-1].split(".")[0] in OTHER_COMMANDS
-
-
-def _watched_only(selector):
-  return selector in RESUMABLE or _other_command(selector)
+  """evaluate.num_steps, or a binding scoped to another command (evaluate/...)."""
+  *scopes, name = selector.split("/")
+  return any(part in OTHER_COMMANDS for part in scopes + [name.split(".")[0]])
 
 
 def _macros_resolved(found):
@@ -129,20 +123,22 @@ def _macros_resolved(found):
           for k, v in found.items() if "." in k}
 
 
-def config_changes(stored_text, new_text, training_only=True):
+def config_changes(stored_text, new_text, resumable=None):
   """['selector: stored -> new', ...] for the bindings that differ (with
-  `training_only`, not those in RESUMABLE or of other commands)."""
+  `resumable`, a set of selectors, not those nor the other commands')."""
   stored = _macros_resolved(bindings(stored_text))
   new = _macros_resolved(bindings(new_text))
   changes = []
   for key in sorted(set(stored) | set(new)):
-    if stored.get(key) != new.get(key) and not (training_only and _watched_only(key)):
+    free = resumable is not None and (key in resumable or _other_command(key))
+    if stored.get(key) != new.get(key) and not free:
       changes.append(f"{key}: {stored.get(key, '(unset)')} -> {new.get(key, '(unset)')}")
   return changes
 
 
-def check_resume(root_dir, new_text, accept):
-  """Refuses a resume whose training config differs from config.gin, unless `accept`.
+def check_resume(root_dir, new_text, accept, resumable):
+  """Refuses a resume whose training config differs from config.gin beyond the
+  `resumable` selectors, unless `accept`.
 
   Returns every binding that differs, so that even a free change (a longer run) is
   recorded in config.gin and config_history/."""
@@ -150,7 +146,7 @@ def check_resume(root_dir, new_text, accept):
   if not os.path.exists(path):
     return []
   stored = read_config(path)
-  changes = config_changes(stored, new_text)
+  changes = config_changes(stored, new_text, resumable)
   if changes and not accept:
     raise RunDirectoryError(
         f"{root_dir} was trained with another config; resuming would mix the two. "
@@ -159,7 +155,7 @@ def check_resume(root_dir, new_text, accept):
         "(config_history/ keeps both).")
   for change in changes:
     logging.warning("Resuming with a changed binding (accepted): %s", change)
-  return config_changes(stored, new_text, training_only=False)
+  return config_changes(stored, new_text)
 
 
 def read_config(path):

@@ -1,16 +1,21 @@
-"""The gin-configurable meta-training loop (MAML or Reptile) for any task.
+"""Meta-training (MAML or Reptile) for any task: a frozen configuration and a Trainer.
 
 Layout under root_dir:
-  config.gin                   every binding the run was started with (evaluate reads it)
+  run.json                     the run record (runs.py): what every other job reads
+  config.gin                   every binding the run was started with
   operative_config.gin         the values that were actually used
   train/checkpoints/           field + outer optimizer + data iterator + step
+  train/best/                  the best init by held-out validation
   train/events.*               TensorBoard scalars and images
 Rerunning on the same root_dir resumes from the latest checkpoint.
+
+  config = train.TrainConfig()          # gin: meta_train.<name> = value
+  train.Trainer(root_dir, config).run()
 """
 
-import collections
 import contextlib
-import functools
+import copy
+import dataclasses
 import math
 import os
 import signal
@@ -19,7 +24,6 @@ import time
 
 from absl import logging
 import gin
-import keras
 import tensorflow as tf
 
 from tf_metainit import checkpoints
@@ -27,14 +31,15 @@ from tf_metainit import checks
 from tf_metainit import distribute
 from tf_metainit import files
 from tf_metainit import layout
+from tf_metainit import monitor
 from tf_metainit import progress
 from tf_metainit import provenance
-from tf_metainit.fields import functional
-from tf_metainit.meta import inner
+from tf_metainit import runs
 from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
 from tf_metainit.meta import outer
 from tf_metainit.tasks import contract
+
 
 class DivergenceError(RuntimeError):
   pass
@@ -47,6 +52,109 @@ class Interrupted(RuntimeError):
     self.signum = signum
     super().__init__(f"Stopped by {signal.Signals(signum).name} after step {step}; "
                      f"saved {path}. Rerun the same command to resume.")
+
+
+def _hp(default, check=None, resumable=False):
+  """A hyperparameter: its default, the rule a value must meet, and whether a resumed
+  run may change it (it changes how the run is watched, not what it trains)."""
+  return dataclasses.field(default=default,
+                           metadata={"check": check, "resumable": resumable})
+
+
+@gin.configurable("meta_train")
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Every hyperparameter of meta-training; gin binds them as meta_train.<name>.
+
+  task: a tasks.contract.Task (gin: @ImageRegression() etc.).
+  algorithm: 'maml' (second-order unless first_order) or 'reptile'.
+  num_iterations: total outer steps (150K images / 100K CT and ShapeNet in the paper).
+  outer_batch_size: signals per outer step.
+  outer_optimizer: the outer loop's optimizer with its peak rate (gin: @outer/Adam(),
+    outer/Adam.learning_rate = 1e-5, the paper's; @outer/SGD() with Reptile is its own
+    outer step, theta0 += lr (mean adapted theta - theta0)).
+  outer_warmup_steps: linear warm-up of the outer learning rate from 0.
+  outer_lr_decay: 'constant' or 'cosine' (to outer_final_lr_fraction * peak at
+    num_iterations; changing num_iterations on resume changes the schedule).
+  outer_final_lr_fraction: where the cosine ends, as a fraction of the peak.
+  clip_global_norm: clip the outer gradient to this global norm (None: off).
+  inner_steps: inner-loop steps K.
+  inner_optimizer: the inner loop's optimizer (gin: @inner/SGD() with
+    inner/SGD.learning_rate = 1e-2, the paper; @inner/Adam(); or @inner/LearnedSGD(),
+    meta-learned rates of inner/LearnedSGD.mode, second-order MAML only).
+  first_order: FOMAML: no gradient through the inner gradients.
+  seed: seeds the field init, data order and per-step randomness.
+  jit_compile: compile the outer step with XLA (faster on GPU, slower on CPU).
+  log_every / summary_every / image_summary_every / checkpoint_every: in outer steps.
+  max_checkpoints: checkpoints kept.
+  val_every: every this many steps, adapt num_val_signals held-out signals with the
+    inner loop; the best init by their metric is kept in train/best (0: at the end).
+  collapse_margin_db: warn when the held-out metric falls this far below the best.
+  stop_on_collapse: stop training at such a warning (the best init is kept).
+  """
+  task: object = None
+  algorithm: str = "maml"
+  num_iterations: int = _hp(1000, checks.positive_int, resumable=True)
+  outer_batch_size: int = _hp(3, checks.positive_int)
+  outer_optimizer: object = optimizers.Adam(1e-5)
+  outer_warmup_steps: int = _hp(0, checks.non_negative_int)
+  outer_lr_decay: str = "constant"
+  outer_final_lr_fraction: float = _hp(0.0, checks.fraction)
+  clip_global_norm: float = _hp(None, lambda n, v: checks.optional(checks.positive, n, v))
+  inner_steps: int = _hp(2, checks.positive_int)
+  inner_optimizer: object = optimizers.SGD(1e-2)
+  first_order: bool = False
+  seed: int = _hp(0, checks.non_negative_int)
+  jit_compile: bool = False
+  log_every: int = _hp(50, checks.positive_int, resumable=True)
+  summary_every: int = _hp(50, checks.positive_int, resumable=True)
+  image_summary_every: int = _hp(500, checks.positive_int, resumable=True)
+  checkpoint_every: int = _hp(500, checks.positive_int, resumable=True)
+  max_checkpoints: int = _hp(3, checks.positive_int, resumable=True)
+  val_every: int = _hp(50, checks.non_negative_int, resumable=True)
+  num_val_signals: int = _hp(4, checks.positive_int)
+  collapse_margin_db: float = _hp(3.0, checks.non_negative, resumable=True)
+  stop_on_collapse: bool = _hp(False, resumable=True)
+
+  def __post_init__(self):
+    """Errors that name the gin binding to fix, before anything is written."""
+    for f in dataclasses.fields(self):
+      if f.metadata.get("check"):
+        f.metadata["check"](f"meta_train.{f.name}", getattr(self, f.name))
+    if self.task is None:
+      raise ValueError("meta_train.task is not set: bind it in gin, e.g. "
+                       "meta_train.task = @ImageRegression().")
+    if self.algorithm not in outer.ALGORITHMS:
+      raise ValueError(f"meta_train.algorithm must be one of {outer.ALGORITHMS}, got "
+                       f"{self.algorithm!r}.")
+    optimizers.check(self.inner_optimizer, "meta_train.inner_optimizer")
+    if not hasattr(self.outer_optimizer, "keras_optimizer"):
+      raise ValueError(f"meta_train.outer_optimizer is {self.outer_optimizer!r}: bind "
+                       "@outer/Adam() or @outer/SGD() with its learning_rate.")
+    if isinstance(self.inner_optimizer, learned_lr.LearnedSGD) and (
+        self.algorithm != "maml" or self.first_order):
+      raise ValueError("meta_train.inner_optimizer = LearnedSGD meta-learns its rates "
+                       "through the inner loop: it needs algorithm 'maml' and "
+                       "first_order = False.")
+
+  @classmethod
+  def resumable(cls):
+    """Selectors a resumed run may change freely (provenance.check_resume)."""
+    return frozenset(f"meta_train.{f.name}" for f in dataclasses.fields(cls)
+                     if f.metadata.get("resumable"))
+
+  def describe(self):
+    """The hyperparameters as JSON values: for the run record and manifests."""
+    out = {}
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      out[f.name] = (value.describe() if hasattr(value, "describe") and f.name != "task"
+                     else type(value).__name__ if f.name == "task" else value)
+    return out
+
+  def due(self, every, done):
+    """Whether an event of period `every` (outer steps) happens after step `done`."""
+    return bool(every and done % every == 0) or done == self.num_iterations
 
 
 @contextlib.contextmanager
@@ -73,171 +181,195 @@ def _stop_requests():
       signal.signal(s, h)
 
 
-def function(fn, jit_compile=False):
-  """tf.function with XLA as a switch: on CPU plain graphs are ~2x faster here."""
-  return tf.function(fn, jit_compile=jit_compile, reduce_retracing=True)
+def meta_train(root_dir, config=None, strategy=None, accept_config_changes=False):
+  """Trains `config` (default: TrainConfig() as gin binds it) in root_dir; returns the
+  last outer step done."""
+  return Trainer(root_dir, config or TrainConfig(), strategy,
+                 accept_config_changes).run()
 
 
-class OuterSchedule(keras.optimizers.schedules.LearningRateSchedule):
-  """Linear warm-up to `peak`, then constant or cosine decay to final_fraction * peak."""
+class Trainer:
+  """Owns a run directory: its lock, record, checkpoints, summaries and the loop.
 
-  def __init__(self, peak, num_iterations, warmup_steps=0, decay="constant",
-               final_fraction=0.0):
-    if decay not in ("constant", "cosine"):
-      raise ValueError(f"meta_train.outer_lr_decay must be 'constant' or 'cosine', got "
-                       f"{decay!r}.")
-    self.peak, self.num_iterations = float(peak), int(num_iterations)
-    self.warmup_steps, self.decay = int(warmup_steps), decay
-    self.final_fraction = float(final_fraction)
-
-  def __call__(self, step):
-    step = tf.cast(step, tf.float32)
-    warm = (tf.minimum(1.0, (step + 1.0) / self.warmup_steps) if self.warmup_steps
-            else tf.constant(1.0))
-    if self.decay == "constant":
-      return self.peak * warm
-    span = max(self.num_iterations - self.warmup_steps, 1)
-    progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
-    cosine = 0.5 * (1.0 + tf.cos(math.pi * progress))
-    return self.peak * warm * (self.final_fraction + (1 - self.final_fraction) * cosine)
-
-  def get_config(self):
-    return dict(peak=self.peak, num_iterations=self.num_iterations,
-                warmup_steps=self.warmup_steps, decay=self.decay,
-                final_fraction=self.final_fraction)
-
-
-OUTER_OPTIMIZERS = ("adam", "sgd")
-
-
-def outer_optimizer(learning_rate, kind="adam"):
-  """The outer loop's optimizer; gradient clipping happens in the outer step, on the
-  gradient averaged over replicas.
-
-  'adam' is the reference's optax.adam (b1 0.9, b2 0.999, eps 1e-8; Keras' is 1e-7).
-  'sgd' with Reptile is Nichol et al.'s own outer step, theta0 += lr (mean theta_K -
-  theta0): it moves each weight by its share of the inner loop's displacement, where
-  Adam moves every weight by about lr whatever its scale (README, "Why it collapsed").
+  strategy: the tf.distribute strategy the config's task (so its field's weights) was
+  built under, entered by the caller (default: the current one); the outer batch is
+  split over its replicas and the update is the one-device one.
+  accept_config_changes: resume although the training bindings differ from the run's
+  config.gin (the binary's --accept_config_changes).
   """
-  if kind == "sgd":
-    return keras.optimizers.SGD(learning_rate)
-  return keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+
+  def __init__(self, root_dir, config, strategy=None, accept_config_changes=False):
+    if os.path.exists(root_dir) and not os.path.isdir(root_dir):
+      raise ValueError(f"--root_dir={root_dir} is a file; give a directory (new, or a "
+                       "run to resume).")
+    current = tf.distribute.get_strategy()
+    if strategy is not None and strategy is not current:
+      raise ValueError(f"The config was built outside {type(strategy).__name__}'s scope: "
+                       "build it (and so the task's field) inside `with "
+                       "strategy.scope():`, as tf-metainit-train does.")
+    self.root_dir, self.config = root_dir, config
+    self.strategy, self.distributed = current, tf.distribute.has_strategy()
+    self.accept_config_changes = accept_config_changes
+    distribute.check_global_batch(config.outer_batch_size, current)
+
+  def run(self):
+    _refuse_unread_bindings()
+    out_dir = distribute.write_root(self.root_dir, self.strategy)  # root_dir: chief
+    try:
+      # One trainer per root_dir (provenance.RunLock); nothing is written before this.
+      with provenance.RunLock(out_dir):
+        return self._run(out_dir)
+    finally:
+      distribute.release(out_dir, self.root_dir)
+
+  def _run(self, out_dir):
+    c, root = self.config, self.root_dir
+    config_text = gin.config_str()
+    changes = (provenance.check_resume(root, config_text, self.accept_config_changes,
+                                       TrainConfig.resumable())
+               if _has_checkpoints(root) else None)
+    schedule = outer.OuterSchedule(c.outer_optimizer.learning_rate, c.num_iterations,
+                                   c.outer_warmup_steps, c.outer_lr_decay,
+                                   c.outer_final_lr_fraction)
+    parts = outer.assemble(c.task, c.algorithm, c.inner_steps, c.inner_optimizer,
+                           c.outer_optimizer, schedule, c.first_order, c.seed,
+                           c.clip_global_norm, c.jit_compile or _on_tpu(self.strategy),
+                           self.strategy if self.distributed else None)
+    self.inner_opt = parts.inner_optimizer
+    step_var = tf.Variable(0, dtype=tf.int64, name="step")
+    meta_state = checkpoints.meta_state(c.task.field, self.inner_opt)
+    state = dict(optimizer=parts.optimizer, step=step_var, **meta_state)
+    if not self.distributed:  # a distributed run derives its data position instead
+      dataset = c.task.train_dataset(c.seed).batch(c.outer_batch_size,
+                                                   drop_remainder=True)
+      state["iterator"] = iterator = iter(dataset.prefetch(2))
+    ckpt = checkpoints.Checkpointer(layout.checkpoints_dir(out_dir), c.max_checkpoints,
+                                    restore_directory=layout.checkpoints_dir(root),
+                                    **state)
+    start = int(step_var.numpy())
+    # Only now, with the checkpoint restored: a failed rerun leaves config.gin alone.
+    if changes is None or changes:
+      provenance.record_config(out_dir, config_text, start)
+    best = checkpoints.BestCheckpoint(layout.best_dir(out_dir), meta_state,
+                                      layout.best_dir(root))
+    self._record = lambda: self.write_record(out_dir, best)
+    self._record()
+    if ckpt.restored_from:
+      logging.info("Resuming from step %d (%s)", start, ckpt.restored_from)
+    if start >= c.num_iterations:
+      logging.info("Already trained for %d >= %d iterations.", start, c.num_iterations)
+      return start
+    if self.distributed:
+      iterator = distribute.distributed_dataset(
+          self.strategy, lambda: c.task.train_dataset(c.seed), c.outer_batch_size, start)
+    validation = monitor.Validation(c.task, c.inner_steps, self.inner_opt, c.seed,
+                                    c.num_val_signals,
+                                    monitor.CollapseMonitor(c.collapse_margin_db, best))
+    writer = tf.summary.create_file_writer(layout.train_dir(out_dir))
+    with writer.as_default(), distribute.watching_peers(self.strategy, root):
+      done = self._loop(out_dir, start, iterator, parts.step, step_var, ckpt,
+                        validation, lambda step: float(schedule(step)))
+    writer.flush()
+    return done
+
+  def write_record(self, out_dir, best):
+    """run.json: what the other jobs read (runs.py), with the best init so far."""
+    c = self.config
+    optimizer, num_steps = testtime_settings(c.task, self.inner_opt, c.inner_steps)
+    runs.write_record(out_dir, c.task, c.algorithm, c.inner_steps, self.inner_opt,
+                      {"optimizer": optimizer.describe(), "num_steps": num_steps},
+                      best=None if best.step is None else {"step": best.step,
+                                                           "value": best.value},
+                      training=c.describe())
+
+  def _loop(self, out_dir, start, iterator, step_fn, step_var, ckpt, validation,
+            learning_rate):
+    """The outer steps from `start`; returns the last step done."""
+    c = self.config
+    last_good = ckpt.latest
+    t0, steps_timed = time.time(), 0
+    with _stop_requests() as requested, progress.Bar(
+        c.num_iterations, "step", "Meta-training", start) as bar:
+      bar.update(start)
+      for step in range(start, c.num_iterations):
+        before, after, grad_norm, finite = step_fn(next(iterator),
+                                                   tf.constant(step, tf.int64))
+        step_var.assign(step + 1)
+        steps_timed += 1
+        before, after = float(before), float(after)
+        if not (math.isfinite(after) and math.isfinite(before) and bool(finite)):
+          raise self._divergence(step, after, bool(finite), last_good)
+        done = step + 1
+        validation.monitor.record_inner(before, after)
+        if done == start + 1:
+          files.write_text(layout.operative_config_path(out_dir),
+                           gin.operative_config_str())
+        if c.due(c.summary_every, done):
+          _training_summaries(done, before, after, float(grad_norm),
+                              learning_rate(step), c.task.field, self.inner_opt)
+        if c.due(c.log_every, done):
+          _log(done, c.num_iterations, before, after, steps_timed / (time.time() - t0))
+          t0, steps_timed = time.time(), 0
+          validation.monitor.check_inner(done)
+        collapsed = validation.run(done, c.due(c.val_every, done),
+                                   c.due(c.image_summary_every, done))
+        bar.update(done, **_bar_values(before, after, validation.latest))
+        stop = collapsed and c.stop_on_collapse
+        if c.due(c.checkpoint_every, done) or stop or requested:
+          last_good = ckpt.save(done)
+          self._record()
+        if stop:
+          logging.warning("Stopping at step %d (meta_train.stop_on_collapse = True).",
+                          done)
+          return done
+        if requested:
+          raise Interrupted(requested[0], done, last_good)
+    return c.num_iterations
+
+  def _divergence(self, step, loss, weights_finite, last_good):
+    c = self.config
+    what = (f"The loss became {loss}" if weights_finite else
+            f"The weights became inf/NaN (loss {loss})")
+    inner_rate = c.inner_optimizer.learning_rate
+    if isinstance(c.inner_optimizer, learned_lr.LearnedSGD):
+      inner_rate = f"{inner_rate}, where the learned rates start"
+    return DivergenceError(
+        f"{what} at outer step {step}: training diverged. Lower the learning rate of "
+        f"meta_train.outer_optimizer (now {c.outer_optimizer.learning_rate}) or the "
+        f"learning rate of meta_train.inner_optimizer (now {inner_rate}). The last good "
+        f"checkpoint ({last_good or 'none yet'}) was kept; the diverged weights were not "
+        "saved.")
 
 
-@gin.configurable(denylist=["root_dir", "accept_config_changes"])
-def meta_train(root_dir, task=gin.REQUIRED, algorithm="maml", num_iterations=1000,
-               outer_batch_size=3, outer_optimizer_kind="adam",
-               outer_learning_rate=1e-5, outer_warmup_steps=0,
-               outer_lr_decay="constant", outer_final_lr_fraction=0.0,
-               clip_global_norm=None, inner_steps=2,
-               inner_optimizer=optimizers.SGD(1e-2), inner_lr_mode="fixed",
-               first_order=False, seed=0, jit_compile=False, log_every=50,
-               summary_every=50, image_summary_every=500, checkpoint_every=500,
-               max_checkpoints=3, val_every=50, num_val_signals=4,
-               collapse_margin_db=3.0, stop_on_collapse=False, strategy="default",
-               cpu_replicas=2, accept_config_changes=False):
-  """Meta-learns an initialization of `task.field`; returns the final outer step.
+def testtime_settings(task, inner_optimizer, inner_steps):
+  """(optimizer, steps) with which the Meta init is fitted at test time: learned
+  rates as trained; else the Meta optimizer and budget the run's config gives
+  evaluate at the task's default setting (a Table 2/3 budget), else the inner loop's
+  own optimizer and steps."""
+  setting = task.default_setting
+  bound = _bound("evaluate.optimizer_settings") or {}
+  optimizer = inner_optimizer
+  if not learned_lr.rates_of(inner_optimizer) and "meta" in bound:
+    optimizer = runs.per_setting(optimizers.check(bound["meta"],
+                                                  "evaluate.optimizer_settings"),
+                                 setting)
+  steps = _bound("evaluate.num_steps")
+  if isinstance(steps, dict):
+    steps = runs.per_setting(steps["meta"], setting) if "meta" in steps else None
+  return optimizer, int(steps or inner_steps)
 
-  Args:
-    root_dir: where checkpoints, summaries and configs go; reused to resume.
-    task: a tasks.base.Task (gin: @ImageRegression() etc.).
-    algorithm: 'maml' (second-order unless first_order) or 'reptile'.
-    num_iterations: total outer steps (150K images / 100K CT and ShapeNet in the paper).
-    outer_batch_size: signals per outer step.
-    outer_optimizer_kind: 'adam' (the paper's) or 'sgd' (Reptile's own outer step,
-      theta0 += outer_learning_rate * (mean adapted theta - theta0)).
-    outer_learning_rate: peak learning rate of the outer loop.
-    outer_warmup_steps: linear warm-up of the outer learning rate from 0.
-    outer_lr_decay: 'constant' or 'cosine' (to outer_final_lr_fraction * peak at
-      num_iterations; changing num_iterations on resume changes the schedule).
-    outer_final_lr_fraction: where the cosine ends, as a fraction of the peak.
-    clip_global_norm: clip the outer gradient to this global norm (None: off).
-    inner_steps: inner-loop steps K.
-    inner_optimizer: the inner loop's optimizer with its learning rate (gin:
-      @inner/SGD() and inner/SGD.learning_rate = 1e-2, the paper; or @inner/Adam()).
-    inner_lr_mode: 'fixed', or meta-learned SGD rates started at inner_optimizer's
-      learning rate: 'per_parameter' (Meta-SGD) or 'per_layer_step' (MAML++ LSLR);
-      second-order MAML with an SGD inner_optimizer only (meta/learned_lr.py).
-    first_order: FOMAML: no gradient through the inner gradients.
-    seed: seeds the field init, data order and per-step randomness.
-    jit_compile: compile the outer step with XLA (faster on GPU, slower on CPU).
-    log_every / summary_every / image_summary_every / checkpoint_every: in outer steps.
-    max_checkpoints: checkpoints kept.
-    val_every: every this many steps, adapt num_val_signals held-out signals with the
-      inner loop; the best init by their metric is kept in train/best (0 = only at
-      the end).
-    collapse_margin_db: warn when the held-out metric falls this far below the best.
-    stop_on_collapse: stop training at such a warning (the best init is kept).
-    strategy: 'default', 'mirrored', 'multi_worker' or 'tpu' (distribute.py); the
-      outer batch is split over the replicas and the update is the one-device one.
-    cpu_replicas: logical CPU devices of 'mirrored' on a machine without GPUs.
-    accept_config_changes: resume although the training bindings differ from the
-      run's config.gin (the binary's --accept_config_changes; never a gin binding).
-  """
-  _check_arguments(**locals())  # at entry, locals() are exactly the arguments
-  _refuse_unread_bindings()
-  strategy_object = _check_strategy(strategy, outer_batch_size)
-  jit_compile = jit_compile or strategy == "tpu"
-  cadence = Cadence(num_iterations, log_every, summary_every, image_summary_every,
-                    checkpoint_every, val_every, stop_on_collapse)
-  out_dir = distribute.write_root(root_dir, strategy_object)  # root_dir on the chief
-  # One trainer per root_dir (provenance.RunLock); nothing is written before this.
+
+def _bound(selector):
+  """A gin binding's value with its references built (a deep copy evaluates them, as
+  gin itself does; fine for cheap objects such as optimizers), or None if unbound."""
   try:
-    with provenance.RunLock(out_dir):
-      config_text = gin.config_str()
-      changes = (provenance.check_resume(root_dir, config_text, accept_config_changes)
-                 if _has_checkpoints(root_dir) else None)
-      field = task.field
-      inner_opt = (learned_lr.make(inner_lr_mode,
-                                   [v.shape for v in field.trainable_variables],
-                                   inner_steps, inner_optimizer.learning_rate)
-                   or inner_optimizer)
-      schedule = OuterSchedule(outer_learning_rate, num_iterations, outer_warmup_steps,
-                               outer_lr_decay, outer_final_lr_fraction)
-      optimizer = outer_optimizer(schedule, outer_optimizer_kind)
-      optimizer.build(learned_lr.meta_variables(field, inner_opt))
-      step_var = tf.Variable(0, dtype=tf.int64, name="step")
-      meta_state = checkpoints.meta_state(field, inner_opt)
-      state = dict(optimizer=optimizer, step=step_var, **meta_state)
-      if strategy == "default":  # a distributed run derives its data position instead
-        dataset = task.train_dataset(seed).batch(outer_batch_size, drop_remainder=True)
-        state["iterator"] = iterator = iter(dataset.prefetch(2))
-      ckpt = checkpoints.Checkpointer(
-          layout.checkpoints_dir(out_dir), max_checkpoints,
-          restore_directory=layout.checkpoints_dir(root_dir), **state)
-      start = int(step_var.numpy())
-      # Only now, with the checkpoint restored: a failed rerun leaves config.gin alone.
-      if changes is None or changes:
-        provenance.record_config(out_dir, config_text, start)
-      if ckpt.restored_from:
-        logging.info("Resuming from step %d (%s)", start, ckpt.restored_from)
-      if start >= num_iterations:
-        logging.info("Already trained for %d >= %d iterations.", start, num_iterations)
-        return start
-      if strategy != "default":
-        iterator = distribute.distributed_dataset(
-            strategy_object, lambda: task.train_dataset(seed), outer_batch_size, start)
-      step_fn = compiled_step(
-          outer.build_step(field, task, optimizer, inner_opt, algorithm, inner_steps,
-                           first_order, seed, clip_global_norm), jit_compile,
-          strategy_object if strategy != "default" else None)
-      validation = Validation(task, inner_steps, inner_opt, seed, num_val_signals,
-                              CollapseMonitor(collapse_margin_db,
-                                              checkpoints.BestCheckpoint(
-                                                  layout.best_dir(out_dir), meta_state,
-                                                  layout.best_dir(root_dir))))
-      divergence = functools.partial(_divergence, outer_learning_rate=outer_learning_rate,
-                                     inner_optimizer=inner_optimizer,
-                                     inner_lr_mode=inner_lr_mode)
-      writer = tf.summary.create_file_writer(layout.train_dir(out_dir))
-      with writer.as_default(), distribute.watching_peers(strategy_object, root_dir):
-        done = _loop(out_dir, start, cadence, iterator, step_fn, step_var, ckpt,
-                     validation, lambda step: float(schedule(step)), inner_opt,
-                     divergence)
-      writer.flush()
-      return done
-  finally:
-    distribute.release(out_dir, root_dir)
+    return copy.deepcopy(gin.query_parameter(selector))
+  except ValueError:
+    return None
+
+
+def _on_tpu(strategy):
+  return isinstance(strategy, tf.distribute.TPUStrategy)
 
 
 def _refuse_unread_bindings():
@@ -245,98 +377,29 @@ def _refuse_unread_bindings():
   them was bound for nothing."""
   unread = provenance.unread_bindings(gin.config_str(), gin.operative_config_str())
   # A shipped config's inner/SGD.learning_rate stays bound when a user switches the
-  # inner optimizer to Adam, and gin cannot unbind it: a warning, not an error.
-  spare_rates = [k for k in unread if k.split("/")[-1].split(".")[0] in ("SGD", "Adam")]
+  # inner optimizer to another, and gin cannot unbind it: a warning, not an error.
+  spare_rates = [k for k in unread
+                 if k.split("/")[-1].split(".")[0] in ("SGD", "Adam", "LearnedSGD")]
   for binding in spare_rates:
     logging.warning("%s is bound but this run uses another optimizer there.", binding)
-  # meta_train's own bindings go unread only where Python passed the argument.
-  unread = [k for k in unread if k not in spare_rates and
-            not k.startswith("meta_train.")]
+  unread = [k for k in unread if k not in spare_rates]
   if unread:
     raise ValueError(f"This run never reads {', '.join(unread)}: they belong to another "
                      "task, dataset or field than the one configured. Remove them or "
                      "fix the name.")
 
 
-def _check_strategy(name, outer_batch_size):
-  """The strategy meta_train runs under: the one `name` says, whose scope the caller
-  entered before the task (and so the field's weights) was built."""
-  if (distribute.check_name(name) != "default") != tf.distribute.has_strategy():
-    raise ValueError(
-        f"meta_train.strategy = {name!r} but meta_train runs under "
-        f"{type(tf.distribute.get_strategy()).__name__}: call it inside "
-        f"`with distribute.get({name!r}).scope():`, as tf-metainit-train does.")
-  strategy = tf.distribute.get_strategy()
-  distribute.check_global_batch(outer_batch_size, strategy)
-  return strategy
+def _has_checkpoints(root_dir):
+  directory = layout.checkpoints_dir(root_dir)
+  return os.path.isdir(directory) and any(
+      name.startswith("ckpt-") for name in os.listdir(directory))
 
 
-def compiled_step(step, jit_compile, strategy=None):
-  """The outer step as one tf.function; with a strategy, run on every replica (their
-  results agree after the all-reduce, so the first is returned)."""
-  if strategy is None:
-    return function(step, jit_compile)
-
-  def replicated(signals, step_index):
-    outputs = strategy.run(step, args=(signals, step_index))
-    return tuple(strategy.experimental_local_results(x)[0] for x in outputs)
-
-  return function(replicated, jit_compile)
-
-
-class Cadence(collections.namedtuple("Cadence", [
-    "num_iterations", "log_every", "summary_every", "image_summary_every",
-    "checkpoint_every", "val_every", "stop_on_collapse"])):
-  """When, in outer steps done, the loop logs, summarises, validates and saves."""
-
-  def due(self, every, done):
-    return (every and done % every == 0) or done == self.num_iterations
-
-
-def _loop(root_dir, start, cadence, iterator, step_fn, step_var, ckpt, validation,
-          learning_rate, inner_opt, divergence):
-  """The outer steps from `start`; returns the last step done."""
-  field = validation.task.field
-  last_good = ckpt.latest
-  t0, steps_timed = time.time(), 0
-  with _stop_requests() as requested, progress.Bar(
-      cadence.num_iterations, "step", "Meta-training", start) as bar:
-    bar.update(start)
-    for step in range(start, cadence.num_iterations):
-      before, after, grad_norm, finite = step_fn(next(iterator),
-                                                 tf.constant(step, tf.int64))
-      step_var.assign(step + 1)
-      steps_timed += 1
-      before, after = float(before), float(after)
-      if not (math.isfinite(after) and math.isfinite(before) and bool(finite)):
-        raise divergence(step, after, bool(finite), last_good=last_good)
-      done = step + 1
-      validation.monitor.record_inner(before, after)
-      if done == start + 1:
-        files.write_text(layout.operative_config_path(root_dir), gin.operative_config_str())
-      if cadence.due(cadence.summary_every, done):
-        _training_summaries(done, before, after, float(grad_norm), learning_rate(step),
-                            field, inner_opt)
-      if cadence.due(cadence.log_every, done):
-        rate = steps_timed / (time.time() - t0)
-        tf.summary.scalar("outer/steps_per_sec", rate, step=done)
-        logging.info("step %d/%d  inner-batch loss %.5f -> %.5f  (PSNR %.2f -> %.2f dB)"
-                     "  %.2f steps/s", done, cadence.num_iterations, before, after,
-                     _psnr(before), _psnr(after), rate)
-        t0, steps_timed = time.time(), 0
-        validation.monitor.check_inner(done)
-      collapsed = validation.run(done, cadence.due(cadence.val_every, done),
-                                 cadence.due(cadence.image_summary_every, done))
-      bar.update(done, **_bar_values(before, after, validation.latest))
-      stop = collapsed and cadence.stop_on_collapse
-      if cadence.due(cadence.checkpoint_every, done) or stop or requested:
-        last_good = ckpt.save(done)
-      if stop:
-        logging.warning("Stopping at step %d (meta_train.stop_on_collapse = True).", done)
-        return done
-      if requested:
-        raise Interrupted(requested[0], done, last_good)
-  return cadence.num_iterations
+def _log(done, total, before, after, rate):
+  tf.summary.scalar("outer/steps_per_sec", rate, step=done)
+  logging.info("step %d/%d  inner-batch loss %.5f -> %.5f  (PSNR %.2f -> %.2f dB)"
+               "  %.2f steps/s", done, total, before, after, _psnr(before),
+               _psnr(after), rate)
 
 
 def _bar_values(before, after, held_out):
@@ -347,159 +410,6 @@ def _bar_values(before, after, held_out):
   return values
 
 
-def _has_checkpoints(root_dir):
-  directory = layout.checkpoints_dir(root_dir)
-  return os.path.isdir(directory) and any(
-      name.startswith("ckpt-") for name in os.listdir(directory))
-
-
-# meta_train's numeric arguments and the rule each must meet.
-_NUMBER_RULES = {
-    "num_iterations": checks.positive_int, "outer_batch_size": checks.positive_int,
-    "outer_learning_rate": checks.non_negative,
-    "outer_warmup_steps": checks.non_negative_int,
-    "outer_final_lr_fraction": checks.fraction, "inner_steps": checks.positive_int,
-    "seed": checks.non_negative_int, "log_every": checks.positive_int,
-    "summary_every": checks.positive_int, "image_summary_every": checks.positive_int,
-    "checkpoint_every": checks.positive_int, "max_checkpoints": checks.positive_int,
-    "val_every": checks.non_negative_int, "num_val_signals": checks.positive_int,
-    "collapse_margin_db": checks.non_negative, "cpu_replicas": checks.positive_int,
-}
-
-
-def _check_arguments(task, algorithm, inner_optimizer, inner_lr_mode, first_order,
-                     clip_global_norm, **others):
-  """Errors that name the gin binding to fix, before anything is written."""
-  root_dir = others["root_dir"]
-  if os.path.exists(root_dir) and not os.path.isdir(root_dir):
-    raise ValueError(f"--root_dir={root_dir} is a file; give a directory (new, or a run "
-                     "to resume).")
-  for name, rule in _NUMBER_RULES.items():
-    rule(f"meta_train.{name}", others[name])
-  checks.optional(checks.positive, "meta_train.clip_global_norm", clip_global_norm)
-  if algorithm not in outer.ALGORITHMS:
-    raise ValueError(f"meta_train.algorithm must be one of {outer.ALGORITHMS}, got "
-                     f"{algorithm!r}.")
-  if others["outer_optimizer_kind"] not in OUTER_OPTIMIZERS:
-    raise ValueError(f"meta_train.outer_optimizer_kind must be one of "
-                     f"{OUTER_OPTIMIZERS}, got {others['outer_optimizer_kind']!r}.")
-  if task is gin.REQUIRED or task is None:
-    raise ValueError("meta_train.task is not set: bind it in gin, e.g. "
-                     "meta_train.task = @ImageRegression().")
-  optimizers.check(inner_optimizer, "meta_train.inner_optimizer", "inner")
-  learned_lr.check_mode(inner_lr_mode)
-  if inner_lr_mode != "fixed" and (algorithm != "maml" or first_order):
-    raise ValueError(
-        f"meta_train.inner_lr_mode = {inner_lr_mode!r} meta-learns SGD rates through "
-        "the inner loop: it needs algorithm 'maml' and first_order = False.")
-  if inner_lr_mode != "fixed" and not isinstance(inner_optimizer, optimizers.SGD):
-    raise ValueError(
-        f"meta_train.inner_lr_mode = {inner_lr_mode!r} meta-learns SGD rates, started "
-        f"at the inner optimizer's learning rate, but meta_train.inner_optimizer is "
-        f"{inner_optimizer}: bind meta_train.inner_optimizer = @inner/SGD() with "
-        f"inner/SGD.learning_rate = {inner_optimizer.learning_rate!r}.")
-
-
-def _divergence(step, loss, weights_finite, outer_learning_rate, inner_optimizer,
-                inner_lr_mode, last_good):
-  what = (f"The loss became {loss}" if weights_finite else
-          f"The weights became inf/NaN (loss {loss})")
-  inner_rate = (f"{inner_optimizer.learning_rate}" if inner_lr_mode == "fixed" else
-                f"{inner_optimizer.learning_rate}, where the learned rates start")
-  return DivergenceError(
-      f"{what} at outer step {step}: training diverged. Lower "
-      f"meta_train.outer_learning_rate (now {outer_learning_rate}) or the learning "
-      f"rate of meta_train.inner_optimizer (now {inner_rate}). The last good "
-      f"checkpoint ({last_good or 'none yet'}) was kept; the diverged weights "
-      "were not saved.")
-
-
-class Validation:
-  """Held-out signals adapted from the current init with the meta-training inner loop;
-  their metric feeds the collapse monitor and the best checkpoint."""
-
-  def __init__(self, task, inner_steps, inner_opt, seed, num_signals, monitor):
-    self.task, self.inner_steps, self.monitor = task, inner_steps, monitor
-    self.latest = {}  # the last held-out metrics, for the progress bar
-    self.signals = contract.take(task.validation_signals(), slice(0, num_signals))
-
-    def adapted(signals):
-      params = functional.batch_params(task.field.params(),
-                                       contract.batch_size_of(signals))
-      params = inner.fit(task, params, signals, inner_steps, inner_opt, seed,
-                         task.default_setting).params
-      return task.metrics(params, signals), task.render(params, signals)
-
-    self._adapted = function(adapted)
-
-  def run(self, step, metrics_wanted, images_wanted):
-    """Adapts once for both the metrics and the image summaries; returns whether the
-    metrics show a collapse."""
-    if not (metrics_wanted or images_wanted):
-      return False
-    metrics, renders = self._adapted(self.signals)
-    collapsed = False
-    if metrics_wanted:
-      values = {name: float(tf.reduce_mean(v)) for name, v in metrics.items()}
-      self.latest = values
-      for name, value in values.items():
-        tf.summary.scalar(f"val/{name}_after_{self.inner_steps}_steps", value, step=step)
-      logging.info("step %d  held-out %s after %d inner steps: %s", step,
-                   "/".join(values), self.inner_steps,
-                   " ".join(f"{v:.2f}" for v in values.values()))
-      collapsed = self.monitor.check_validation(step, values)
-    if images_wanted:
-      tf.summary.image("val/adapted", tf.clip_by_value(renders, 0, 1), step=step,
-                       max_outputs=4)
-      targets = self.task.targets_for_display(self.signals)
-      if targets is not None:
-        tf.summary.image("val/target", targets, step=step, max_outputs=4)
-    return collapsed
-
-
-VALIDATION_METRIC = "psnr"
-
-
-class CollapseMonitor:
-  """Keeps the best held-out init and warns when training falls away from it.
-
-  Two signs of collapse: the held-out metric (PSNR after the inner loop) falls more
-  than `margin_db` below the best seen, or the inner loop stops reducing the training
-  loss (mean relative reduction over a log window below STALL_FRACTION).
-  """
-
-  STALL_FRACTION = 1e-3
-
-  def __init__(self, margin_db, best):
-    self.margin_db, self.best = margin_db, best
-    self._gains = []
-
-  def record_inner(self, before, after):
-    self._gains.append((before - after) / max(before, 1e-12))
-
-  def check_inner(self, step):
-    gains, self._gains = self._gains, []
-    if gains and sum(gains) / len(gains) < self.STALL_FRACTION:
-      logging.warning(
-          "Possible collapse at step %d: the inner loop no longer reduces the training "
-          "loss (mean relative reduction %.2g over the last %d steps). %s", step,
-          sum(gains) / len(gains), len(gains), self.best.describe())
-      return True
-    return False
-
-  def check_validation(self, step, values):
-    value = values.get(VALIDATION_METRIC, next(iter(values.values())))
-    if self.best.update(step, value):
-      return False
-    if self.best.value - value > self.margin_db:
-      logging.warning(
-          "Collapse at step %d: held-out %s %.2f is %.2f below the best. %s", step,
-          VALIDATION_METRIC, value, self.best.value - value, self.best.describe())
-      tf.summary.scalar("val/collapse", 1.0, step=step)
-      return True
-    return False
-
-
 def _training_summaries(step, before, after, grad_norm, learning_rate, field, inner_opt):
   tf.summary.scalar("outer/loss_before_inner", before, step=step)
   tf.summary.scalar("outer/loss_after_inner", after, step=step)
@@ -507,7 +417,8 @@ def _training_summaries(step, before, after, grad_norm, learning_rate, field, in
   tf.summary.scalar("outer/psnr_after_inner", _psnr(after), step=step)
   tf.summary.scalar("outer/grad_global_norm", grad_norm, step=step)
   tf.summary.scalar("outer/learning_rate", learning_rate, step=step)
-  # Weight scales: a collapse shows first as hidden SIREN kernels growing (README).
+  # Weight scales: a collapse shows first as hidden SIREN kernels growing
+  # (docs/stability.md, "Why it collapsed").
   for v in field.trainable_variables:
     tf.summary.scalar(f"weights_rms/{v.name}",
                       float(tf.sqrt(tf.reduce_mean(tf.square(v)))), step=step)

@@ -22,9 +22,9 @@ out, steps, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 bindings = sys.argv[4:]
 common.parse_gin(["image/text_cpu.gin"], bindings)
 task = gin.query_parameter("meta_train.task").scoped_configurable_fn()
-lr = gin.query_parameter("meta_train.outer_learning_rate")
+lr = gin.query_parameter("outer/Adam.learning_rate")
 field = task.field
-opt = train.outer_optimizer(lr); opt.build(field.trainable_variables)
+opt = optimizers.Adam(lr).keras_optimizer(lr); opt.build(field.trainable_variables)
 sgd = optimizers.SGD(1e-2)
 ds = iter(task.train_dataset(0).batch(3, drop_remainder=True).prefetch(2))
 val = tb.take(task.test_signals(), slice(0, 4))

@@ -20,9 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from tf_metainit import evaluate
-from tf_metainit import fit
 from tf_metainit import files
+from tf_metainit import runs as tf_runs
+from tf_metainit import testtime
 from tf_metainit.cli import common
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import image
@@ -40,9 +40,9 @@ def main():
   args = parser.parse_args()
   common.parse_run_config(args.root_dir, [], [])
   task = image.ImageRegression()  # the run's own, from its config.gin
-  init = fit.init_from_run(args.root_dir, task=task)
+  init = tf_runs.load_init(task, args.root_dir)
   signals = task.test_signals()
-  standard = task.field.params()  # load_meta_init leaves the field's own weights
+  standard = task.field.params()  # load_init leaves the field's own weights
   learned, adam = init.optimizer, optimizers.Adam(1e-4)
   runs = {
       "meta, its own 2-step rates throughout": (init.params, learned),
@@ -52,9 +52,9 @@ def main():
                                            optimizers.Switch(learned, adam, at=2)),
       "standard, Adam 1e-4": (standard, adam),
   }
-  tto = evaluate.TestTimeOptimizer(task)
+  tto = testtime.TestTimeOptimizer(task)
   curves = {}
-  steps = evaluate.traced_steps(args.steps, args.trace_every)
+  steps = testtime.traced_steps(args.steps, args.trace_every)
   for name, (params, optimizer) in runs.items():
     t0 = time.time()
     trace, _ = tto.run(params, signals, optimizer, args.steps, "full",

@@ -51,18 +51,6 @@ ENV.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 os.environ.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")  # the probe's own TF
 
 # The base run: every binary call on it takes a few seconds.
-TINY = (
-    "ImageRegression.resolution = 8",
-    "ImageRegression.num_train = 6",
-    "ImageRegression.num_test = 2",
-    "Siren.width = 16",
-    "Siren.depth = 2",
-    "meta_train.algorithm = 'reptile'",
-    "meta_train.inner_lr_mode = 'fixed'",
-    "meta_train.outer_batch_size = 2",
-    "meta_train.num_val_signals = 2",
-    "meta_train.checkpoint_every = 2",
-)
 EVAL = ("evaluate.num_steps = 3", "evaluate.fit_steps = 5")
 # tests/test_export.py CT_SMALL.
 CT_TINY = (
@@ -105,8 +93,9 @@ def bindings(*values):
 
 
 def train_args(root, iterations, *extra):
-  return [f"--root_dir={root}", "--gin_file=image/text_cpu.gin",
-          *bindings(*TINY, f"meta_train.num_iterations = {iterations}", *extra)]
+  # gin/testing/tiny.gin: the tests' tiny run.
+  return [f"--root_dir={root}", "--gin_file=testing/tiny.gin",
+          *bindings(f"meta_train.num_iterations = {iterations}", *extra)]
 
 
 def eval_args(root, *extra):
@@ -705,14 +694,14 @@ def config_changes(p):
   d = p.case_dir("07_config_changes")
   rows = []
 
-  case = Case("7", "rerun with a changed `meta_train.outer_learning_rate` (1e-4 -> 1e-3)",
+  case = Case("7", "rerun with a changed `outer/Adam.learning_rate` (1e-4 -> 1e-3)",
               "train num_iterations=6 with the new binding",
               "exit 1, the ERROR lists the difference and --accept_config_changes; "
               "config.gin unchanged")
   root = p.copy("four", d, "lr")
   before = tree_hash(root / "config.gin")
-  result = run("train", *train_args(root, 6, "meta_train.outer_learning_rate = 0.001"))
-  case.run_one_error(result, "meta_train.outer_learning_rate: 0.0001 -> 0.001",
+  result = run("train", *train_args(root, 6, "outer/Adam.learning_rate = 0.001"))
+  case.run_one_error(result, "outer/Adam.learning_rate: 0.0001 -> 0.001",
                      "--accept_config_changes")
   case.check(tree_hash(root / "config.gin") == before, "config.gin unchanged"
              if tree_hash(root / "config.gin") == before else "config.gin CHANGED")
@@ -722,13 +711,13 @@ def config_changes(p):
               "train num_iterations=6, new rate, --accept_config_changes",
               "exit 0; config_history/ holds two configs; config.gin has the new rate")
   root = p.copy("four", d, "lr_accepted")
-  result = run("train", *train_args(root, 6, "meta_train.outer_learning_rate = 0.001"),
+  result = run("train", *train_args(root, 6, "outer/Adam.learning_rate = 0.001"),
                "--accept_config_changes")
   case.run_ok(result)
   history = count_files(root / "config_history")
   case.check(len(history) == 2, f"config_history/: {history}")
-  case.check("outer_learning_rate = 0.001" in (root / "config.gin").read_text(),
-             "config.gin has outer_learning_rate = 0.001")
+  case.check("outer/Adam.learning_rate = 0.001" in (root / "config.gin").read_text(),
+             "config.gin has outer/Adam.learning_rate = 0.001")
   rows.append(case)
 
   case = Case("7", "rerun changing `Siren.width` 16 -> 32 (incompatible)",

@@ -33,7 +33,8 @@ def main():
   gin.parse_config_file(os.path.join(args.run_dir, "config.gin"))
   task = gin.query_parameter("meta_train.task").scoped_configurable_fn()
   standard = task.field.params()
-  meta, _, path = runs.load_meta_init(task, args.run_dir, "best")
+  init = runs.load_init(task, args.run_dir, "best")
+  meta, path = init.params, init.source
   target = task.output_as_signal(meta)
   out = {"run_dir": os.path.abspath(args.run_dir), "checkpoint": path,
          "chunk_steps": args.chunk_steps, "rates": {}}

@@ -1,7 +1,7 @@
 """Speed and memory benchmark of meta-training and test-time optimisation.
 
 Every workload runs the package's own code path (meta/outer.py's step inside
-train.function, inner.fit for test-time optimisation, task.render) on the paper's
+outer.function, inner.fit for test-time optimisation, task.render) on the paper's
 fields, in its own process so that its peak resident memory is its own
 (`python -m tf_metainit.benchmark --one=NAME`, see __main__.py). The driver
 (cli/benchmark.py) runs the selected workloads one after another and writes

@@ -6,11 +6,9 @@ import itertools
 import tensorflow as tf
 
 from tf_metainit import distribute
-from tf_metainit import train
 from tf_metainit.benchmark import flops
 from tf_metainit.benchmark import specs
 from tf_metainit.benchmark import workloads
-from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
 from tf_metainit.meta import outer
 
@@ -21,16 +19,13 @@ def _first_batch(task, batch):
 
 
 def _outer_step(task, algorithm, inner_steps, inner_lr, outer_lr, signals, jit):
-  """The meta-training loop's compiled step (meta/outer.py, as train.py builds it)."""
-  inner_opt = optimizers.SGD(inner_lr)
-  optimizer = train.outer_optimizer(outer_lr)
-  optimizer.build(learned_lr.meta_variables(task.field, inner_opt))
-  step = outer.build_step(task.field, task, optimizer, inner_opt,
-                          "reptile" if algorithm == "reptile" else "maml", inner_steps,
-                          first_order=(algorithm == "maml_fo"))
-  fn = train.function(lambda s, i: step(s, i)[:2], jit)
+  """The meta-training loop's compiled step (meta/outer.py's assemble, as train.py)."""
+  fn = outer.assemble(task, "reptile" if algorithm == "reptile" else "maml",
+                      inner_steps, optimizers.SGD(inner_lr), optimizers.Adam(outer_lr),
+                      first_order=(algorithm == "maml_fo"), jit_compile=jit).step
   counter = itertools.count()
-  return lambda: workloads.sync(fn(signals, tf.constant(next(counter), tf.int64)))
+  # The two losses, as the loop reads them each step.
+  return lambda: workloads.sync(fn(signals, tf.constant(next(counter), tf.int64))[:2])
 
 
 def build_image_meta(algorithm, resolution, batch, inner_steps, jit):
@@ -151,13 +146,10 @@ def build_replicated_meta(resolution, batch, inner_steps, replicas, jit):
   strategy = distribute.get("mirrored", cpu_replicas=replicas)  # before TF starts
   with strategy.scope():
     task = workloads.image_task(resolution, batch)
-    inner_opt = optimizers.SGD(1e-2)
-    optimizer = train.outer_optimizer(1e-5)
-    optimizer.build(learned_lr.meta_variables(task.field, inner_opt))
-    step = outer.build_step(task.field, task, optimizer, inner_opt, "maml", inner_steps)
+    fn = outer.assemble(task, "maml", inner_steps, optimizers.SGD(1e-2),
+                        optimizers.Adam(1e-5), jit_compile=jit, strategy=strategy).step
   signals = next(iter(strategy.experimental_distribute_dataset(
       task.train_dataset(0).batch(batch, drop_remainder=True))))
-  fn = train.compiled_step(step, jit, strategy)
   counter = itertools.count()
   points = batch * resolution ** 2
   return workloads.Workload(

@@ -266,7 +266,7 @@ def _paper_wall_time(results, peak):
            f"From each run's measured FLOPs per outer step, on a GPU of "
            f"{analysis.GPU_FP32_TFLOPS:g} TFLOP/s float32 (A100, no tensor cores) "
            "reaching the fraction of its peak this CPU reaches of its own. On 8 GPUs "
-           "(meta_train.strategy = 'mirrored') each GPU takes the paper's batch, so a "
+           "(train/distribute.strategy = 'mirrored') each GPU takes the paper's batch, so a "
            "step sees 8x the signals and the paper's signals are seen in 1/8 of the "
            "steps; the all-reduce of the weights is negligible beside a step. Not "
            "measured: no GPU here.", "",

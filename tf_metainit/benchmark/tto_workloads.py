@@ -6,9 +6,8 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from tf_metainit import fit
 from tf_metainit import pretrained
-from tf_metainit import train
+from tf_metainit import testtime
 from tf_metainit.benchmark import flops
 from tf_metainit.benchmark import workloads
 from tf_metainit.data import image_folder
@@ -16,6 +15,8 @@ from tf_metainit.data import text
 from tf_metainit.fields import functional
 from tf_metainit.meta import inner
 from tf_metainit.meta import optimizers
+from tf_metainit.meta import outer
+from tf_metainit.tasks import image as image_task
 
 
 @workloads.nerf_data_dir
@@ -23,7 +24,7 @@ def build_nerf_render(data_dir, samples, data_resolution, jit):
   task = workloads.shapenet_task(data_dir, data_resolution, samples=samples)
   signals = {k: tf.constant(v) for k, v in task.test_signals().items()}
   params = functional.batch_params(task.field.params(), 1)
-  fn = train.function(task.render, jit)
+  fn = outer.function(task.render, jit)
   rays = data_resolution ** 2
   points = rays * samples
   return workloads.Workload(
@@ -45,19 +46,20 @@ def build_time_to_psnr(init, resolution, target_db, max_steps, jit):
   optimizer = learned
   if init == "standard":
     field = functional.from_description(field.describe(), {})
-    params, optimizer = field.params(), fit.STANDARD_OPTIMIZER
+    params, optimizer = field.params(), testtime.STANDARD_OPTIMIZER
   picture = text.render_text_image(0, "test", resolution, 0)
   png = io.BytesIO()  # the file's bytes, decoded by every call as fit decodes a file
   Image.fromarray(np.round(np.asarray(picture) * 255).astype(np.uint8)).save(
       png, format="PNG")
   image = image_folder.load_image(io.BytesIO(png.getvalue()))
-  _, curve = fit.fit_image(field, params, image, optimizer, max_steps)
+  task = image_task.ImageRegression.for_field(field)
+  _, curve = testtime.fit_image(task, params, image, optimizer, max_steps)
   reached = np.flatnonzero(curve >= target_db)
   steps = int(reached[0]) if len(reached) else max_steps
 
   def call():
     decoded = image_folder.load_image(io.BytesIO(png.getvalue()))
-    return fit.fit_image(field, params, decoded, optimizer, steps)[1][-1]
+    return testtime.fit_image(task, params, decoded, optimizer, steps)[1][-1]
 
   points = resolution ** 2
   label = "shipped 'text' init" if init == "meta" else "Standard init, Adam 1e-4"
@@ -76,7 +78,7 @@ def build_landmark_render(data_dir, samples, long_side, jit):
   task = workloads.landmark_task(data_dir, long_side, samples=samples)
   signals = {k: tf.constant(v) for k, v in task.test_signals().items()}
   params = functional.batch_params(task.field.params(), 1)
-  fn = train.function(task.render, jit)
+  fn = outer.function(task.render, jit)
   rays = int(signals["counts"].numpy().sum())
   points = rays * samples
   return workloads.Workload(
@@ -97,7 +99,7 @@ def _tto_nerf_task(data_dir, rays, samples, data_resolution):
 
 def build_tto(field, steps, jit, resolution=None, rays=None, samples=None,
               data_resolution=None):
-  """Test-time optimisation as evaluate.TestTimeOptimizer runs it (Adam 1e-4, one
+  """Test-time optimisation as testtime.TestTimeOptimizer runs it (Adam 1e-4, one
   signal), without the metric trace: `steps` steps of inner.fit per call."""
   if field == "siren":
     task, setting = workloads.image_task(resolution, 1), "full"
@@ -117,7 +119,7 @@ def build_tto(field, steps, jit, resolution=None, rays=None, samples=None,
   def run(params, signals):
     return inner.fit(task, params, signals, steps, optimizer, 0, setting).params
 
-  fn = train.function(run, jit)
+  fn = outer.function(run, jit)
   config = {"field": field, "steps": steps, "points": points, "optimizer": "adam"}
   config.update({k: v for k, v in (("resolution", resolution), ("rays", rays),
                                    ("samples", samples)) if v is not None})

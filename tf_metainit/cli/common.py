@@ -4,7 +4,6 @@ import functools
 import importlib
 import logging as std_logging
 import os
-import re
 import sys
 import textwrap
 
@@ -142,15 +141,17 @@ def define_gin_flags():
 def register_configurables():
   """Imports every module that defines gin configurables so configs can name them."""
   # pylint: disable=g-import-not-at-top,unused-import
-  from tf_metainit import appearance
-  from tf_metainit import evaluate
-  from tf_metainit import export
-  from tf_metainit import fit
-  from tf_metainit import interpolate
-  from tf_metainit import train
-  from tf_metainit.fields import mlp
-  from tf_metainit.fields import siren
-  from tf_metainit.meta import optimizers
+  from tf_metainit import appearance  # noqa: F401
+  from tf_metainit import distribute  # noqa: F401
+  from tf_metainit import evaluate  # noqa: F401
+  from tf_metainit import export  # noqa: F401
+  from tf_metainit import interpolate  # noqa: F401
+  from tf_metainit import runs  # noqa: F401
+  from tf_metainit import train  # noqa: F401
+  from tf_metainit.fields import mlp  # noqa: F401
+  from tf_metainit.fields import siren  # noqa: F401
+  from tf_metainit.meta import learned_lr  # noqa: F401
+  from tf_metainit.meta import optimizers  # noqa: F401
   from tf_metainit.tasks import registry
   registry.import_all()
 
@@ -175,17 +176,6 @@ def _resolve(path):
                     "e.g. image/text_cpu.gin.")
 
 
-# meta_train.inner_learning_rate, gone since the inner optimizer is a gin object with
-# its rate inside; `gin.config_str()` wrote it on one line of an old run's config.gin.
-_INNER_RATE = re.compile(
-    r"^[ \t]*meta_train\.inner_learning_rate\s*=\s*([^#\n]*?)\s*(#.*)?$", re.M)
-# Where optimizers were bound as (name, learning_rate) pairs, and the gin scope their
-# objects get (inside dicts, the scope joined with the keys).
-_OLD_OPTIMIZER_PAIRS = {"evaluate.optimizer_settings": "",
-                        "interpolate.optimizer_settings": "",
-                        "export.optimizer": "export"}
-
-
 def parse_gin(gin_files, gin_bindings, extra_files=()):
   """Strict gin parsing: unknown names are errors that say what to fix."""
   register_configurables()
@@ -204,13 +194,6 @@ def parse_gin(gin_files, gin_bindings, extra_files=()):
           "CTReconstruction.allow_pickle cannot be set in a gin config: no config, "
           "such as a run's stored config.gin, may grant unpickling. Pass --allow_pickle "
           "on the command line if you trust the file.") from e
-    rate = _INNER_RATE.search(str(e))  # gin's message quotes the line
-    if rate:
-      from tf_metainit.meta import optimizers  # pylint: disable=g-import-not-at-top
-      raise ConfigError(
-          "meta_train.inner_learning_rate is gone: the learning rate lives in the "
-          "optimizer object. Bind " + "; ".join(optimizers.new_form(
-              "meta_train.inner_optimizer", "sgd", "inner", rate.group(1)))) from e
     raise ConfigError(
         f"Bad gin configuration: {e}\nFix the name or value in the gin file / "
         "--gin_bindings (names are case-sensitive: e.g. meta_train.num_iterations, "
@@ -251,7 +234,8 @@ def parse_run_config(root_dir, gin_files, gin_bindings, task_for=()):
     raise ConfigError(
         f"{config} not found: --root_dir must be a directory written by "
         "tf-metainit-train (it saves config.gin there).")
-  _parse_old_or_new_run_config(config)
+  provenance.read_config(config)  # names a config.gin that is no text
+  parse_gin([], [], extra_files=[config])
   try:
     gin.query_parameter("evaluate.task")
   except ValueError:
@@ -259,39 +243,3 @@ def parse_run_config(root_dir, gin_files, gin_bindings, task_for=()):
   parse_gin(gin_files, gin_bindings)
   for name in task_for:
     gin.bind_parameter(f"{name}.task", gin.query_parameter("evaluate.task"))
-
-
-def _parse_old_or_new_run_config(config):
-  """Parses a run's config.gin. One written before optimizers were gin objects is read
-  in the new form (with a logged note), so that older runs still evaluate and export."""
-  from tf_metainit.meta import optimizers  # pylint: disable=g-import-not-at-top
-  text = provenance.read_config(config)
-  rate = _INNER_RATE.search(text)
-  if rate:
-    parse_gin([], [_INNER_RATE.sub("", text)])
-  else:
-    parse_gin([], [], extra_files=[config])
-  old, new = [], []
-  name = _query("meta_train.inner_optimizer")
-  if rate or isinstance(name, str):
-    old += [rate.group(0).strip()] if rate else []
-    old += [f"meta_train.inner_optimizer = {name!r}"] if name else []
-    # Unbound, they were 'sgd' and 1e-2.
-    new += optimizers.new_form("meta_train.inner_optimizer", name or "sgd", "inner",
-                               rate.group(1) if rate else 1e-2)
-  for selector, scope in _OLD_OPTIMIZER_PAIRS.items():
-    value = _query(selector)
-    if value is not None and optimizers.old_form(value):
-      old.append(f"{selector} = {value!r}")
-      new += optimizers.new_form(selector, value, scope)
-  if new:
-    logging.info("%s predates optimizers as gin objects: read %s as %s", config,
-                 "; ".join(old), "; ".join(new))
-    parse_gin([], new)
-
-
-def _query(selector):
-  try:
-    return gin.query_parameter(selector)
-  except ValueError:  # unbound
-    return None

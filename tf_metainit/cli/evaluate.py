@@ -22,10 +22,12 @@ def main(argv):
   from tf_metainit import evaluate  # pylint: disable=g-import-not-at-top
   common.run_and_report(
       lambda: common.parse_run_config(FLAGS.root_dir, FLAGS.gin_file, FLAGS.gin_bindings))
-  # evaluate.strategy = 'mirrored' needs its logical devices before TensorFlow starts.
-  common.run_and_report(lambda: distribute.from_gin("evaluate"))
-  common.run_and_report(lambda: evaluate.evaluate(FLAGS.root_dir,
-                                                  checkpoint=FLAGS.checkpoint))
+  # 'mirrored' needs its logical devices before TensorFlow starts. Signals are
+  # evaluated independently, so one machine's devices are what helps.
+  strategy = common.run_and_report(
+      lambda: distribute.from_gin("evaluate", allowed=("default", "mirrored")))
+  common.run_and_report(lambda: evaluate.evaluate(
+      FLAGS.root_dir, checkpoint=FLAGS.checkpoint, strategy=strategy))
 
 
 def run():

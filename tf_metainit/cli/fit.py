@@ -48,15 +48,17 @@ FLAGS = flags.FLAGS
 
 
 def _init():
-  from tf_metainit import fit  # pylint: disable=g-import-not-at-top
+  """--init as a testtime.Init: a shipped init, an export or a run."""
+  from tf_metainit import exports  # pylint: disable=g-import-not-at-top
   from tf_metainit import pretrained  # pylint: disable=g-import-not-at-top
+  from tf_metainit import runs  # pylint: disable=g-import-not-at-top
   if not os.path.exists(FLAGS.init) and os.sep not in FLAGS.init:
-    return fit.init_from_export(pretrained.path(FLAGS.init))
-  if os.path.exists(os.path.join(FLAGS.init, "manifest.json")):
-    return fit.init_from_export(FLAGS.init)
+    return pretrained.init(FLAGS.init)
+  if os.path.exists(os.path.join(FLAGS.init, exports.MANIFEST)):
+    return exports.load_init(FLAGS.init)
   common.parse_run_config(FLAGS.init, FLAGS.gin_file, FLAGS.gin_bindings,
                           task_for=("init_from_run",))
-  return fit.init_from_run(FLAGS.init, FLAGS.checkpoint)
+  return runs.init_from_run(FLAGS.init, FLAGS.checkpoint)
 
 
 def main(argv):

@@ -3,8 +3,9 @@ r"""Meta-trains an initialization.
   tf-metainit-train --root_dir=/tmp/text --gin_file=image/text_cpu.gin \
       --gin_bindings='meta_train.num_iterations = 100'
   # on every local GPU (or 2 logical CPUs), or on the workers of TF_CONFIG:
-  tf-metainit-train ... --gin_bindings="meta_train.strategy = 'mirrored'"
-  TF_CONFIG='{...}' tf-metainit-train ... --gin_bindings="meta_train.strategy = 'multi_worker'"
+  tf-metainit-train ... --gin_bindings="train/distribute.strategy = 'mirrored'"
+  TF_CONFIG='{...}' tf-metainit-train ... \
+      --gin_bindings="train/distribute.strategy = 'multi_worker'"
 """
 
 from absl import flags
@@ -26,10 +27,11 @@ def main(argv):
   common.run_and_report(lambda: common.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings))
   # Before anything builds a TF op: logical devices and the worker cluster are fixed
   # when TensorFlow starts, and the field's weights must be made in the scope.
-  strategy = common.run_and_report(distribute.from_gin)
+  strategy = common.run_and_report(lambda: distribute.from_gin("train"))
   with strategy.scope():
-    common.run_and_report(lambda: train.meta_train(
-        FLAGS.root_dir, accept_config_changes=FLAGS.accept_config_changes))
+    config = common.run_and_report(train.TrainConfig)
+    common.run_and_report(lambda: train.Trainer(
+        FLAGS.root_dir, config, strategy, FLAGS.accept_config_changes).run())
 
 
 def run():

@@ -103,6 +103,12 @@ def batch_params(params, batch_size):
           for p in params]
 
 
+def mix(params_list, weights):
+  """The weight-space mixture sum_k weights[k] params_list[k] of fitted fields."""
+  return [sum(w * p[i] for w, p in zip(weights, params_list))
+          for i in range(len(params_list[0]))]
+
+
 def from_description(description, constants):
   """The field an export's manifest describes, its fixed arrays set from `constants`
   ({name: array}); its trainable weights are left to the caller."""

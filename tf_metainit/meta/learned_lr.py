@@ -5,22 +5,30 @@ Two granularities, both started at the plain inner learning rate:
   'per_layer_step'  MAML++ LSLR (Antoniou et al. 2019): one rate per weight tensor and
                     inner step; steps past the trained K reuse the last step's rates.
 
-The rates are tf.Variables, so second-order MAML's outer tape reaches them through the
-unrolled inner loop and the outer optimizer updates them beside theta0; they are
-checkpointed with the run and exported with the init. Rates are not sign-constrained
-(as in Meta-SGD): a negative rate is a learned step against the gradient.
+gin: meta_train.inner_optimizer = @inner/LearnedSGD() with inner/LearnedSGD.mode and
+inner/LearnedSGD.learning_rate (where the rates start). `build` makes the rates:
+tf.Variables, so second-order MAML's outer tape reaches them through the unrolled
+inner loop and the outer optimizer updates them beside theta0; they are checkpointed
+with the run and exported with the init. Rates are not sign-constrained (as in
+Meta-SGD): a negative rate is a learned step against the gradient.
 """
 
+import dataclasses
+
+import gin
 import keras
 import numpy as np
 import tensorflow as tf
 
-MODES = ("fixed", "per_parameter", "per_layer_step")
-LABELS = {"fixed": "Meta", "per_parameter": "Meta-SGD", "per_layer_step": "Meta (LSLR)"}
+from tf_metainit import checks
+from tf_metainit.meta import optimizers
+
+MODES = ("per_parameter", "per_layer_step")
+LABELS = {"per_parameter": "Meta-SGD", "per_layer_step": "Meta (LSLR)"}
 
 
 def rates_of(optimizer):
-  """The meta-learned rates of an inner optimizer: [] for a fixed-rate one."""
+  """The meta-learned rates of a built inner optimizer: [] for a fixed-rate one."""
   return list(getattr(optimizer, "rates", ()))
 
 
@@ -29,24 +37,43 @@ def meta_variables(field, inner_optimizer):
   return field.trainable_variables + rates_of(inner_optimizer)
 
 
-def check_mode(mode):
-  if mode not in MODES:
-    raise ValueError(f"meta_train.inner_lr_mode must be one of {MODES}, got {mode!r}.")
-  return mode
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class LearnedSGD(optimizers._Optimizer):  # pylint: disable=protected-access
+  """The gin object: which rates to learn and where they start."""
+  learning_rate: float = 1e-2
+  mode: str = "per_layer_step"
+  name = "learned_sgd"
+
+  def __post_init__(self):
+    checks.positive("LearnedSGD.learning_rate (e.g. inner/LearnedSGD)",
+                    self.learning_rate)
+    if self.mode not in MODES:
+      raise ValueError(f"LearnedSGD.mode must be one of {MODES}, got {self.mode!r}.")
+
+  def build(self, shapes, num_steps):
+    """The rates for weights of `shapes` and `num_steps` inner steps."""
+    if self.mode == "per_parameter":
+      start = [np.full(s, self.learning_rate, np.float32) for s in shapes]
+    else:
+      start = [np.full([num_steps], self.learning_rate, np.float32) for _ in shapes]
+    return LearnedRates(self.mode, start, self.learning_rate)
 
 
-class LearnedSGD:
-  """A functional optimizer (meta/optimizers.py interface) with variable rates."""
+class LearnedRates:
+  """A functional optimizer (meta/optimizers.py interface) over variable rates."""
 
-  def __init__(self, mode, rates):
-    """mode: 'per_parameter' or 'per_layer_step'; rates: starting values, one array
-    per weight tensor (its shape, or (K,) for LSLR)."""
-    if check_mode(mode) == "fixed":
-      raise ValueError("LearnedSGD needs a learned mode; 'fixed' is plain SGD.")
-    self.mode = mode
+  def __init__(self, mode, rates, start_learning_rate=None):
+    """rates: one array per weight tensor (its shape, or (K,) for LSLR);
+    start_learning_rate: where training started them (None: not recorded)."""
+    self.mode, self.start_learning_rate = mode, start_learning_rate
     self.rates = [keras.Variable(np.asarray(r, np.float32), name=f"inner_lr_{i}")
                   for i, r in enumerate(rates)]
-    self.num_steps = int(self.rates[0].shape[0]) if mode == "per_layer_step" else None
+    self.num_steps = int(self.rates[0].shape[0]) if self.mode == "per_layer_step" else None
+
+  def build(self, shapes, num_steps):
+    del shapes, num_steps
+    return self
 
   def init(self, params):
     del params
@@ -70,23 +97,17 @@ class LearnedSGD:
       means = [[float(r) for r in np.asarray(v)] for v in self.rates]
     else:
       means = [float(np.mean(np.asarray(v))) for v in self.rates]
-    return {"name": "learned_sgd", "mode": self.mode, "mean_rates": means}
+    return {"name": LearnedSGD.name, "mode": self.mode,
+            "start_learning_rate": self.start_learning_rate, "mean_rates": means}
 
   def mean_rate(self):
     return float(np.mean([np.mean(np.asarray(v)) for v in self.rates]))
 
 
-def make(mode, shapes, num_steps, learning_rate):
-  """The inner optimizer for `mode`, rates started at `learning_rate`; None for 'fixed'."""
-  if check_mode(mode) == "fixed":
-    return None
-  if mode == "per_parameter":
-    return LearnedSGD(mode, [np.full(s, learning_rate, np.float32) for s in shapes])
-  return LearnedSGD(mode, [np.full([num_steps], learning_rate, np.float32)
-                           for _ in shapes])
-
-
-def from_arrays(rates, shapes):
-  """Rebuilds a trained LearnedSGD from its saved rates and the field's weight shapes."""
-  same = all(tuple(r.shape) == tuple(s) for r, s in zip(rates, shapes))
-  return LearnedSGD("per_parameter" if same else "per_layer_step", rates)
+def from_arrays(description, rates):
+  """A trained optimizer rebuilt from its saved rates and its `describe()` (from the
+  run record or an export's manifest: the mode is read, never guessed from shapes)."""
+  mode = description.get("mode")
+  if mode not in MODES:
+    raise ValueError(f"Learned inner rates of unknown mode {mode!r} (known: {MODES}).")
+  return LearnedRates(mode, rates, description.get("start_learning_rate"))

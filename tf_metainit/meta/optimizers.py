@@ -1,18 +1,25 @@
-"""Functional optimizers for inner loops and test-time optimisation.
+"""Optimizers as gin objects, each with its learning rate inside and its own scope:
 
-Inner loops must stay differentiable (MAML) and per-signal (batched params), so these
-are pure functions of (grads, state, params) rather than Keras optimizers that assign
-into variables. Adam follows Kingma & Ba with the optax defaults the reference used.
+  meta_train.outer_optimizer = @outer/Adam()      outer/Adam.learning_rate = 1e-5
+  meta_train.inner_optimizer = @inner/SGD()       inner/SGD.learning_rate = 1e-2
+  meta_train.inner_optimizer = @inner/LearnedSGD()  (rates meta-learned, learned_lr.py)
+  evaluate.optimizer_settings = {'standard': @standard/Adam()}
 
-Gin binds them as objects with the learning rate inside, each in its own scope:
-  meta_train.inner_optimizer = @inner/SGD()
-  inner/SGD.learning_rate = 1e-2
+Inner loops must stay differentiable (MAML) and per-signal (batched params), so the
+inner and test-time forms are pure functions of (grads, state, params) rather than
+Keras optimizers that assign into variables; the outer loop's Keras optimizer is made
+from the same object (`keras_optimizer`). Adam follows Kingma & Ba with the optax
+defaults the reference used (eps 1e-8; Keras' is 1e-7).
+
+Every optimizer has `build(shapes, num_steps)`: the optimizer a run uses for weights of
+those shapes and K inner steps (itself for a fixed rate; LearnedSGD makes its rate
+variables there).
 """
 
 import dataclasses
-import re
 
 import gin
+import keras
 import tensorflow as tf
 
 from tf_metainit import checks
@@ -25,6 +32,10 @@ class _Optimizer:
     """{'name': 'sgd', 'learning_rate': 0.01}: for results and manifests."""
     return {"name": self.name, **dataclasses.asdict(self)}
 
+  def build(self, shapes, num_steps):
+    del shapes, num_steps
+    return self
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +44,9 @@ class SGD(_Optimizer):
   name = "sgd"
 
   def __post_init__(self):
-    checks.positive("SGD.learning_rate (in its gin scope, e.g. inner/SGD)",
-                    self.learning_rate)
+    # 0 is allowed: a frozen outer loop, or a fit that only scores the init.
+    checks.non_negative("SGD.learning_rate (in its gin scope, e.g. inner/SGD)",
+                        self.learning_rate)
 
   def init(self, params):
     return ()
@@ -42,6 +54,13 @@ class SGD(_Optimizer):
   def update(self, grads, state, params, step):
     del step
     return [p - self.learning_rate * g for p, g in zip(params, grads)], state
+
+  def keras_optimizer(self, learning_rate):
+    """The outer loop's form, at `learning_rate` (a schedule whose peak is ours).
+    With Reptile this is Nichol et al.'s own outer step, theta0 += lr (mean theta_K -
+    theta0): each weight moves by its share of the inner displacement, where Adam
+    moves every weight by about lr whatever its scale (docs/stability.md)."""
+    return keras.optimizers.SGD(learning_rate)
 
 
 @gin.configurable
@@ -54,8 +73,8 @@ class Adam(_Optimizer):
   name = "adam"
 
   def __post_init__(self):
-    checks.positive("Adam.learning_rate (in its gin scope, e.g. standard/Adam)",
-                    self.learning_rate)
+    checks.non_negative("Adam.learning_rate (in its gin scope, e.g. standard/Adam)",
+                        self.learning_rate)
     checks.fraction("Adam.beta1", self.beta1)
     checks.fraction("Adam.beta2", self.beta2)
     checks.positive("Adam.epsilon", self.epsilon)
@@ -74,15 +93,17 @@ class Adam(_Optimizer):
            for p, mi, vi in zip(params, m, v)]
     return new, (m, v)
 
-
-_CLASSES = {cls.name: cls for cls in (SGD, Adam)}
+  def keras_optimizer(self, learning_rate):
+    """The outer loop's form (the reference's optax.adam), at `learning_rate`."""
+    return keras.optimizers.Adam(learning_rate, beta_1=self.beta1, beta_2=self.beta2,
+                                 epsilon=self.epsilon)
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class Switch(_Optimizer):
   """`first` for the first `at` steps, then `second` from its own step 0: e.g. a Meta
-  init's own SGD steps, then Adam for a long fit (tf-metainit-fit's default)."""
+  init's own SGD steps, then Adam for a long fit."""
   first: object = None
   second: object = None
   at: int = 2
@@ -112,77 +133,26 @@ class Switch(_Optimizer):
     return tf.cond(step < self.at, first, second)
 
 
+FIXED = {cls.name: cls for cls in (SGD, Adam)}
+
+
 def from_description(description):
-  """The optimizer `describe()` described ({'name': 'sgd', 'learning_rate': ...})."""
-  classes = {cls.name: cls for cls in (SGD, Adam)}
+  """The fixed-rate optimizer `describe()` described ({'name': 'sgd', ...})."""
   arguments = {k: v for k, v in description.items() if k != "name"}
-  if description.get("name") not in classes:
-    raise ValueError(f"Unknown optimizer {description!r}; known: {sorted(classes)}.")
-  return classes[description["name"]](**arguments)
+  if description.get("name") not in FIXED:
+    raise ValueError(f"Unknown optimizer {description!r}; known: {sorted(FIXED)}.")
+  return FIXED[description["name"]](**arguments)
 
 
-def check(value, selector, scope):
-  """Returns `value`: an optimizer object, or dicts of them (per init, per setting).
-
-  Anything else, such as the names ('sgd') and (name, learning_rate) pairs optimizers
-  were bound as before, is a one-line error showing the gin binding to use instead.
-  """
-  leaves = _leaves(value)
-  bad = [v for v in leaves if isinstance(v, type) or not hasattr(v, "update")]
-  if bad:
-    raise ValueError(
-        f"{selector} holds {bad[0]!r}, not an optimizer object (names and (name, "
-        "learning_rate) pairs are the old form). Bind objects with the learning rate "
-        f"inside: {'; '.join(new_form(selector, value, scope))}")
+def check(value, selector):
+  """Returns `value`: an optimizer object, or dicts of them (per init, per setting);
+  anything else is a one-line error showing the gin form."""
+  leaves = value.values() if isinstance(value, dict) else [value]
+  for leaf in leaves:
+    if isinstance(leaf, dict):
+      check(leaf, selector)
+    elif isinstance(leaf, type) or not hasattr(leaf, "build"):
+      raise ValueError(f"{selector} holds {leaf!r}, not an optimizer object: bind one "
+                       "with its learning rate inside, e.g. @meta/SGD() with "
+                       "meta/SGD.learning_rate = 0.01 (or Adam).")
   return value
-
-
-def old_form(value):
-  """Whether `value` (maybe in dicts per init / setting) holds optimizers as names or
-  (name, learning_rate) pairs, as gin bound them before they were objects."""
-  return any(isinstance(v, (str, tuple, list)) for v in _leaves(value))
-
-
-def _leaves(value):
-  if isinstance(value, dict):
-    return [leaf for v in value.values() for leaf in _leaves(v)]
-  return [value]
-
-
-def new_form(selector, value, scope, learning_rate=1e-2):
-  """The gin lines that bind `value` as optimizer objects.
-
-  `value` holds optimizers the old way or the new (also inside per-init and
-  per-setting dicts): a name (at `learning_rate`, meta_train's old default), a
-  (name, learning_rate) pair, or an object. Each object gets the scope `scope`, or
-  `scope`_<dict key> inside dicts. A rate given as text (read from an old config.gin)
-  is kept as written.
-  """
-  rates = []
-
-  def render(v, scope):
-    if isinstance(v, dict):
-      items = (f"{k!r}: {render(x, _scope(scope, k))}" for k, x in v.items())
-      return "{" + ", ".join(items) + "}"
-    if isinstance(v, str):
-      v = (v, learning_rate)
-    cls = v if isinstance(v, type) else type(v)
-    if isinstance(v, (tuple, list)) and len(v) == 2 and str(v[0]).lower() in _CLASSES:
-      cls, rate = _CLASSES[str(v[0]).lower()], v[1]
-    elif cls in _CLASSES.values():
-      rate = v.learning_rate  # also a class's: its default
-    else:
-      raise ValueError(f"{selector} holds {v!r}, not an optimizer: bind an object, "
-                       f"e.g. @{scope}/SGD() with {scope}/SGD.learning_rate = 0.01 (or "
-                       "Adam).")
-    rates.append(f"{scope}/{cls.__name__}.learning_rate = "
-                 f"{rate if isinstance(rate, str) else repr(rate)}")
-    return f"@{scope}/{cls.__name__}()"
-
-  return [f"{selector} = {render(value, scope)}"] + rates
-
-
-def _scope(prefix, key):
-  """A gin scope for a dict entry: 'meta:SV' -> 'meta_SV', setting 25 -> 'meta_25'."""
-  name = re.sub(r"\W", "_", str(key))
-  return f"{prefix}_{name}" if prefix else name

@@ -9,12 +9,13 @@ with the package's own binaries from gin/pretrained/<name>.gin.
   from tf_metainit import pretrained
   pretrained.list()                                # e.g. ['chairs', 'landmark', 'text']
   field, params, manifest, learned = pretrained.load("text")
+  init = pretrained.init("text")   # testtime.Init: with its test-time settings
   tf-metainit-fit --init=text --image=photo.png    # the same from the command line
 """
 
 import os
 
-from tf_metainit import export
+from tf_metainit import exports
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CARD = "MODEL_CARD.md"
@@ -23,7 +24,7 @@ CARD = "MODEL_CARD.md"
 def list():  # pylint: disable=redefined-builtin
   """Names of the shipped inits, sorted."""
   return sorted(name for name in os.listdir(ROOT)
-                if os.path.isfile(os.path.join(ROOT, name, export.MANIFEST)))
+                if os.path.isfile(os.path.join(ROOT, name, exports.MANIFEST)))
 
 
 def path(name):
@@ -38,9 +39,14 @@ def path(name):
 
 def load(name):
   """(field, params, manifest, learned inner optimizer or None) of a shipped init, as
-  export.load returns them; the manifest's test_time holds its own test-time
-  optimizer, learning rate and steps."""
-  return export.load(path(name))
+  exports.load returns them; the manifest's test_time holds its own test-time
+  optimizer and steps."""
+  return exports.load(path(name))
+
+
+def init(name):
+  """The shipped init `name` as a testtime.Init (field, weights, test-time settings)."""
+  return exports.load_init(path(name))
 
 
 def card(name):

@@ -14,10 +14,14 @@ leading signal batch dimension B, and `params` are per-signal (B, ...) weight li
   metrics(params, signals)          -> {'psnr': (B,), ...} on the full held-out signal
   render(params, signals)           -> (B, H, W, C) pictures for summaries and grids
 
-Optional hooks have working defaults: validation_signals (the test signals),
-display (targets_for_display, inputs_for_display), the Mean and Matched baselines (mean_signals, output_as_signal)
-and export (describe, export_signatures).
+Optional abilities are declared here with working defaults: validation_signals (the
+test signals), display (targets_for_display, inputs_for_display), the Mean and Matched
+baselines (mean_signals, output_as_signal), export (describe, export_signatures,
+fit_signature), classical reconstructions (classical_methods, classical), pictures
+from any camera (render_camera) and a procedural scene's truth (true_view).
 """
+
+import collections
 
 import numpy as np
 import tensorflow as tf
@@ -49,6 +53,16 @@ def shuffled_dataset(arrays, seed):
   tensors = {k: tf.constant(v) for k, v in arrays.items()}
   return (tf.data.Dataset.range(n).repeat().shuffle(n, seed=seed)
           .map(lambda i: {k: tf.gather(v, i) for k, v in tensors.items()}))
+
+
+# What a task's exported fitting signature takes and gives (exports.py writes the
+# function once for every task): `inputs`, TensorSpecs (num_steps is added);
+# signals(*inputs, num_steps) -> the batch-of-one signal they make, checked;
+# outputs(start, fitted, signals, inputs) -> the signature's dict of tensors, from the
+# batch-of-one weights before and after fitting; `setting`, the observation fitted;
+# `doc`, the signature's docstring (recorded in the manifest).
+FitSignature = collections.namedtuple(
+    "FitSignature", ["name", "inputs", "signals", "outputs", "setting", "doc"])
 
 
 class Task:
@@ -119,18 +133,33 @@ class Task:
     """Conventions a re-implementation needs (coordinates, value range)."""
     return {}
 
-  def export_signatures(self, params, optimizer, fit):
-    """SavedModel signatures beyond `render` (export.py), as {name: tf.function}.
-
-    Each tf.function has an input_signature, returns a dict of tensors and reads the
-    weights only from `params` (tf.Variables in trainable_variables order); `optimizer`
-    is the test-time optimizer to bake in (None for a fitted field exported without
-    one: export.py then drops the fitting signatures, 'adapt' and 'reconstruct') and
-    `fit` the loop to run it with (meta/inner.py's fit, passed in because tasks sit
-    below meta/). Default: none.
-    """
-    del params, optimizer, fit
+  def export_signatures(self, params):
+    """Rendering SavedModel signatures beyond `render` (exports.py), as {name:
+    tf.function}: each has an input_signature, returns a dict of tensors and reads the
+    weights only from `params` (tf.Variables in trainable_variables order). Default:
+    none."""
+    del params
     return {}
+
+  def fit_signature(self):
+    """The exported fitting signature as a FitSignature, or None (default)."""
+    return None
+
+  # Classical reconstructions scored beside the inits (CT: 'fbp', 'sart').
+  classical_methods = ()
+
+  def classical(self, method, signals, setting, settings):
+    """(images, PSNR per signal, the method's table name) of a classical method."""
+    raise NotImplementedError(f"{type(self).__name__} has no classical reconstructions.")
+
+  # Whether render_camera draws the field from any camera (appearance figures).
+  renders_cameras = False
+
+  def render_camera(self, params, c2w, kinv, bounds, height, width):
+    raise NotImplementedError(f"{type(self).__name__} renders no camera views.")
+
+  # For a procedural scene, (photo k, camera j) -> the true view; else None.
+  true_view = None
 
 
 def batch_size_of(signals):

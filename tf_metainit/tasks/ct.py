@@ -16,7 +16,6 @@ import tensorflow as tf
 
 from tf_metainit import checks
 from tf_metainit.data import phantoms
-from tf_metainit.fields import functional
 from tf_metainit.fields import mlp
 from tf_metainit.physics import classical_ct
 from tf_metainit.physics import ct
@@ -170,6 +169,8 @@ class CTReconstruction(contract.Task):
   def output_as_signal(self, params):
     return {"image": self.image(params).numpy()}
 
+  classical_methods = classical_ct.METHODS
+
   def classical(self, method, signals, setting, settings):
     """(images [B, H, W, 1], PSNR [B], the method's table name) of a classical
     reconstruction (classical_ct: 'fbp' or 'sart' with keyword `settings`) from the
@@ -195,30 +196,31 @@ class CTReconstruction(contract.Task):
                       "centre, pixel (H/2, W/2); test views are "
                       "linspace(0, pi, n, endpoint=False)"}
 
-  def export_signatures(self, params, optimizer, fit):
-    """`reconstruct`: fits the field to a measured sinogram with `optimizer`."""
+  def fit_signature(self):
+    """`reconstruct`: fits the field to a measured sinogram."""
     resolution = self.resolution
 
-    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="sinogram"),
-                                  tf.TensorSpec(None, tf.float32, name="angles"),
-                                  tf.TensorSpec([], tf.int32, name="num_steps")])
-    def reconstruct(sinogram, angles, num_steps):
-      """Fits the field to sinogram [V, W] measured at angles [V] (radians, the
-      manifest's task.angles; W = resolution detector bins per view) with num_steps
-      steps of the test-time optimizer on all measurements, as the task's inner loop.
-      Returns the image [R, R] (R = resolution; row r, column c) and the sinogram's
-      mean squared error and PSNR (dB, peak 1) before and after fitting."""
+    def signals(sinogram, angles, num_steps):
       sinogram, angles = _checked_measurements(sinogram, angles, num_steps, resolution)
-      signals = {"sinogram": sinogram[None], "angles": angles[None]}
-      start = functional.batch_params(params, 1)
-      fitted = fit(self, start, signals, num_steps, optimizer, seed=0).params
+      return {"sinogram": sinogram[None], "angles": angles[None]}
+
+    def outputs(start, fitted, signals, inputs):
+      del inputs
       loss = lambda p: self.loss(p, signals["angles"], signals["sinogram"])[0]
       before, after = loss(start), loss(fitted)
       return {"image": self.image(fitted)[0], "loss_before": before,
               "loss_after": after, "psnr_before": contract.psnr_from_mse(before),
               "psnr_after": contract.psnr_from_mse(after)}
 
-    return {"reconstruct": reconstruct}
+    return contract.FitSignature(
+        "reconstruct", [tf.TensorSpec(None, tf.float32, name="sinogram"),
+                        tf.TensorSpec(None, tf.float32, name="angles")],
+        signals, outputs, None,
+        """Fits the field to sinogram [V, W] measured at angles [V] (radians, the
+      manifest's task.angles; W = resolution detector bins per view) with num_steps
+      steps of the test-time optimizer on all measurements, as the task's inner loop.
+      Returns the image [R, R] (R = resolution; row r, column c) and the sinogram's
+      mean squared error and PSNR (dB, peak 1) before and after fitting.""")
 
 
 def _image_psnr(images, signals):

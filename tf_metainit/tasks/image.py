@@ -14,7 +14,6 @@ from tf_metainit.data import dead_leaves
 from tf_metainit.data import image_folder
 from tf_metainit.data import text
 from tf_metainit.data import tfds_images
-from tf_metainit.fields import functional
 from tf_metainit.fields import siren
 from tf_metainit.tasks import contract
 
@@ -114,6 +113,17 @@ class ImageRegression(contract.Task):
     self.coords = tf.constant(pixel_grid(self.resolution))
     self._train_images = None
     self._test_images = None
+
+  @classmethod
+  def for_field(cls, field):
+    """A task over `field` with no data of its own: the signals are a user's (of any
+    size: the grid follows each image)."""
+    if field.in_dim != 2 or field.out_dim not in (1, 3):
+      raise ValueError(f"This init's field maps {field.in_dim}-D points to "
+                       f"{field.out_dim} values; an image fit needs 2-D points to 1 "
+                       "(gray) or 3 (RGB) values: it was made for another task (CT, "
+                       "NeRF).")
+    return cls(resolution=1, num_train=1, num_test=1, field=lambda: field)
 
   # --- data ---------------------------------------------------------------------------
 
@@ -217,33 +227,33 @@ class ImageRegression(contract.Task):
   def output_as_signal(self, params):
     return {"image": self.render(params, None).numpy()}
 
-  def export_signatures(self, params, optimizer, fit):
-    """`adapt`: fits a new image from `params` with `optimizer`."""
+  def fit_signature(self):
+    """`adapt`: fits a new image from the exported weights."""
     channels = self.channels
 
-    # Unknown rank: a rank known to the graph would fold the rank check away.
-    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="image"),
-                                  tf.TensorSpec([], tf.int32, name="num_steps")])
-    def adapt(image, num_steps):
-      """Fits image [H, W, C] (values in [0, 1]) from the exported weights.
+    def signals(image, num_steps):
+      return {"image": _checked_image(image, num_steps, channels)[None]}
+
+    def outputs(start, fitted, signals, inputs):
+      obs = self.observe(signals, None)
+      recon = tf.reshape(self.field.apply(fitted, obs["coords"]), tf.shape(inputs[0]))
+      psnr = lambda p: contract.psnr_from_mse(
+          self.loss(p, obs["coords"], obs["pixels"]))[0]
+      return {"reconstruction": tf.ensure_shape(recon, [None, None, channels]),
+              "psnr_before": psnr(start), "psnr_after": psnr(fitted)}
+
+    return contract.FitSignature(
+        # Unknown rank: a rank known to the graph would fold the rank check away.
+        "adapt", [tf.TensorSpec(None, tf.float32, name="image")], signals, outputs,
+        "full",
+        """Fits image [H, W, C] (values in [0, 1]) from the exported weights.
 
       Runs num_steps steps of the test-time optimizer on the pixels the run's inner
       loop sees (all of them unless it trained with pixels_per_step); pixel (r, c) is
       at (r / H, c / W). Returns the reconstruction [H, W, C] and the PSNR (dB) of
       the field before and after fitting, over all pixels. Prepare images as the
       manifest's task.preprocessing says.
-      """
-      image = _checked_image(image, num_steps, channels)
-      signals = {"image": image[None]}
-      obs = self.observe(signals, None)
-      start = functional.batch_params(params, 1)
-      fitted = fit(self, start, signals, num_steps, optimizer, seed=0).params
-      recon = tf.reshape(self.field.apply(fitted, obs["coords"]), tf.shape(image))
-      psnr = lambda p: contract.psnr_from_mse(self.loss(p, obs["coords"], obs["pixels"]))[0]
-      return {"reconstruction": tf.ensure_shape(recon, [None, None, channels]),
-              "psnr_before": psnr(start), "psnr_after": psnr(fitted)}
-
-    return {"adapt": adapt}
+      """)
 
   def describe(self):
     return {"task": "image", "resolution": self.resolution,

@@ -349,8 +349,8 @@ class Phototourism(contract.Task):
             "evaluation": "fit the left half (columns < W // 2), PSNR on the right",
             "values": "rgb in [0, 1]"}
 
-  def export_signatures(self, params, optimizer, fit):
-    """`render_rays` (volume rendering with per-ray bounds) and `adapt` (a photo)."""
+  def export_signatures(self, params):
+    """`render_rays`: volume rendering with per-ray bounds."""
     renderer = self.renderer
 
     @tf.function(input_signature=[
@@ -363,31 +363,32 @@ class Phototourism(contract.Task):
       (translations and bounds already scaled by 0.05), unnormalised directions."""
       return renderer.render_ray_list(params, origins, directions, near, far)
 
-    @tf.function(input_signature=[
-        # Rank left open, so a batched photo reaches the rank check's message.
-        tf.TensorSpec(None, tf.float32, name="photo"),
-        tf.TensorSpec([3, 4], tf.float32, name="camera_to_world"),
-        tf.TensorSpec([3, 3], tf.float32, name="kinv"),
-        tf.TensorSpec([2], tf.float32, name="bounds"),
-        tf.TensorSpec([], tf.int32, name="num_steps")])
-    def adapt(photo, camera_to_world, kinv, bounds, num_steps):
-      """Fits a photo [H, W, 3] (values in [0, 1]) seen by camera_to_world (its
+    return {"render_rays": render_rays}
+
+  def fit_signature(self):
+    """`adapt`: fits a whole photo, transferring its appearance."""
+
+    def outputs(start, fitted, signals, inputs):
+      before = self.render_slots(start, signals)
+      after = self.render_slots(fitted, signals)
+      return {"reconstruction": tf.reshape(after[0], tf.shape(inputs[0])),
+              "psnr_before": photo_psnr(before, signals)[0],
+              "psnr_after": photo_psnr(after, signals)[0]}
+
+    return contract.FitSignature(
+        "adapt", [
+            # Rank left open, so a batched photo reaches the rank check's message.
+            tf.TensorSpec(None, tf.float32, name="photo"),
+            tf.TensorSpec([3, 4], tf.float32, name="camera_to_world"),
+            tf.TensorSpec([3, 3], tf.float32, name="kinv"),
+            tf.TensorSpec([2], tf.float32, name="bounds")],
+        _photo_as_signal, outputs, "full",
+        """Fits a photo [H, W, 3] (values in [0, 1]) seen by camera_to_world (its
       translation scaled by 0.05), inverse intrinsics kinv (pixel (i, j) = (column,
       row) at integer coordinates) and (near, far) bounds (scaled by 0.05), with
       num_steps steps of the test-time optimizer on random 64-ray batches of all its
       pixels. Returns the rendered reconstruction [H, W, 3] and the PSNR (dB) over
-      all pixels before and after fitting."""
-      signals = _photo_as_signal(photo, camera_to_world, kinv, bounds, num_steps)
-      start = functional.batch_params(params, 1)
-      fitted = fit(self, start, signals, num_steps, optimizer, seed=0,
-                   setting="full").params
-      before = self.render_slots(start, signals)
-      after = self.render_slots(fitted, signals)
-      return {"reconstruction": tf.reshape(after[0], tf.shape(photo)),
-              "psnr_before": photo_psnr(before, signals)[0],
-              "psnr_after": photo_psnr(after, signals)[0]}
-
-    return {"render_rays": render_rays, "adapt": adapt}
+      all pixels before and after fitting.""")
 
   # --- rendering ----------------------------------------------------------------------
 
@@ -400,6 +401,8 @@ class Phototourism(contract.Task):
                                         directions[:, slots], bounds[:, 0],
                                         bounds[:, 1])
     return tf.clip_by_value(colours, 0.0, 1.0)
+
+  renders_cameras = True
 
   def render_camera(self, params, c2w, kinv, bounds, height, width):
     """(H, W, 3) numpy render of one field (unbatched params) from any camera in the

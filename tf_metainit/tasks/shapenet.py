@@ -283,8 +283,8 @@ class ShapeNetViews(contract.Task):
                      f"{NUM_INPUT_VIEWS}+ held out",
             "values": "rgb in [0, 1] composited on white"}
 
-  def export_signatures(self, params, optimizer, fit):
-    """`render_view` (one camera, the metric's rendering) and `adapt` (posed views)."""
+  def export_signatures(self, params):
+    """`render_view`: one camera, as the metric renders held-out views."""
     near, far = self.near, self.far
 
     # Unknown ranks: a rank known to the graph would fold the rank checks away.
@@ -313,33 +313,37 @@ class ShapeNetViews(contract.Task):
               "depth": tf.reshape(out["depth"], [height, width]),
               "acc": tf.reshape(out["acc"], [height, width])}
 
-    @tf.function(input_signature=[
-        tf.TensorSpec(None, tf.float32, name="images"),
-        tf.TensorSpec(None, tf.float32, name="cameras"),
-        tf.TensorSpec([], tf.float32, name="focal"),
-        tf.TensorSpec([], tf.int32, name="num_steps")])
-    def adapt(images, cameras, focal, num_steps):
-      """Fits the field to 1 to 25 posed views: images [V, H, W, 3] in [0, 1]
+    return {"render_view": render_view}
+
+  def fit_signature(self):
+    """`adapt`: fits the field to posed views."""
+
+    def signals(images, cameras, focal, num_steps):
+      images, cameras = _checked_views(images, cameras, focal, num_steps)
+      return {"images": images[None], "c2w": cameras[None], "focal": focal[None]}
+
+    def outputs(start, fitted, signals, inputs):
+      del inputs
+      size = _image_size(signals["images"])
+      render = lambda p: self.render_views(p, signals["c2w"], signals["focal"],
+                                            size)[0]
+      before, after = render(start), render(fitted)
+      images = signals["images"][0]
+      return {"renders": after, "psnr_before": mean_view_psnr(before, images),
+              "psnr_after": mean_view_psnr(after, images)}
+
+    return contract.FitSignature(
+        "adapt", [tf.TensorSpec(None, tf.float32, name="images"),
+                  tf.TensorSpec(None, tf.float32, name="cameras"),
+                  tf.TensorSpec([], tf.float32, name="focal")],
+        signals, outputs, NUM_INPUT_VIEWS,
+        """Fits the field to 1 to 25 posed views: images [V, H, W, 3] in [0, 1]
       (composited on white), seen by cameras [V, 4, 4] or [V, 3, 4] (as in
       render_view) with focal length focal (px), with num_steps steps of the
       test-time optimizer on random batches of their rays, as the task's test-time
       observation. Returns the renders [V, H, W, 3] of the fitted field from the
       given cameras and the mean over views of each view's PSNR (dB) before and
-      after fitting."""
-      images, cameras = _checked_views(images, cameras, focal, num_steps)
-      signals = {"images": images[None], "c2w": cameras[None], "focal": focal[None]}
-      start = functional.batch_params(params, 1)
-      fitted = fit(self, start, signals, num_steps, optimizer, seed=0,
-                   setting=NUM_INPUT_VIEWS).params
-      size = _image_size(signals["images"])
-      render = lambda p: self.render_views(p, signals["c2w"], signals["focal"],
-                                            size)[0]
-
-      before, after = render(start), render(fitted)
-      return {"renders": after, "psnr_before": mean_view_psnr(before, images),
-              "psnr_after": mean_view_psnr(after, images)}
-
-    return {"render_view": render_view, "adapt": adapt}
+      after fitting.""")
 
   # --- rendering ----------------------------------------------------------------------
 

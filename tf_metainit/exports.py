@@ -1,0 +1,355 @@
+"""The export format: meta-learned inits and fitted fields for use without tf_metainit.
+
+An export directory is a SavedModel with two framework-neutral files beside it:
+
+  <export_dir>/saved_model.pb, variables/  tf.saved_model.load(export_dir); needs
+                                           neither tf_metainit nor gin
+  <export_dir>/weights.npz                 layer_{i}_kernel (fan_in, fan_out) and
+                                           layer_{i}_bias (fan_out,), plus fixed
+                                           encodings such as fourier_matrix
+  <export_dir>/manifest.json               architecture, activation constants,
+                                           coordinate convention, layer order, training
+                                           hyperparameters, versions, signatures;
+                                           written last
+
+Serving signatures, by task (docs/export.md, "Serving signatures", has the table).
+`render` is every field's; the task's `export_signatures` hook adds rendering ones,
+and its `fit_signature` the fitting one (written here, once for every task), exported
+only when an optimizer is given:
+  every field   render(coords float32 [N, in_dim]) -> {'values': [N, out_dim]}: the
+                field's raw output (NeRF: rgb logits and density logit per point)
+  image         adapt(image [H, W, C], num_steps) -> reconstruction, PSNR before/after
+  ct            reconstruct(sinogram [V, R], angles [V], num_steps) -> image [R, R],
+                sinogram loss and PSNR before/after
+  shapenet      render_view(camera_to_world, focal, height, width) -> rgb, depth, acc;
+                adapt(images [V, H, W, 3], cameras [V, 4, 4], focal, num_steps) ->
+                renders [V, H, W, 3], PSNR before/after
+  phototourism  render_rays(origins, directions, near, far), adapt(photo, ...)
+
+Exports are atomic: everything is written to <export_dir>.tmp-<pid> beside the target,
+which then replaces <export_dir> by two renames (the old export is moved aside first
+and deleted once the new one is in place). A killed export leaves the previous one
+intact; its leftovers are cleaned (or a moved-aside export restored) by the next
+export to the same path (files.atomic_directory). Paths must be on a local filesystem
+(os.rename).
+"""
+
+import inspect
+import json
+import os
+import platform
+import re
+import signal
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tf_metainit
+from tf_metainit import files
+from tf_metainit import runs
+from tf_metainit import testtime
+from tf_metainit.fields import functional
+# Imported for their field types, which `load` rebuilds from a manifest by name.
+from tf_metainit.fields import mlp  # pylint: disable=unused-import
+from tf_metainit.fields import siren  # pylint: disable=unused-import
+from tf_metainit.meta import inner
+from tf_metainit.meta import learned_lr
+
+FORMAT = "tf_metainit.export/1"
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.npz"
+# Signatures that run the export's test-time optimizer; the manifest records it.
+# Test hook: kill the process after this stage ('saved_model' or 'weights') to check
+# that an interrupted export leaves the previous one intact.
+CRASH_ENV = "TF_METAINIT_EXPORT_CRASH_AFTER"
+
+_KERNEL = re.compile(r"^kernel_(\d+)$")
+_BIAS = re.compile(r"^bias_(\d+)$")
+
+
+def _maybe_crash(stage):
+  if os.environ.get(CRASH_ENV) == stage:
+    logging.warning("%s=%s: killing the export on purpose.", CRASH_ENV, stage)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- weights and manifest --------------------------------------------------------------
+
+
+def weight_arrays(field, params):
+  """npz arrays and the manifest's layer list for `params` (trainable_variables order).
+
+  Trainable variables kernel_i / bias_i become layer_{i}_kernel / layer_{i}_bias; fixed
+  (non-trainable) variables keep their name (e.g. fourier_matrix).
+  """
+  variables = field.trainable_variables
+  if len(variables) != len(params):
+    raise ValueError(f"{len(params)} params for a field with {len(variables)} variables.")
+  arrays, layers = {}, {}
+  for v, p in zip(variables, params):
+    name = v.name
+    if tuple(p.shape) != tuple(v.shape):
+      raise ValueError(f"Param {name} has shape {tuple(p.shape)}, the field's is "
+                       f"{tuple(v.shape)}; per-signal (batched) params must be split "
+                       "first (testtime.unbatch).")
+    kernel, bias = _KERNEL.match(name), _BIAS.match(name)
+    if not (kernel or bias):
+      raise NotImplementedError(f"Cannot name field variable {name!r} in the export; "
+                                "fields must use kernel_<i> / bias_<i>.")
+    index = int((kernel or bias).group(1))
+    key = f"layer_{index}_{'kernel' if kernel else 'bias'}"
+    arrays[key] = np.asarray(p, np.float32)
+    layers.setdefault(index, {})[key.rsplit("_", 1)[-1]] = key
+  constants = {}
+  for v in field.non_trainable_variables:
+    arrays[v.name] = np.asarray(v, np.float32)
+    constants[v.name] = list(arrays[v.name].shape)
+  order = []
+  for i in sorted(layers):
+    kernel = arrays[layers[i]["kernel"]]
+    order.append({"kernel": layers[i]["kernel"], "bias": layers[i]["bias"],
+                  "shape": list(kernel.shape),
+                  "activation": field.layer_activation(i == len(layers) - 1)})
+  return arrays, order, constants
+
+
+def _json_safe(value):
+  """Gin values (references, tuples, numpy scalars) as JSON."""
+  if isinstance(value, dict):
+    return {str(k): _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  if isinstance(value, np.generic):
+    return value.item()
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  return str(value)
+
+
+def versions():
+  return {"tf_metainit": tf_metainit.__version__, "tensorflow": tf.__version__,
+          "keras": keras.__version__, "numpy": np.__version__,
+          "python": platform.python_version()}
+
+
+def _spec_json(spec):
+  """Shape None: any rank (signatures that check their inputs' rank themselves)."""
+  shape = None if spec.shape.rank is None else spec.shape.as_list()
+  return {"shape": shape, "dtype": spec.dtype.name}
+
+
+def _signature_json(fn):
+  """Inputs and outputs of a signature as the SavedModel records them."""
+  concrete = fn.get_concrete_function()
+  inputs = {s.name: _spec_json(s) for s in concrete.structured_input_signature[0]}
+  outputs = {k: _spec_json(tf.TensorSpec.from_tensor(t))
+             for k, t in concrete.structured_outputs.items()}
+  doc = (fn.python_function.__doc__ or "").strip()
+  return {"inputs": inputs, "outputs": outputs, "doc": " ".join(doc.split())}
+
+
+# --- the SavedModel --------------------------------------------------------------------
+
+
+class _ExportModule(tf.Module):
+  """Variables holding the weights, and signatures that trace `field.apply` over them."""
+
+  def __init__(self, field, params):
+    super().__init__(name="field")
+    self.params = [tf.Variable(np.asarray(p, np.float32), trainable=False,
+                               name=f"param_{i}") for i, p in enumerate(params)]
+    # Fixed encodings the field reads itself (e.g. the Fourier matrix); tracked so
+    # the traced functions may capture them.
+    self.constants = list(field.non_trainable_variables)
+    out_dim = field.out_dim
+
+    @tf.function(input_signature=[tf.TensorSpec([None, field.in_dim], tf.float32,
+                                                name="coords")])
+    def render(coords):
+      """The field at coords [N, in_dim] (convention: manifest 'task') -> [N, out_dim]."""
+      values = field.apply(self.params, coords)
+      return {"values": tf.ensure_shape(values, [None, out_dim])}
+
+    self.render = render
+
+
+def export_params(field, params, export_dir, task=None, optimizer=None,
+                  manifest_extra=None, config_text=None):
+  """Exports one set of field weights; returns the manifest.
+
+  Args:
+    field: the Keras field the weights belong to (its architecture and constants).
+    params: unbatched weights in `field.trainable_variables` order.
+    export_dir: target directory, replaced atomically.
+    task: optional task: its `describe()` (coordinates) goes into the manifest, its
+      `export_signatures` add signatures such as `render_view` and, with `optimizer`,
+      its `fit_signature` the fitting one (`adapt`, CT's `reconstruct`).
+    optimizer: functional optimizer (meta/optimizers.py) baked into the fitting
+      signature; None exports none.
+    manifest_extra: more manifest entries (source, hyperparameters, ...).
+    config_text: the gin config of the run, stored verbatim in the manifest.
+  """
+  check_export_dir(export_dir)
+  module = _ExportModule(field, params)
+  # Meta-learned inner rates (meta/learned_lr.py) are variables `adapt` reads.
+  module.inner_rates = learned_lr.rates_of(optimizer)
+  signatures = {"render": module.render}
+  fitting = None
+  if task is not None:
+    signatures.update(task.export_signatures(module.params))
+    # Fitting needs an optimizer to bake in; rendering does not.
+    spec = task.fit_signature() if optimizer is not None else None
+    if spec is not None:
+      fitting = spec.name
+      signatures[fitting] = fitting_function(task, module.params, optimizer, spec)
+  for name, fn in signatures.items():
+    setattr(module, name, fn)
+  arrays, layers, constants = weight_arrays(field, params)
+  for i, rate in enumerate(module.inner_rates):
+    arrays[f"inner_lr_{i}"] = np.asarray(rate)
+  manifest = {
+      "format": FORMAT,
+      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+      "field": field.describe(),
+      "task": task.describe() if task is not None else {},
+      "weights": WEIGHTS,
+      "layers": layers,
+      "constants": constants,
+      "signatures": {name: _signature_json(fn) for name, fn in signatures.items()},
+      "versions": versions(),
+  }
+  if fitting is not None:
+    manifest["signatures"][fitting]["optimizer"] = optimizer.describe()
+  manifest.update(_json_safe(manifest_extra or {}))
+  if config_text is not None:
+    manifest["gin_config"] = config_text
+  with files.atomic_directory(export_dir) as tmp:
+    tf.saved_model.save(module, tmp, signatures=signatures)
+    _maybe_crash("saved_model")
+    np.savez(os.path.join(tmp, WEIGHTS), **arrays)
+    _maybe_crash("weights")
+    with open(os.path.join(tmp, MANIFEST), "w") as f:
+      json.dump(_json_safe(manifest), f, indent=1)
+  logging.info("Exported %s (signatures: %s)", export_dir, ", ".join(signatures))
+  return manifest
+
+
+def fitting_function(task, params, optimizer, spec):
+  """The SavedModel function of a task's contract.FitSignature: its inputs and a
+  num_steps, the signal they make fitted from `params` (tf.Variables) with
+  `optimizer` through the task's own inner loop (meta/inner.py's fit, seed 0), and the
+  outputs the task reports."""
+
+  def fit(*args):
+    *inputs, num_steps = args
+    signals = spec.signals(*inputs, num_steps)
+    start = functional.batch_params(params, 1)
+    fitted = inner.fit(task, start, signals, num_steps, optimizer, seed=0,
+                       setting=spec.setting).params
+    return spec.outputs(start, fitted, signals, inputs)
+
+  specs = list(spec.inputs) + [tf.TensorSpec([], tf.int32, name="num_steps")]
+  # The signature's argument names are the specs' (SavedModel keys its inputs by them).
+  fit.__signature__ = inspect.Signature(
+      [inspect.Parameter(s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+       for s in specs])
+  fit.__doc__ = spec.doc
+  return tf.function(fit, input_signature=specs)
+
+
+class ExportError(ValueError):
+  pass
+
+
+def check_export_dir(export_dir, root_dir=None):
+  """Refuses a target an export may not replace: a file, a folder holding anything but
+  a previous export of this package, or (with `root_dir`) a path inside or above the
+  run, whose checkpoints the swap would delete."""
+  target = os.path.realpath(export_dir)
+  if root_dir is not None:
+    run = os.path.realpath(root_dir)
+    if os.path.commonpath([target, run]) in (target, run):
+      raise ExportError(f"--export_dir={export_dir} is inside or above the run "
+                        f"{root_dir}; export outside it (e.g. {run}_export).")
+  problem = files.target_dir_problem(target, _is_export, "a tf_metainit export")
+  if problem:
+    raise ExportError(f"--export_dir={export_dir} {problem}")
+
+
+def _is_export(directory):
+  try:
+    with open(os.path.join(directory, MANIFEST)) as f:
+      return json.load(f).get("format") == FORMAT
+  except (OSError, ValueError, AttributeError):
+    return False
+
+
+def load(export_dir):
+  """(field, params, manifest, learned inner optimizer or None) of an export of this
+  package, rebuilt from weights.npz and manifest.json alone (nothing is executed)."""
+  if not _is_export(export_dir):
+    raise ExportError(f"{export_dir} is not a tf_metainit export (no {MANIFEST} of "
+                      f"format {FORMAT}); give a folder tf-metainit-export wrote.")
+  with open(os.path.join(export_dir, MANIFEST)) as f:
+    manifest = json.load(f)
+  with np.load(os.path.join(export_dir, manifest["weights"]), allow_pickle=False) as npz:
+    arrays = {k: npz[k] for k in npz.files}
+  field = functional.from_description(manifest["field"], {
+      name: arrays[name] for name in manifest["constants"]})
+  params = []
+  for layer in manifest["layers"]:
+    params += [tf.constant(arrays[layer["kernel"]]), tf.constant(arrays[layer["bias"]])]
+  rates = [arrays[f"inner_lr_{i}"] for i in range(len(arrays))
+           if f"inner_lr_{i}" in arrays]
+  learned = None
+  if rates:
+    learned = runs.test_time_optimizer(manifest["test_time"]["optimizer"], rates)
+  return field, params, manifest, learned
+
+
+def load_init(export_dir):
+  """An export as a testtime.Init: its field, weights and test-time settings."""
+  field, params, manifest, learned = load(export_dir)
+  test_time = manifest.get("test_time") or {}
+  if "optimizer" not in test_time:
+    raise ExportError(f"{export_dir} is a fitted field, not an init (its manifest has "
+                      "no test-time settings): give an init's export.")
+  optimizer = learned or runs.test_time_optimizer(test_time["optimizer"])
+  return testtime.Init(field, params, optimizer, test_time.get("num_steps"),
+                       os.path.abspath(export_dir), manifest.get("task") or {})
+
+
+def export_fitted(task, params_list, out_dir, names=None, manifest_extra=None,
+                  per_signal_extra=None, optimizer=None):
+  """Exports fitted fields, one directory per signal: <out_dir>/<name>/.
+
+  Args:
+    task: the task the fields were fitted in.
+    params_list: one unbatched params list per signal (see `unbatch`).
+    out_dir: parent directory of the exports.
+    names: directory names (default signal_000, signal_001, ...).
+    manifest_extra: manifest entries shared by all (init, optimizer, steps, ...).
+    per_signal_extra: optional list of one dict per signal (e.g. its PSNR).
+    optimizer: if given, also export `adapt` (fine-tuning from the fitted field).
+  Returns:
+    the export directories.
+  """
+  names = list(names or [f"signal_{k:03d}" for k in range(len(params_list))])
+  params_list = list(params_list)
+  per_signal_extra = list(per_signal_extra or [{}] * len(params_list))
+  if not len(names) == len(per_signal_extra) == len(params_list):
+    raise ValueError(f"{len(params_list)} fitted fields, {len(names)} names and "
+                     f"{len(per_signal_extra)} per-signal manifest entries.")
+  dirs = []
+  for name, params, own in zip(names, params_list, per_signal_extra):
+    extra = {"kind": "fitted", "name": name, **(manifest_extra or {}), **own}
+    path = os.path.join(out_dir, name)
+    export_params(task.field, params, path, task=task, optimizer=optimizer,
+                  manifest_extra=extra)
+    dirs.append(path)
+  return dirs
+
+
