@@ -13,6 +13,7 @@ from tf_metainit import evaluate
 from tf_metainit import train
 from tf_metainit.fields import siren
 from tf_metainit.meta import inits
+from tf_metainit.meta import optimizers
 from tf_metainit.tasks import contract
 from tf_metainit.tasks import image
 from tf_metainit import testtime
@@ -59,7 +60,7 @@ def test_matched_outputs_match_meta_but_weights_do_not():
   standard = task.field.params()
   meta = [p + 0.05 * tf.random.normal(p.shape, seed=i) for i, p in enumerate(standard)]
   matched, metrics = inits.matched(task, standard, meta, num_steps=300,
-                                   learning_rate=1e-3)
+                                   optimizer=optimizers.Adam(1e-3))
   out_meta = task.render(meta, None).numpy()
   out_matched = task.render(matched, None).numpy()
   assert np.abs(out_meta - out_matched).mean() < 0.02
@@ -73,7 +74,8 @@ def test_matched_outputs_match_meta_but_weights_do_not():
 def test_mean_init_outputs_the_dataset_mean():
   task = _tiny_task()
   mean_image = task.mean_signals()["image"]
-  fitted, _ = inits.mean(task, task.field.params(), num_steps=300, learning_rate=1e-3)
+  fitted, _ = inits.mean(task, task.field.params(), num_steps=300,
+                         optimizer=optimizers.Adam(1e-3))
   out = task.render(fitted, None).numpy()[0]
   assert np.abs(out - mean_image).mean() < 0.02
 
@@ -89,6 +91,7 @@ def tiny_run(tmp_path):
       ImageRegression.num_test = 3
       meta_train.task = @ImageRegression()
       meta_train.num_iterations = 2
+      meta_train.outer_optimizer = @outer/Adam()
       outer/Adam.learning_rate = 1e-4
   """)
   root = str(tmp_path / "run")

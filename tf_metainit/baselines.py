@@ -11,7 +11,8 @@ from tf_metainit.meta import inits as inits_lib
 
 
 def build(task, root_dir, names, extra_runs=None, fit_steps=1000,
-          fit_learning_rate=1e-4, seed=0, checkpoint="best", fits=None):
+          fit_optimizer=testtime.STANDARD_OPTIMIZER, seed=0, checkpoint="best",
+          fits=None):
   """Returns ({name: unbatched params} in table order, {name: testtime.Init} of the
   Meta inits, extra runs included as 'meta:<label>'). `fits`, a dict, gets the fitted
   baselines' (Mean, Matched) final metrics against what they were fitted to."""
@@ -28,11 +29,11 @@ def build(task, root_dir, names, extra_runs=None, fit_steps=1000,
     elif name == "shuffled":
       out[name] = inits_lib.shuffled(meta.params, seed)
     elif name in ("mean", "matched"):
-      out[name], m = (inits_lib.mean(task, standard, fit_steps, fit_learning_rate)
+      out[name], m = (inits_lib.mean(task, standard, fit_steps, fit_optimizer)
                       if name == "mean" else
                       inits_lib.matched(task, standard, meta.params, fit_steps,
-                                        fit_learning_rate))
-      fits[name] = dict(m, steps=fit_steps, learning_rate=fit_learning_rate,
+                                        fit_optimizer))
+      fits[name] = dict(m, steps=fit_steps, optimizer=fit_optimizer.describe(),
                         seconds=time.time() - t0)
       logging.info("%s init fitted in %.1fs: %s", name, time.time() - t0, m)
     else:

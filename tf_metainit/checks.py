@@ -55,6 +55,14 @@ def _real(value):
           and math.isfinite(value))
 
 
+def image_request(index, seed, resolution):
+  """A procedural image's index, seed and resolution (text, dead leaves)."""
+  if index < 0 or seed < 0:
+    raise ValueError(f"index and seed must be >= 0, got {index}, {seed}.")
+  if resolution < 1:
+    raise ValueError(f"resolution must be >= 1, got {resolution}.")
+
+
 def unread(owner, values, when):
   """Refuses options the configuration will not read: `values` {name: value} are
   bound (not None/False) although `when` (e.g. "dataset = 'folder'") is not so."""

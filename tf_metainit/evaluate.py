@@ -28,6 +28,7 @@ from tf_metainit import layout
 from tf_metainit import progress
 from tf_metainit import runs
 from tf_metainit import testtime
+from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import contract
 
@@ -36,7 +37,7 @@ LABELS = {"standard": "Standard", "mean": "Mean", "matched": "Matched",
 
 
 def _check_arguments(task, optimizer_settings, num_steps, report_step, num_test, chunk,
-                     trace_every, fit_steps, fit_learning_rate, grid_signals, classical):
+                     trace_every, fit_steps, fit_optimizer, grid_signals, classical):
   """Errors that name the binding, before anything is written; returns the user's
   optimizer settings, checked."""
   if task is gin.REQUIRED or task is None:
@@ -51,7 +52,7 @@ def _check_arguments(task, optimizer_settings, num_steps, report_step, num_test,
   for name, value in (("chunk", chunk), ("trace_every", trace_every),
                       ("fit_steps", fit_steps), ("grid_signals", grid_signals)):
     checks.positive_int(f"evaluate.{name}", value)
-  checks.positive("evaluate.fit_learning_rate", fit_learning_rate)
+  optimizers.check(fit_optimizer, "evaluate.fit_optimizer")
   unknown = sorted(set(classical or {}) - set(task.classical_methods))
   if unknown:
     raise ValueError(f"evaluate.classical names {unknown}, but {type(task).__name__} "
@@ -75,7 +76,8 @@ class _Choices:
       return runs.per_setting(self.user[name], setting)
     own = self.metas[name].optimizer if name in self.metas else None
     base = name.split(":")[0]
-    if hasattr(own, "mode") or (base not in self.user and own is not None):
+    if isinstance(own, learned_lr.LearnedRates) or (base not in self.user and
+                                                    own is not None):
       return own
     if base in self.user:
       return runs.per_setting(self.user[base], setting)
@@ -94,7 +96,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
                                                   "shuffled", "meta"),
              extra_runs=None, optimizer_settings=None, num_steps=100, report_step=2,
              reference="meta", settings=None, num_test=None, chunk=16, trace_every=1,
-             fit_steps=1000, fit_learning_rate=1e-4, grid_signals=8, labels=None,
+             fit_steps=1000, fit_optimizer=testtime.STANDARD_OPTIMIZER,
+             grid_signals=8, labels=None,
              seed=0, output_dir=None, export_fitted=(), checkpoint="best",
              strategy=None, classical=None):
   """Runs the comparison and writes the results; returns the results dict.
@@ -118,7 +121,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     num_test: number of held-out signals (default: all the task provides).
     chunk: signals optimised at once.
     trace_every: record the metric every this many steps.
-    fit_steps, fit_learning_rate: Adam fit of the Mean and Matched baselines.
+    fit_steps, fit_optimizer: the fit of the Mean and Matched baselines (gin:
+      @fit/Adam() with fit/Adam.learning_rate; default Adam 1e-4).
     grid_signals: signals shown in the reconstruction grid.
     labels: {init: display name}.
     seed: shuffling seed and test-time randomness.
@@ -137,7 +141,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
       'sart': {'iterations': 100}}, physics/classical_ct.py; needs scikit-image).
   """
   user = _check_arguments(task, optimizer_settings, num_steps, report_step, num_test,
-                          chunk, trace_every, fit_steps, fit_learning_rate,
+                          chunk, trace_every, fit_steps, fit_optimizer,
                           grid_signals, classical)
   output_dir = layout.eval_dir(root_dir, output_dir)
   os.makedirs(output_dir, exist_ok=True)
@@ -146,7 +150,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     signals = contract.take(signals, slice(0, num_test))
   fits = {}
   params, metas = baselines.build(task, root_dir, inits, extra_runs, fit_steps,
-                                  fit_learning_rate, seed, checkpoint, fits)
+                                  fit_optimizer, seed, checkpoint, fits)
   choices = _Choices(user, metas, num_steps)
   labels_given = dict(labels or {})
   labels = dict(LABELS, **labels_given)
@@ -257,7 +261,7 @@ class _Run:
 
 def _optimizer_text(optimizer):
   """(the table's optimizer name, its learning rate) of a test-time optimizer."""
-  if hasattr(optimizer, "mode"):
+  if isinstance(optimizer, learned_lr.LearnedRates):
     return f"learned SGD ({optimizer.mode}), mean", optimizer.mean_rate()
   return optimizer.name, optimizer.learning_rate
 
@@ -342,8 +346,9 @@ def results_table(results):
   targets = {"mean": "the training set's mean signal", "matched": "the Meta init's output"}
   for name, fit in results.get("fits", {}).items():
     label = results["inits"].get(name, {}).get("label", name)
+    how = fit["optimizer"]
     lines.append(f"\n{label}: Standard fitted to {targets[name]} with {fit['steps']} "
-                 f"Adam steps (lr {fit['learning_rate']:g}); then "
+                 f"{how['name'].capitalize()} steps (lr {how['learning_rate']:g}); then "
                  f"{fit.get('psnr', float('nan')):.2f} dB PSNR against it.")
   return "\n".join(lines) + "\n"
 

@@ -36,7 +36,9 @@ BASELINE_OPTIMIZERS = dict.fromkeys(BASELINES, STANDARD_OPTIMIZER)
 
 def label(optimizer, default="Meta"):
   """The table's row name of a Meta init fitted with `optimizer`."""
-  return learned_lr.LABELS.get(getattr(optimizer, "mode", None), default)
+  if isinstance(optimizer, learned_lr.LearnedRates):
+    return learned_lr.LABELS[optimizer.mode]
+  return default
 
 
 def steps_to_reach(curves, targets, steps):

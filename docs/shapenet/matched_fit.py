@@ -20,6 +20,7 @@ import gin
 
 from tf_metainit import runs
 from tf_metainit.meta import inits
+from tf_metainit.meta import optimizers
 
 
 def main():
@@ -41,7 +42,8 @@ def main():
   for rate in (float(r) for r in args.rates.split(",")):
     params, curve, t0 = standard, [], time.time()
     for k in range(args.chunks):
-      params, metrics = inits.fit(task, params, target, args.chunk_steps, rate)
+      params, metrics = inits.fit(task, params, target, args.chunk_steps,
+                                  optimizers.Adam(rate))
       curve.append([(k + 1) * args.chunk_steps, metrics["psnr"]])
       print(f"lr {rate:g}: {(k + 1) * args.chunk_steps} steps, PSNR against Meta "
             f"{metrics['psnr']:.2f} dB ({time.time() - t0:.0f} s)", flush=True)

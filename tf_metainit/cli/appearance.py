@@ -5,18 +5,9 @@ Phototourism run.
       --gin_bindings="appearance.num_steps = 150"
 """
 
-from absl import flags
-
 from tf_metainit.cli import common
 
-common.define_figure_binary()
-flags.adopt_module_key_flags(common)  # --help lists them
-main = common.figure_main("appearance")
-
-
-def run():
-  common.run(main, __name__)
-
+run = common.figure_binary("appearance", __name__)
 
 if __name__ == "__main__":
   run()

@@ -98,6 +98,16 @@ def define_figure_binary():
   define_checkpoint_flag()
 
 
+def figure_binary(name, module_name):
+  """Defines the flags of the binary in module `module_name` that draws a run's
+  figures with tf_metainit.<name> (its --help lists them); returns its run()."""
+  define_figure_binary()
+  for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+    flags.FLAGS.register_key_flag_for_module(module_name, flag)
+  main = figure_main(name)
+  return lambda: run(main, module_name)
+
+
 def figure_main(name):
   """main() of a binary that calls tf_metainit.<name>.<name>(root_dir, checkpoint=...)
   under the run's own config and prints what it returns."""

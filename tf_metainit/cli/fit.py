@@ -22,20 +22,21 @@ from absl import flags
 
 from tf_metainit.cli import common
 
-flags.DEFINE_string("init", None, "A shipped pretrained init's name (e.g. text; "
-                    "tf_metainit.pretrained.list()), a run directory or an export.")
-flags.DEFINE_string("image", None, "The image file to fit (PNG, JPEG, ...).")
-flags.DEFINE_string("sinogram", None, "A CT sinogram to reconstruct: .npy (views, "
-                    "detector bins), with --angles.")
-flags.DEFINE_string("angles", None, "The sinogram's view angles in radians: .npy "
-                    "(views,).")
-flags.DEFINE_string("views", None, "Posed views to fit: a ShapeNet object folder "
-                    "(transforms.json + PNGs) or a Phototourism scene (images/ + "
-                    "c2w_mats.npy, kinv_mats.npy, bds.npy).")
+# The string flags: the init, the three kinds of input and the output folder.
+for _name, _help in (
+    ("init", "A shipped pretrained init's name (e.g. text; "
+     "tf_metainit.pretrained.list()), a run directory or an export."),
+    ("image", "The image file to fit (PNG, JPEG, ...)."),
+    ("sinogram", "A CT sinogram to reconstruct: .npy (views, detector bins), with "
+     "--angles."),
+    ("angles", "The sinogram's view angles in radians: .npy (views,)."),
+    ("views", "Posed views to fit: a ShapeNet object folder (transforms.json + PNGs) "
+     "or a Phototourism scene (images/ + c2w_mats.npy, kinv_mats.npy, bds.npy)."),
+    ("out_dir", "Output folder (new, empty, or an earlier fit's); default "
+     "fit_<image name>.")):
+  flags.DEFINE_string(_name, None, _help)
 flags.DEFINE_integer("photo", 0, "Phototourism --views: the photo whose appearance is "
                      "fitted (index in sorted order).")
-flags.DEFINE_string("out_dir", None, "Output folder (new, empty, or an earlier fit's); "
-                    "default fit_<image name>.")
 flags.DEFINE_integer("steps", None, "Test-time steps (default: the init's own).")
 flags.DEFINE_integer("resolution", None, "Side of the square reconstruction "
                      "(default: the image's own size).")

@@ -29,6 +29,9 @@ mild Gaussian sensor noise on all.
 
 import numpy as np
 
+from tf_metainit import checks
+from tf_metainit.data import procedural
+
 SPLITS = ('train', 'test')
 SHAPES = ('disc', 'ellipse', 'rectangle')
 SHAPE_PROBS = (0.35, 0.35, 0.3)
@@ -323,10 +326,7 @@ def render_dead_leaves(index, split='train', resolution=64, seed=0,
     supersample: render at this multiple of `resolution`, then box-average,
       for antialiasing that does not depend on the resolution.
   """
-  if index < 0 or seed < 0:
-    raise ValueError(f'index and seed must be >= 0, got {index}, {seed}.')
-  if resolution < 1:
-    raise ValueError(f'resolution must be >= 1, got {resolution}.')
+  checks.image_request(index, seed, resolution)
   rng = _image_rng(split, index, seed)
   # Every scene draw precedes the resolution-sized noise draw, so the scene
   # is the same at every resolution.
@@ -352,8 +352,5 @@ def render_dead_leaves(index, split='train', resolution=64, seed=0,
 def dead_leaves_images(split='train', num_images=1000, resolution=64, seed=0,
                        start=0, **render_kwargs):
   """Images start..start+num_images-1 as float32 (N, H, W, 3) in memory."""
-  images = np.empty((num_images, resolution, resolution, 3), np.float32)
-  for i in range(num_images):
-    images[i] = render_dead_leaves(start + i, split, resolution, seed,
-                                   **render_kwargs)
-  return images
+  return procedural.images(render_dead_leaves, split, num_images, resolution, seed, start,
+                           **render_kwargs)

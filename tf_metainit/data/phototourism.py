@@ -31,6 +31,7 @@ IMAGE_DIRS = ('images', os.path.join('dense', 'images'))
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 POSE_FILES = ('c2w_mats.npy', 'kinv_mats.npy', 'bds.npy')
 ROTATION_TOLERANCE = 1e-3
+
 _FIX = ('point the reader at a scene folder holding images/ (or dense/images/) '
         'and c2w_mats.npy, kinv_mats.npy, bds.npy (REFERENCE.md 1.4), or write '
         'the procedural landmark with tf_metainit.data.procedural_landmark')

@@ -26,13 +26,15 @@ SPLITS = ('train', 'val', 'test')
 # Stored poses are rotations to float32 precision (~1e-7, the procedural ones to
 # 1e-15); 1e-3 admits rounded JSON and refuses scaled or sheared matrices.
 POSE_TOLERANCE = 1e-3
-_FIX_DATA = ('download the ShapeNet data of the learnit project (see '
-             'REFERENCE.md 1.3) or write a procedural stand-in with '
-             'tf_metainit.data.procedural_shapes.write_category')
 
 
 class DataFormatError(ValueError):
   """A file exists but does not hold what the ShapeNet format promises."""
+
+
+_FIX_DATA = ('download the ShapeNet data of the learnit project (see '
+             'REFERENCE.md 1.3) or write a procedural stand-in with '
+             'tf_metainit.data.procedural_shapes.write_category')
 
 
 def _read_json(path):

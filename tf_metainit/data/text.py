@@ -27,6 +27,9 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 
+from tf_metainit import checks
+from tf_metainit.data import procedural
+
 SPLITS = ('train', 'test')
 FONT_DIRS = (
     '/usr/share/fonts',
@@ -163,10 +166,7 @@ def render_text_image(index, split='train', resolution=64, seed=0,
     supersample: render at this multiple of `resolution`, then box-average,
       for antialiasing that does not depend on the resolution.
   """
-  if index < 0 or seed < 0:
-    raise ValueError(f'index and seed must be >= 0, got {index}, {seed}.')
-  if resolution < 1:
-    raise ValueError(f'resolution must be >= 1, got {resolution}.')
+  checks.image_request(index, seed, resolution)
   rng = _image_rng(split, index, seed)
   text = _split_string(rng, split)
   fonts = find_fonts() if fonts is None else tuple(fonts)
@@ -200,8 +200,5 @@ def text_strings(split='train', num_images=100, seed=0, start=0):
 def text_images(split='train', num_images=1000, resolution=64, seed=0,
                 start=0, **render_kwargs):
   """Images start..start+num_images-1 as float32 (N, H, W, 3) in memory."""
-  images = np.empty((num_images, resolution, resolution, 3), np.float32)
-  for i in range(num_images):
-    images[i] = render_text_image(start + i, split, resolution, seed,
-                                  **render_kwargs)
-  return images
+  return procedural.images(render_text_image, split, num_images, resolution, seed, start,
+                           **render_kwargs)

@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from tf_metainit.fields import functional
 from tf_metainit.meta import inner
-from tf_metainit.meta import optimizers
 
 
 def shuffled(params, seed=0):
@@ -24,8 +23,9 @@ def shuffled(params, seed=0):
   return out
 
 
-def fit(task, params, signals, num_steps, learning_rate):
-  """Fits unbatched `params` with Adam to the one signal in `signals` (batch of 1).
+def fit(task, params, signals, num_steps, optimizer):
+  """Fits unbatched `params` with `optimizer` to the one signal in `signals` (a batch
+  of 1).
 
   Returns (fitted params, final per-signal metrics).
   """
@@ -33,20 +33,20 @@ def fit(task, params, signals, num_steps, learning_rate):
 
   @tf.function
   def run(batched):
-    return inner.fit(task, batched, signals, num_steps, optimizers.Adam(learning_rate),
-                     seed=0, setting=task.fit_setting).params
+    return inner.fit(task, batched, signals, num_steps, optimizer, seed=0,
+                     setting=task.fit_setting).params
 
   fitted = run(batched)
   metrics = task.metrics(fitted, signals)
   return [f[0] for f in fitted], {k: float(v[0]) for k, v in metrics.items()}
 
 
-def mean(task, standard, num_steps, learning_rate):
+def mean(task, standard, num_steps, optimizer):
   """Standard fitted to the training set's mean signal."""
   signal = {k: np.asarray(v)[None] for k, v in task.mean_signals().items()}
-  return fit(task, standard, signal, num_steps, learning_rate)
+  return fit(task, standard, signal, num_steps, optimizer)
 
 
-def matched(task, standard, meta, num_steps, learning_rate):
+def matched(task, standard, meta, num_steps, optimizer):
   """Standard fitted to the output of the Meta init."""
-  return fit(task, standard, task.output_as_signal(meta), num_steps, learning_rate)
+  return fit(task, standard, task.output_as_signal(meta), num_steps, optimizer)
