@@ -97,9 +97,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
              extra_runs=None, optimizer_settings=None, num_steps=100, report_step=2,
              reference="meta", settings=None, num_test=None, chunk=16, trace_every=1,
              fit_steps=1000, fit_optimizer=testtime.STANDARD_OPTIMIZER,
-             grid_signals=8, labels=None,
-             seed=0, output_dir=None, export_fitted=(), checkpoint="best",
-             strategy=None, classical=None):
+             grid_signals=8, labels=None, seed=0, output_dir=None, export_fitted=(),
+             checkpoint="best", strategy=None, classical=None):
   """Runs the comparison and writes the results; returns the results dict.
 
   Args:
@@ -130,8 +129,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     export_fitted: inits (e.g. ('meta',)) whose fitted fields are exported, one per
       test signal and setting, to <output_dir>/fitted/<init>/<setting>/signal_<k>/ as
       a SavedModel + weights.npz + manifest.json (see exports.py).
-    checkpoint: which checkpoint of each run is its Meta init: 'best' (held-out
-      validation during training) or 'latest'.
+    checkpoint: each run's Meta init: 'best' (held-out validation) or 'latest'.
     strategy: a tf.distribute strategy (the binary's evaluate/distribute.strategy):
       'mirrored' spreads each chunk's signals over every local GPU (or logical CPU);
       each signal's result is the one-device one.
