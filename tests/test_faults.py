@@ -290,6 +290,19 @@ def test_export_binary_into_the_run_exits_1_and_keeps_the_checkpoints(base, tmp_
   assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
+def _wait_for_a_new_step(root, proc, timeout=120):
+  """Returns once the trainer in `root` has checkpointed a step past the latest one
+  on disk at the call, or has ended."""
+  directory = layout.checkpoints_dir(str(root))
+  start = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+  deadline = time.time() + timeout
+  while proc.poll() is None and time.time() < deadline:
+    latest = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+    if latest is not None and latest != start:
+      return
+    time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_points_resumes_bit_identical(tmp_path):
   """kill -9 the trainer at random moments (many inside a save: one every step) until
@@ -305,7 +318,10 @@ def test_kill_9_at_random_points_resumes_bit_identical(tmp_path):
   for _ in range(30):
     proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "meta_train.py"), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
-    time.sleep(rng.uniform(2.0, 5.0))  # the TF import takes ~2.5 s
+    # Kill at a random moment once this launch has trained a step: the start-up (TF
+    # import, tracing) takes 2.5 to 6 s by machine, and a kill before it proves nothing.
+    _wait_for_a_new_step(root, proc)
+    time.sleep(rng.uniform(0.0, 1.5))
     if proc.poll() is not None:
       assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
       break
