@@ -252,7 +252,9 @@ class Trainer:
       provenance.record_config(out_dir, config_text, start)
     best = checkpoints.BestCheckpoint(layout.best_dir(out_dir), meta_state,
                                       layout.best_dir(root))
-    self._record = lambda: self.write_record(out_dir, best)
+    # The test-time settings are fixed for the run: read from gin once, not per save.
+    test_time = testtime_settings(c.task, self.inner_opt, c.inner_steps)
+    self._record = lambda: self.write_record(out_dir, best, *test_time)
     self._record()
     if ckpt.restored_from:
       logging.info("Resuming from step %d (%s)", start, ckpt.restored_from)
@@ -272,10 +274,10 @@ class Trainer:
     writer.flush()
     return done
 
-  def write_record(self, out_dir, best):
-    """run.json: what the other jobs read (runs.py), with the best init so far."""
+  def write_record(self, out_dir, best, optimizer, num_steps):
+    """run.json: what the other jobs read (runs.py), with the best init so far (and
+    learned rates described as they are now)."""
     c = self.config
-    optimizer, num_steps = testtime_settings(c.task, self.inner_opt, c.inner_steps)
     runs.write_record(out_dir, c.task, c.algorithm, c.inner_steps, self.inner_opt,
                       {"optimizer": optimizer.describe(), "num_steps": num_steps},
                       best=None if best.step is None else {"step": best.step,
