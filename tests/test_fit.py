@@ -146,3 +146,17 @@ def test_fit_binary_takes_a_shipped_init_by_name_and_one_input(trained, tmp_path
   wrong = run("--init=landmark", f"--image={trained / 'photo.png'}",
               f"--out_dir={tmp_path / 'out2'}")
   assert wrong.returncode == 1 and "is a phototourism init. Give --views" in wrong.stderr
+
+
+def test_fit_too_large_for_memory_is_refused_before_the_decode(tmp_path):
+  # A 9000x7000 PNG of one colour: a few KB on disk, 63 megapixels once decoded.
+  Image.new("RGB", (7000, 9000), (200, 30, 90)).save(tmp_path / "huge.png")
+  result = subprocess.run(
+      [sys.executable, str(REPO / "bin" / "fit.py"), "--init=natural",
+       f"--image={tmp_path / 'huge.png'}", f"--out_dir={tmp_path / 'out'}"],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_METAINIT_MEMORY_LIMIT="2e9"))
+  assert result.returncode == 1
+  errors = [l for l in result.stderr.splitlines() if l.startswith("ERROR:")]
+  assert len(errors) == 1 and "Fitting this 9000x7000 image needs about 7.3 GB" in errors[0]
+  assert "downsample it to about" in errors[0] and not (tmp_path / "out").exists()

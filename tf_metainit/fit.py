@@ -14,16 +14,19 @@ from absl import logging
 import numpy as np
 
 from tf_metainit import fitting
+from tf_metainit import memory
 from tf_metainit import progress
 from tf_metainit import testtime
 from tf_metainit.data import image_folder
+from tf_metainit.fields import chunked
 from tf_metainit.fields import functional
 from tf_metainit.tasks import image as image_task
 
 
-def render(field, params, height, width):
+def render(field, params, height, width, chunk=32768):
   coords = image_task.pixel_grid_tensor(height, width)
-  out = field.apply(params, coords).numpy().reshape(height, width, field.out_dim)
+  out = chunked.apply(field, params, coords, chunk).numpy().reshape(
+      height, width, field.out_dim)
   return np.clip(out, 0.0, 1.0)
 
 
@@ -34,6 +37,11 @@ def fit(init, image_path, out_dir, num_steps=None, resolution=None, compare=Fals
   fitting.check_kind(init, "image", "--image")
   task = image_task.ImageRegression.for_field(init.field)
   num_steps = int(num_steps or init.num_steps or 2)
+  height, width = image_folder.image_size(image_path)
+  # Refused before the decode: a fit too large for memory fails here, in one line.
+  memory.check_image_fit(height, width, init.field, task.chunk_pixels)
+  if resolution:
+    memory.check_image_fit(resolution, resolution, init.field, task.chunk_pixels)
   image = image_folder.load_image(image_path)
   if task.channels == 1:
     image = image.mean(-1, keepdims=True)
@@ -49,7 +57,8 @@ def fit(init, image_path, out_dir, num_steps=None, resolution=None, compare=Fals
   if compare:
     result["standard"] = _compare(init.field, image, num_steps, curve[-1])
   fitting.finish(out_dir, init.field, fitted, result,
-                 {"reconstruction.png": render(init.field, fitted, height, width)})
+                 {"reconstruction.png": render(init.field, fitted, height, width,
+                                               task.chunk_pixels)})
   return result
 
 

@@ -1,10 +1,12 @@
 """A learned CT init fitted to your own sinogram (tf-metainit-fit --sinogram).
 
-The sinogram is what the init's projector measures (physics/ct.py): one row per view,
-each row W detector bins, the mean of the image along parallel rays at that view's angle
-(radians); W is the init's resolution. The fit minimises the squared error to the rows
-from the init's own test-time optimizer, as evaluation does, and the field's image at the
-init's resolution is the reconstruction.
+The sinogram is what the projector measures (physics/ct.py): one row per view, each row
+W detector bins, the mean of the image along parallel rays at that view's angle
+(radians). The field is resolution-free (pixel (r, c) of a W x W image sits at
+(c / W, r / W)), so any W is fitted: the projector is built at the sinogram's own W,
+whatever size the init was trained at. The fit minimises the squared error to the rows
+from the init's own test-time optimizer, as evaluation does, and the field's W x W
+image is the reconstruction.
 """
 
 import os
@@ -28,8 +30,8 @@ def _load_array(path, what):
                      "save it with numpy.save.") from e
 
 
-def load_sinogram(sinogram_path, angles_path, resolution):
-  """(sinogram (V, W), angles (V,)) float32, checked against the init's projector."""
+def load_sinogram(sinogram_path, angles_path):
+  """(sinogram (V, W), angles (V,)) float32, checked."""
   sinogram = _load_array(sinogram_path, "--sinogram")
   angles = _load_array(angles_path, "--angles")
   if sinogram.ndim != 2:
@@ -41,25 +43,21 @@ def load_sinogram(sinogram_path, angles_path, resolution):
   if len(angles) != len(sinogram):
     raise ValueError(f"--sinogram has {len(sinogram)} rows (views) but --angles has "
                      f"{len(angles)} entries; give one angle per row.")
-  if sinogram.shape[1] != resolution:
-    raise ValueError(f"--sinogram rows have {sinogram.shape[1]} detector bins, but this "
-                     f"init's projector makes {resolution} per view (its resolution); "
-                     f"resample the rows to {resolution} bins.")
+  if sinogram.shape[1] < 2:
+    raise ValueError(f"--sinogram rows have {sinogram.shape[1]} detector bin(s); a "
+                     "reconstruction needs at least 2 per view.")
   for name, array in (("--sinogram", sinogram), ("--angles", angles)):
     if not np.all(np.isfinite(array)):
       raise ValueError(f"{name} holds NaN or inf values.")
   return sinogram.astype(np.float32), angles.astype(np.float32)
 
 
-def task_of(init):
-  """The CT task the init was made for, rebuilt from its description (no data)."""
+def task_of(init, bins):
+  """The init's CT task (its projector's interpolation, from its description) at
+  `bins` pixels and detector bins, with no data."""
   fitting.check_kind(init, "ct", "--sinogram")
-  resolution = init.task.get("resolution")
-  if not resolution:
-    raise ValueError(f"{init.source} does not record its CT resolution; export it "
-                     "again with this version of tf_metainit.")
   return ct.CTReconstruction(
-      source="procedural", resolution=int(resolution), num_train=1, num_test=1,
+      source="procedural", resolution=int(bins), num_train=1, num_test=1,
       projector=init.task.get("interpolation", "bilinear"), field=lambda: init.field)
 
 
@@ -78,8 +76,8 @@ def fit_sinogram(task, params, sinogram, angles, optimizer, num_steps):
 def fit(init, sinogram_path, angles_path, out_dir, num_steps=None):
   """Fits `init` to the sinogram; writes reconstruction.png, fit.json, export/."""
   fitting.check_out_dir(out_dir)
-  task = task_of(init)
-  sinogram, angles = load_sinogram(sinogram_path, angles_path, task.resolution)
+  sinogram, angles = load_sinogram(sinogram_path, angles_path)
+  task = task_of(init, sinogram.shape[1])
   num_steps = int(num_steps or init.num_steps or 100)
   fitted, curve = fit_sinogram(task, init.params, sinogram, angles, init.optimizer,
                                num_steps)

@@ -164,6 +164,9 @@ def run_one(name, quick=False, repeats=None, warmup=None):
   if kind == "pipeline":
     result = pipelines.build_pipeline(repeats=repeats, **spec)
     result["setup_s"] = time.perf_counter() - t0
+  elif kind == "photo_to_psnr":  # one user-visible run: the first call is the figure
+    result = tto_workloads.measure_photo_fit(
+        **spec, peak_rss_mb=lambda: (_status_kb("VmHWM") or 0) / 1024.0)
   else:
     mode = "xla" if spec.get("jit") else "graph"
     workload = BUILDERS[kind](**spec)

@@ -14,6 +14,7 @@ def markdown(results, machine, command, quick=False, notes=None):
            + _matmul_peak(results, peak) + _goals(results, quick, notes)
            + _outer_steps(results, peak) + _nerf(results, peak)
            + _test_time(results, peak) + _time_to_psnr(results)
+           + _photo_to_psnr(results)
            + _scaling_k(results, peak)
            + _scaling_resolution(results, peak) + _pipelines(results)
            + _paper_wall_time(results, peak) + _flop_counting())
@@ -137,6 +138,41 @@ def _time_to_psnr(results):
     init = "shipped 'text'" if c["init"] == "meta" else "Standard"
     lines.append(f"| {c['resolution']}² | {init} | {c['target_db']:g} dB | {steps} | "
                  f"{r['median_s']:.2f} ({r['min_s']:.2f}–{r['max_s']:.2f}) |")
+  return lines + [""]
+
+
+def _photo_to_psnr(results):
+  names = _names(results, "photo_to_psnr")
+  if not names:
+    return []
+  lines = ["## From a photograph to 25 and 30 dB", "",
+           "What `tf-metainit-fit` costs a user on this CPU, one run each in a fresh "
+           "process: from a held-out photograph's file (scikit-image's samples, "
+           "centre-cropped and resized, or at its own size) to the step whose PSNR "
+           "reaches each target, decoding and the fit's build and tracing included "
+           "(TensorFlow's import not); peak RSS is the process's. Meta: the shipped "
+           "'natural' init, its learned steps, then Adam or its last learned rates; "
+           "Standard: Adam; each as chosen on validation photographs "
+           "(docs/any_size/choices.json). '>N' = not reached in the N steps run.", "",
+           "| photo | size | init | Adam rate | 25 dB: s (steps) | 30 dB: s (steps) | "
+           "PSNR at the last step | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+  for n in names:
+    r = results[n]
+    if "error" in r:
+      lines.append(f"| {n} | failed: {r['error'].splitlines()[-1][:120]} | | | | | | |")
+      continue
+    c = r["config"]
+    cells = []
+    for target in ("25", "30"):
+      hit = r["reached"][target]
+      cells.append(f">{r['run_s']:.1f} (>{c['max_steps']})" if hit is None else
+                   f"{hit['seconds']:.1f} ({hit['steps']})")
+    init = "Meta ('natural')" if c["init"] == "meta" else "Standard"
+    rate = "its learned rates" if c["rate"] is None else f"{c['rate']:g}"
+    lines.append(f"| {c['photo']} | {c['size'][0]}x{c['size'][1]} | {init} | "
+                 f"{rate} | {cells[0]} | {cells[1]} | "
+                 f"{r['final_psnr']:.2f} dB after {c['max_steps']} | "
+                 f"{r['peak_rss_mb']:,.0f} |")
   return lines + [""]
 
 

@@ -16,6 +16,13 @@ def _modes(name, group, kind, **kwargs):
           for mode in ("graph", "xla")}
 
 
+# The Adam rates of the photograph workloads, chosen on the validation photographs at
+# 256² (docs/any_size/choices.json): Standard's, and the one a Meta fit switches to
+# after its learned steps.
+STANDARD_PHOTO_RATE = 1e-4
+META_PHOTO_RATE = 1e-4
+
+
 def workload_specs(quick=False):
   """Ordered {name: spec}; a spec is {'group', 'kind', builder kwargs...}.
 
@@ -72,6 +79,20 @@ def workload_specs(quick=False):
             resolution=r, target_db=float(target),
             # 256² steps cost 16x: a cap that keeps each call near a minute.
             max_steps=50 if q else (2000 if r == 64 else 200))
+  # A photograph, the shipped 'natural' init against Standard, each at the Adam rate
+  # chosen on the validation photos (docs/any_size/choices.json); capped in steps so
+  # each run stays within minutes.
+  for size, cap in (((16, 20),) if q else ((64, 300), (256, 200), (512, 120),
+                                           (None, 60))):
+    photo = "hubble_deep_field.jpg" if size is None else "astronaut.png"
+    for init, rate in (("meta", META_PHOTO_RATE), ("standard", STANDARD_PHOTO_RATE)):
+      specs[f"photo_{init}_{size or 'own'}"] = dict(
+          group="photo_to_psnr", kind="photo_to_psnr", photo=photo, resolution=size,
+          init=init, rate=rate, max_steps=cap, targets=(25.0, 30.0))
+  specs["photo_memory_4mp"] = dict(
+      group="photo_to_psnr", kind="photo_to_psnr", photo="retina.jpg",
+      resolution=32 if q else 2000, init="meta", rate=META_PHOTO_RATE, max_steps=2,
+      targets=(25.0, 30.0))
   specs.update(_modes("tto_nerf", "tto", "tto", field="nerf", rays=16 if q else 64,
                       samples=32 if q else 128, steps=5 if q else 20, **nerf))
   k_res = 16 if q else 64
@@ -114,7 +135,7 @@ def _pipeline_specs(quick, goal_res):
 
 
 GROUPS = ("peak", "maml", "plain", "replicas", "reptile", "ct", "nerf", "tto",
-          "time_to_psnr",
+          "time_to_psnr", "photo_to_psnr",
           "scaling_k", "scaling_res", "pipeline")
 
 # Which training workloads consume each pipeline's signals (the fastest one counts).

@@ -1,11 +1,14 @@
 """What a meta-learned init is used for: test-time optimisation and rendering."""
 
 import io
+import os
+import time
 
 import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from tf_metainit import memory
 from tf_metainit import pretrained
 from tf_metainit import testtime
 from tf_metainit.benchmark import flops
@@ -69,6 +72,55 @@ def build_time_to_psnr(init, resolution, target_db, max_steps, jit):
       {"init": init, "resolution": resolution, "target_db": target_db,
        "steps": steps, "reached": bool(len(reached)), "max_steps": max_steps,
        "points": points}, per_call={"steps": steps})
+
+
+def photo_path(name):
+  """A scikit-image sample photograph (pip install scikit-image)."""
+  try:
+    import skimage  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ValueError("The photograph workloads fit scikit-image's sample photos: "
+                     "pip install scikit-image.") from None
+  return os.path.join(os.path.dirname(skimage.__file__), "data", name)
+
+
+def measure_photo_fit(photo, resolution, init, rate, max_steps, targets, peak_rss_mb):
+  """What `tf-metainit-fit` costs a user, measured once in a fresh process: from the
+  photograph's file, decoded and resized to resolution² (None: its own size), the
+  seconds until each target PSNR, the fit built and traced included (TensorFlow's
+  import not), and the process's peak RSS. Meta: the shipped 'natural' init, its
+  learned steps, then Adam at `rate` (None: its last learned rates on); Standard: the
+  field's own init, Adam at `rate` (both chosen on validation photographs,
+  docs/any_size/choices.json)."""
+  loaded = pretrained.init("natural")
+  if init == "meta":
+    field, params, optimizer = loaded.field, loaded.params, loaded.optimizer
+    if rate is not None:  # None: its last learned rates on, tf-metainit-fit's default
+      optimizer = optimizers.Switch(first=optimizer, second=optimizers.Adam(rate),
+                                    at=loaded.num_steps)
+  else:
+    field = functional.from_description(loaded.field.describe(), {
+        v.name: v.numpy() for v in loaded.field.non_trainable_variables})
+    params, optimizer = field.params(), optimizers.Adam(rate)
+  task = image_task.ImageRegression.for_field(field)
+  stamps, t0 = [], time.perf_counter()
+  image = image_folder.load_image(photo_path(photo))
+  if resolution:
+    image = image_folder.center_crop_resize(image, resolution).numpy()
+  memory.check_image_fit(*image.shape[:2], field, task.chunk_pixels)
+  _, curve = testtime.fit_image(task, params, image, optimizer, max_steps,
+                                lambda done, psnr: stamps.append(time.perf_counter() - t0))
+  curve = np.asarray(curve)
+  reached = {}
+  for target in targets:
+    hit = np.flatnonzero(curve >= target)
+    reached[f"{target:g}"] = (None if not len(hit) else
+                              {"steps": int(hit[0]), "seconds": stamps[hit[0]]})
+  return {"title": f"{photo} at {resolution or 'its own size'}, {init}",
+          "config": {"photo": photo, "size": list(image.shape[:2]), "init": init,
+                     "rate": rate, "max_steps": max_steps},
+          "reached": reached, "final_psnr": float(curve[-1]),
+          "run_s": stamps[-1], "peak_rss_mb": peak_rss_mb()}
 
 
 @workloads.nerf_data_dir

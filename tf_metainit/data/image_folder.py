@@ -79,6 +79,19 @@ def _to_rgb_array(image):
   return np.asarray(image.convert('RGB'), dtype=np.float32) / 255.0
 
 
+def image_size(filename):
+  """(height, width) of an image file as loaded (EXIF rotation applied), read from its
+  header without decoding the pixels."""
+  try:
+    with Image.open(filename) as image:
+      width, height = image.size
+      orientation = image.getexif().get(0x0112, 1)  # 5-8: rotated by 90 degrees
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    raise ValueError(f'Cannot read image file {filename!r} ({type(e).__name__}: {e}). '
+                     'Replace it with a valid image.') from e
+  return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
 def load_image(filename):
   """Decodes one file to float32 (H, W, 3) in [0, 1]; names it on failure."""
   try:

@@ -99,12 +99,17 @@ def fit(task, params, signals, num_steps, optimizer, seed, setting=None, unroll=
   the same seed sees the same data.
 
   Returns Fit(params, trace, query): the adapted weights, the trace of `trace_fn`
-  (see `adapt`), and the batch for step `num_steps`, on which MAML and Reptile score
-  the adapted weights (the full signal for images and CT, as in the paper).
+  (see `adapt`), and the task's query batch (task.query_batch: by default the batch
+  for step `num_steps`), on which MAML and Reptile score the adapted weights (the
+  full signal for images and CT, as in the paper; other points of the view for
+  images trained at any size).
   """
   obs = task.observe(signals, contract.stateless_seed(seed, OBSERVE_SALT), setting)
   batch_seed = contract.stateless_seed(seed, BATCH_SALT)
   batch_fn = lambda i: task.inner_batch(obs, i, batch_seed)
-  adapted, trace = adapt(task.loss, params, batch_fn, num_steps, optimizer,
+  # Unrolled loops may be differentiated twice (MAML): only the plain loss allows it.
+  loss_fn = task.loss if unroll else task.bounded_loss
+  adapted, trace = adapt(loss_fn, params, batch_fn, num_steps, optimizer,
                          unroll=unroll, trace_fn=trace_fn, trace_every=trace_every)
-  return Fit(adapted, trace, batch_fn(tf.convert_to_tensor(num_steps, tf.int32)))
+  query = task.query_batch(obs, tf.convert_to_tensor(num_steps, tf.int32), batch_seed)
+  return Fit(adapted, trace, query)

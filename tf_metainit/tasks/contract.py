@@ -100,6 +100,17 @@ class Task:
 
   # --- optional hooks -------------------------------------------------------------------
 
+  def bounded_loss(self, params, inputs, targets):
+    """`loss` in memory bounded whatever the signal's size, first-order gradients only
+    (test-time fits, validation, Reptile; second-order MAML uses `loss`); default:
+    `loss`."""
+    return self.loss(params, inputs, targets)
+
+  def query_batch(self, observations, step, seed):
+    """(inputs, targets) on which meta-training scores the weights adapted in `step`
+    inner steps; default: the batch inner step `step` would see."""
+    return self.inner_batch(observations, step, seed)
+
   def targets_for_display(self, signals):
     """(B, H, W, C) images of the held-out targets beside the renders; None = none."""
     del signals

@@ -10,10 +10,12 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metainit import checks
+from tf_metainit.data import anysize
 from tf_metainit.data import dead_leaves
 from tf_metainit.data import image_folder
 from tf_metainit.data import text
 from tf_metainit.data import tfds_images
+from tf_metainit.fields import chunked
 from tf_metainit.fields import siren
 from tf_metainit.tasks import contract
 
@@ -23,12 +25,8 @@ DATASETS = ("text", "dead_leaves", "folder", "celeb_a", "imagenette")
 _SLACK = 1e-5
 
 
-def pixel_grid_tensor(height, width):
-  """(H*W, 2) coordinates (row / H, col / W) in [0, 1), rows major (the reference's)."""
-  rows = tf.range(height, dtype=tf.float32) / tf.cast(height, tf.float32)
-  cols = tf.range(width, dtype=tf.float32) / tf.cast(width, tf.float32)
-  grid = tf.stack(tf.meshgrid(rows, cols, indexing="ij"), -1)
-  return tf.reshape(grid, [-1, 2])
+# (H*W, 2) coordinates (row / H, col / W) in [0, 1), rows major (the reference's).
+pixel_grid_tensor = anysize.pixel_coords
 
 
 def pixel_grid(resolution):
@@ -82,11 +80,29 @@ class ImageRegression(contract.Task):
     pixels_per_step: inner-batch size in pixels; None = all pixels (the paper).
     field: a callable building the field (gin: @Siren).
     seed: data seed (text rendering, shuffling).
+    train_resolutions: (low, high): meta-train on random crops at random
+      resolutions in this range, seen as points (data/anysize.py), so the init is
+      not tied to one grid; None = every pixel of `resolution`-sized images (the
+      paper). `resolution` stays the size of the held-out images.
+    source_resolution: size the training images are made at, from which the crops
+      are cut (None = the range's high end; larger allows zooms at high r).
+    support_pixels: pixels of each training view the inner loop fits.
+    query_pixels: points of each training view the meta-loss scores.
+    off_grid_fraction: share of the query points that fall between pixels.
+    sampling: 'window' (the support is every pixel of a random window of a view: a
+      dense grid, as a user's fit sees) or 'scatter' (support and query scattered
+      over the whole view: the meta-loss then scores pixels the inner loop never saw).
+    chunk_pixels: test-time fits, metrics and renders of more pixels than this go
+      through the field this many pixels at a time (fields/chunked.py), so memory
+      stays bounded whatever the image's size; larger is faster until the chunk's
+      activations (about 5 KB per pixel for a SIREN 5x256) crowd memory.
   """
 
   def __init__(self, dataset="text", resolution=64, num_train=2000, num_test=16,
                folder=None, test_folder=None, data_dir=None, download=False,
-               pixels_per_step=None, field=siren.Siren, seed=0):
+               pixels_per_step=None, field=siren.Siren, seed=0, train_resolutions=None,
+               source_resolution=None, support_pixels=4096, query_pixels=4096,
+               off_grid_fraction=0.25, sampling="window", chunk_pixels=32768):
     if dataset not in DATASETS:
       raise ValueError(f"Unknown image dataset {dataset!r}; use one of {DATASETS}.")
     if dataset != "folder":
@@ -105,6 +121,30 @@ class ImageRegression(contract.Task):
     self.folder, self.test_folder, self.data_dir = folder, test_folder, data_dir
     self.download = bool(download)
     self.pixels_per_step, self.seed = pixels_per_step, seed
+    self.train_resolutions = self.source_resolution = None
+    if train_resolutions is None:
+      checks.unread("ImageRegression", {"source_resolution": source_resolution},
+                    "train_resolutions = (low, high)")
+    else:
+      name = "ImageRegression.train_resolutions"
+      high = anysize.check_range(name, train_resolutions, float("inf"))[1]
+      self.source_resolution = checks.positive_int(
+          "ImageRegression.source_resolution", source_resolution or high)
+      self.train_resolutions = anysize.check_range(name, train_resolutions,
+                                                   self.source_resolution)
+    self.support_pixels = checks.positive_int("ImageRegression.support_pixels",
+                                              support_pixels)
+    self.query_pixels = checks.positive_int("ImageRegression.query_pixels",
+                                            query_pixels)
+    if not 0 <= off_grid_fraction <= 1:
+      raise ValueError("ImageRegression.off_grid_fraction must be in [0, 1]; got "
+                       f"{off_grid_fraction}.")
+    self.off_grid_fraction = float(off_grid_fraction)
+    if sampling not in anysize.SAMPLINGS:
+      raise ValueError(f"ImageRegression.sampling must be one of "
+                       f"{sorted(anysize.SAMPLINGS)}; got {sampling!r}.")
+    self.sampling = sampling
+    self.chunk_pixels = checks.positive_int("ImageRegression.chunk_pixels", chunk_pixels)
     self.field = field()
     if self.field.in_dim != 2:
       raise ValueError(f"Image fields take 2-D coordinates; the field has in_dim "
@@ -131,16 +171,17 @@ class ImageRegression(contract.Task):
     if self._test_images is not None:
       return
     res, where = self.resolution, f"ImageRegression(dataset={self.dataset!r})"
+    source = self._source_size()
     if self.dataset == "text":
-      train = text.text_images("train", self.num_train, res, self.seed)
+      train = text.text_images("train", self.num_train, source, self.seed)
       test = text.text_images("test", self.num_test, res, self.seed)
     elif self.dataset == "dead_leaves":
-      train = dead_leaves.dead_leaves_images("train", self.num_train, res, self.seed)
+      train = dead_leaves.dead_leaves_images("train", self.num_train, source, self.seed)
       test = dead_leaves.dead_leaves_images("test", self.num_test, res, self.seed)
     elif self.dataset == "folder":
       if not self.folder:
         raise ValueError("dataset='folder' needs ImageRegression.folder = '/path/to/images'.")
-      images = image_folder.folder_images(self.folder, res)
+      images = image_folder.folder_images(self.folder, source)
       if self.test_folder:
         train = images[:self.num_train]
         test = image_folder.folder_images(self.test_folder, res, self.num_test)
@@ -152,6 +193,9 @@ class ImageRegression(contract.Task):
               "ImageRegression.num_test or give ImageRegression.test_folder.")
         train, test = images[:-self.num_test], images[-self.num_test:]
         train = train[:self.num_train]
+        if source != res:
+          test = np.stack([image_folder.center_crop_resize(t, res).numpy()
+                           for t in test])
     else:
       train = None  # streamed from TFDS
       # Both TFDS sets have a 'validation' split; the reference evaluates CelebA
@@ -161,18 +205,29 @@ class ImageRegression(contract.Task):
           download=self.download)
                            .as_numpy_iterator()))
     if train is not None:
-      train = check_images(train, res, self.channels, where + " train")
+      train = check_images(train, source, self.channels, where + " train")
     self._train_images = train
     self._test_images = check_images(test, res, self.channels, where + " test")
+
+  def _source_size(self):
+    """The size training images are made at."""
+    return self.source_resolution or self.resolution
 
   def train_dataset(self, seed):
     self._load_arrays()
     if self._train_images is not None:
-      return contract.shuffled_dataset({"image": self._train_images}, seed)
-    split = "train" if self.num_train is None else f"train[:{self.num_train}]"
-    ds = tfds_images.tfds_dataset(self.dataset, split, self.resolution, self.data_dir,
-                                  shuffle_files=True, download=self.download)
-    return ds.repeat().shuffle(256, seed=seed).map(lambda im: {"image": im})
+      ds = contract.shuffled_dataset({"image": self._train_images}, seed)
+    else:
+      split = "train" if self.num_train is None else f"train[:{self.num_train}]"
+      ds = tfds_images.tfds_dataset(self.dataset, split, self._source_size(),
+                                    self.data_dir, shuffle_files=True,
+                                    download=self.download)
+      ds = ds.repeat().shuffle(256, seed=seed).map(lambda im: {"image": im})
+    if self.train_resolutions is None:
+      return ds
+    return anysize.training_points(ds, self.train_resolutions, self.support_pixels,
+                                   self.query_pixels, self.off_grid_fraction, seed,
+                                   self.sampling)
 
   def test_signals(self):
     self._load_arrays()
@@ -181,16 +236,24 @@ class ImageRegression(contract.Task):
   def mean_signals(self):
     self._load_arrays()
     if self._train_images is not None:
-      return {"image": self._train_images.mean(0)}
-    images = tfds_images.tfds_dataset(self.dataset, "train[:2000]", self.resolution,
-                                      self.data_dir, download=self.download)
-    total = images.reduce(tf.zeros([self.resolution] * 2 + [3]), lambda a, b: a + b)
-    return {"image": (total / 2000.0).numpy()}
+      mean = self._train_images.mean(0)
+    else:
+      source = self._source_size()
+      images = tfds_images.tfds_dataset(self.dataset, "train[:2000]", source,
+                                        self.data_dir, download=self.download)
+      mean = (images.reduce(tf.zeros([source] * 2 + [3]), lambda a, b: a + b)
+              / 2000.0).numpy()
+    if mean.shape[0] != self.resolution:  # made at the source size
+      mean = tf.image.resize(mean, [self.resolution] * 2, "bilinear",
+                             antialias=True).numpy()
+    return {"image": mean}
 
   # --- the task seam ------------------------------------------------------------------
 
   def observe(self, signals, seed, setting=None):
     del seed, setting  # every pixel is observed
+    if "coords" in signals:  # training points (data/anysize.py): already observed
+      return signals
     images = tf.convert_to_tensor(signals["image"])
     shape = tf.shape(images)
     # The grid follows the images' own size: the field is resolution-free, and the
@@ -208,17 +271,28 @@ class ImageRegression(contract.Task):
         maxval=tf.shape(pixels)[1], dtype=tf.int32)
     return tf.gather(coords, idx, axis=1), tf.gather(pixels, idx, axis=1)
 
+  def query_batch(self, observations, step, seed):
+    if "query_coords" in observations:
+      return observations["query_coords"], observations["query_pixels"]
+    return self.inner_batch(observations, step, seed)
+
   def loss(self, params, inputs, targets):
     pred = self.field.apply(params, inputs)
     return tf.reduce_mean(tf.square(pred - targets), axis=[1, 2])
 
+  def bounded_loss(self, params, inputs, targets):
+    if targets.shape[1] is not None and targets.shape[1] <= self.chunk_pixels:
+      return self.loss(params, inputs, targets)
+    return chunked.mean_loss(self.loss, params, inputs, targets, self.chunk_pixels)
+
   def metrics(self, params, signals):
     obs = self.observe(signals, None)
-    return {"psnr": contract.psnr_from_mse(self.loss(params, obs["coords"], obs["pixels"]))}
+    mse = self.bounded_loss(params, obs["coords"], obs["pixels"])
+    return {"psnr": contract.psnr_from_mse(mse)}
 
   def render(self, params, signals):
     del signals
-    out = self.field.apply(params, self.coords[None])
+    out = chunked.apply(self.field, params, self.coords[None], self.chunk_pixels)
     return tf.reshape(out, [-1, self.resolution, self.resolution, self.channels])
 
   def targets_for_display(self, signals):
@@ -236,9 +310,10 @@ class ImageRegression(contract.Task):
 
     def outputs(start, fitted, signals, inputs):
       obs = self.observe(signals, None)
-      recon = tf.reshape(self.field.apply(fitted, obs["coords"]), tf.shape(inputs[0]))
+      recon = tf.reshape(chunked.apply(self.field, fitted, obs["coords"],
+                                       self.chunk_pixels), tf.shape(inputs[0]))
       psnr = lambda p: contract.psnr_from_mse(
-          self.loss(p, obs["coords"], obs["pixels"]))[0]
+          self.bounded_loss(p, obs["coords"], obs["pixels"]))[0]
       return {"reconstruction": tf.ensure_shape(recon, [None, None, channels]),
               "psnr_before": psnr(start), "psnr_after": psnr(fitted)}
 
@@ -259,7 +334,11 @@ class ImageRegression(contract.Task):
     return {"task": "image", "resolution": self.resolution,
             "coordinates": "(row, col) / resolution in [0, 1), row-major grid",
             "values": f"{self.channels}-channel pixel values in [0, 1]",
-            "preprocessing": preprocessing(self.dataset, self.resolution)}
+            "preprocessing": preprocessing(self.dataset, self.resolution),
+            **({} if self.train_resolutions is None else {
+                "trained_on": f"random crops resized to {self.train_resolutions[0]}-"
+                              f"{self.train_resolutions[1]} px squares, as point sets; "
+                              "fits images of any size"})}
 
 
 def _crop_and_resize(resolution):

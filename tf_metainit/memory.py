@@ -1,0 +1,75 @@
+"""Memory a fit will need, checked before it starts: a fit too large for this machine
+is refused with the size it needs, not killed by the kernel half-way.
+
+The figures are measured (BENCHMARKS.md, "Fits of any size"): TensorFlow's own
+footprint, the bytes every pixel costs across the fit's arrays (the decoded image,
+its float copy, the constant the compiled fit holds, the coordinates, the render and
+its PNG), and one chunk's activations (fields/chunked.py).
+"""
+
+import os
+
+BASE_BYTES = 700 << 20          # TensorFlow, the field and the compiled fit
+BYTES_PER_PIXEL = 96            # the fit's image-sized arrays, RGB float32
+ACTIVATION_BYTES = 4 * 6        # float32 kept per unit of width per chunk point
+
+
+def available_bytes():
+  """Memory this process may still take: the least of the kernel's MemAvailable, what a
+  cgroup limit leaves and TF_METAINIT_MEMORY_LIMIT (bytes, e.g. '2e9': to leave room
+  for other work); None when none can be read."""
+  figures = []
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          figures.append(int(line.split()[1]) * 1024)
+  except OSError:
+    pass
+  for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                       ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                        "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    try:
+      with open(limit) as f, open(usage) as g:
+        text = f.read().strip()
+        if text != "max" and int(text) < (1 << 60):
+          figures.append(int(text) - int(g.read()))
+    except (OSError, ValueError):
+      continue
+  if os.environ.get("TF_METAINIT_MEMORY_LIMIT"):
+    figures.append(int(float(os.environ["TF_METAINIT_MEMORY_LIMIT"])))
+  return min(figures) if figures else None
+
+
+def _fixed_bytes(field, chunk):
+  """What a fit costs whatever its size: TensorFlow and one chunk's activations."""
+  description = field.describe()
+  units = description.get("width", 256) * description.get("depth", 5)
+  return BASE_BYTES + ACTIVATION_BYTES * units * chunk
+
+
+def image_fit_bytes(height, width, field, chunk):
+  """Estimated peak bytes of fitting an H x W image with `field` (its description
+  gives width and depth) in chunks of `chunk` pixels."""
+  pixels = height * width
+  return _fixed_bytes(field, min(chunk, pixels)) + BYTES_PER_PIXEL * pixels
+
+
+def gigabytes(nbytes):
+  return f"{nbytes / (1 << 30):.1f} GB"
+
+
+def check_image_fit(height, width, field, chunk, available=None):
+  """The estimated peak bytes of an H x W image fit; refuses, in one line, a fit that
+  would not fit in memory (`available`: bytes, default available_bytes())."""
+  available = available_bytes() if available is None else available
+  needed = image_fit_bytes(height, width, field, chunk)
+  if available is None or needed <= available:
+    return needed
+  room = max(available - _fixed_bytes(field, chunk), 0)
+  scale = min((room / BYTES_PER_PIXEL / (height * width)) ** 0.5, 1.0)
+  raise MemoryError(
+      f"Fitting this {height}x{width} image needs about {gigabytes(needed)} of memory "
+      f"and {gigabytes(available)} is available: downsample it to about "
+      f"{int(height * scale)}x{int(width * scale)} or less, or free memory, and run "
+      "again.")
