@@ -87,8 +87,9 @@ def image_size(filename):
       width, height = image.size
       orientation = image.getexif().get(0x0112, 1)  # 5-8: rotated by 90 degrees
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise ValueError(f'Cannot read image file {filename!r} ({type(e).__name__}: {e}). '
-                     'Replace it with a valid image.') from e
+    raise ValueError(
+        f'Cannot decode image file {filename!r} ({type(e).__name__}: {e}). '
+        'Replace it with a valid image.') from e
   return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
