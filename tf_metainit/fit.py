@@ -73,8 +73,7 @@ def _bar(num_steps, label):
 def _compare(field, image, num_steps, meta_final):
   """The Standard init (the field's own) fitted with Table 1's Adam: its curve and the
   steps it needs to reach the Meta init's final PSNR."""
-  standard = functional.from_description(field.describe(), {
-      v.name: v.numpy() for v in field.non_trainable_variables})
+  standard = functional.standard_copy(field)
   with _bar(num_steps, "Fitting the Standard init") as on_step:
     _, curve = testtime.fit_image(image_task.ImageRegression.for_field(standard),
                                   standard.params(), image,

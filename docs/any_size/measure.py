@@ -49,8 +49,7 @@ def load(init):
 
 
 def standard_of(init):
-  field = functional.from_description(init.field.describe(), {
-      v.name: v.numpy() for v in init.field.non_trainable_variables})
+  field = functional.standard_copy(init.field)
   return field, field.params()
 
 

@@ -48,7 +48,7 @@ def build_time_to_psnr(init, resolution, target_db, max_steps, jit):
   field, params, _, learned = pretrained.load("text")
   optimizer = learned
   if init == "standard":
-    field = functional.from_description(field.describe(), {})
+    field = functional.standard_copy(field)
     params, optimizer = field.params(), testtime.STANDARD_OPTIMIZER
   picture = text.render_text_image(0, "test", resolution, 0)
   png = io.BytesIO()  # the file's bytes, decoded by every call as fit decodes a file
@@ -99,8 +99,7 @@ def measure_photo_fit(photo, resolution, init, rate, max_steps, targets, peak_rs
       optimizer = optimizers.Switch(first=optimizer, second=optimizers.Adam(rate),
                                     at=loaded.num_steps)
   else:
-    field = functional.from_description(loaded.field.describe(), {
-        v.name: v.numpy() for v in loaded.field.non_trainable_variables})
+    field = functional.standard_copy(loaded.field)
     params, optimizer = field.params(), optimizers.Adam(rate)
   task = image_task.ImageRegression.for_field(field)
   stamps, t0 = [], time.perf_counter()

@@ -221,7 +221,8 @@ def run_and_report(fn):
   try:
     return fn()
   except (ValueError, OSError, MemoryError, tf.errors.OpError,
-          checkpoints.CheckpointError, train.DivergenceError, train.Interrupted, distribute.WorkerLost) as e:
+          checkpoints.CheckpointError, train.DivergenceError, train.Interrupted,
+          distribute.WorkerLost) as e:
     if flags.FLAGS.is_parsed() and "debug" in flags.FLAGS and flags.FLAGS.debug:
       raise
     # gin appends "In call to configurable ..." lines; the message already names

@@ -13,15 +13,17 @@ shows that freedom as noise. Here each training signal is drawn from a source im
                  resized to r x r with antialiasing: a random zoom (photographs are
                  scale invariant) that never upsamples, and a random offset of the
                  r-grid against the content, sub-pixel whenever c > r;
-  support        `support` of its pixels: what the inner loop fits;
-  query          `query` points the meta-loss scores: pixels drawn apart from the
-                 support and, a fraction `off_grid`, points between pixels whose target
-                 is the bilinear interpolation of their four pixels.
+  support        `support` of its pixels, what the inner loop fits: every pixel of a
+                 random window ('window' sampling, a dense grid as a user's fit sees)
+                 or pixels scattered over the view ('scatter');
+  query          `query` points the meta-loss scores: pixels (the window's again, or
+                 scattered ones apart from the support) and, a fraction `off_grid`,
+                 points between pixels whose target is the bilinear interpolation of
+                 their four pixels.
 
 Support and query have fixed sizes, so an outer step costs the same at r = 32 as at
-r = 512. Below (support + on-grid query) pixels the draws wrap around the image's
-pixels: a 32x32 image's support then holds each pixel about equally often, the
-image's own mean loss.
+r = 512. A view smaller than the support has its pixels repeated, each about equally
+often: its own mean loss.
 """
 
 import tensorflow as tf

@@ -1,10 +1,10 @@
 """A field over more points than memory holds at once: the loss, its gradient and the
 outputs computed a chunk of points at a time.
 
-A SIREN 5x256 keeps about 5 KB of activations per point for its backward pass, so a
-4-megapixel image in one piece needs over 20 GB; in chunks of 32768 points it needs
-what one chunk needs (about 170 MB) beside the image's own arrays, and the result is
-the same up to float summation order.
+A field keeps its activations of every point for the backward pass, so memory grows
+with the image in one piece; in chunks it is what one chunk needs beside the image's
+own arrays (memory.py estimates both), and the result is the same up to float
+summation order.
 """
 
 import tensorflow as tf

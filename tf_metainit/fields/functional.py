@@ -109,6 +109,13 @@ def mix(params_list, weights):
           for i in range(len(params_list[0]))]
 
 
+def standard_copy(field):
+  """A new field of `field`'s architecture with its fixed arrays (e.g. a Fourier
+  matrix) kept and its own initial weights: the Standard init of the same field."""
+  return from_description(field.describe(), {
+      v.name: v.numpy() for v in field.non_trainable_variables})
+
+
 def from_description(description, constants):
   """The field an export's manifest describes, its fixed arrays set from `constants`
   ({name: array}); its trainable weights are left to the caller."""

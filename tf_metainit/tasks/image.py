@@ -95,7 +95,7 @@ class ImageRegression(contract.Task):
     chunk_pixels: test-time fits, metrics and renders of more pixels than this go
       through the field this many pixels at a time (fields/chunked.py), so memory
       stays bounded whatever the image's size; larger is faster until the chunk's
-      activations (about 5 KB per pixel for a SIREN 5x256) crowd memory.
+      activations crowd memory (memory.py's estimate).
   """
 
   def __init__(self, dataset="text", resolution=64, num_train=2000, num_test=16,
