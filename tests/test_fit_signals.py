@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import PIL.Image
 import pytest
 import tensorflow as tf
 
@@ -95,8 +96,9 @@ def test_bad_sinograms_are_refused_with_the_fix(ct_init, tmp_path, problem, mess
 
 
 def test_shapenet_views_fit_scores_held_out_views(tmp_path):
+  # Views of 24 px fitted from an init trained on 16-px ones: at their own size.
   folder = procedural_shapes.write_category(str(tmp_path / "data"), "chairs", 0, 0, 1,
-                                            resolution=16, num_views=28, seed=0)
+                                            resolution=24, num_views=28, seed=0)
   task = shapenet.ShapeNetViews(
       data_dir=str(tmp_path / "data"), resolution=16, num_train=1, num_test=1,
       num_views=28, num_samples=16,
@@ -115,13 +117,16 @@ def test_shapenet_views_fit_scores_held_out_views(tmp_path):
   assert set(manifest["signatures"]) == {"render", "render_view"}
   # The reported PSNR is evaluation's: the mean of the held-out views' own PSNRs,
   # here rebuilt by hand from the export's renders.
-  obj = shapenet_data.load_object(os.path.join(folder, "test_0000"), resolution=16)
+  obj = shapenet_data.load_object(os.path.join(folder, "test_0000"))
+  assert obj["images"].shape[1:3] == (24, 24)
+  views = np.asarray(PIL.Image.open(os.path.join(out, "views.png")))
+  assert views.shape[:2] == (2 * 24, 3 * 24)  # truth above renders, 3 held-out views
   model = tf.saved_model.load(os.path.join(out, "export"))
   per_view = []
   for k in range(25, 28):
     render = model.render_view(camera_to_world=tf.constant(obj["c2w"][k]),
                                focal=tf.constant(obj["focal"], tf.float32),
-                               height=tf.constant(16), width=tf.constant(16))
+                               height=tf.constant(24), width=tf.constant(24))
     render = np.clip(render["rgb"].numpy(), 0, 1)
     per_view.append(-10 * np.log10(np.mean(np.square(render - obj["images"][k]))))
   assert result["psnr"][-1] == pytest.approx(np.mean(per_view), abs=0.02)

@@ -62,14 +62,22 @@ def _turntable(c2w, count):
 
 
 def fit_shapenet(init, folder, num_steps):
+  """Fits the views at their own size, whatever the init was trained on: the field is
+  a continuous 3-D one, and each step fits a fixed number of rays, so the size only
+  changes what the scored renders cost."""
   number = lambda key: fitting.described(init, key)
+  obj = shapenet_data.load_object(folder)
+  height, width = obj["images"].shape[1:3]
+  if height != width:
+    raise ValueError(f"--views={folder}: the views are {width}x{height}; ShapeNet "
+                     "views are square. Crop or pad them to a square (the focal length "
+                     "follows the width).")
   task = shapenet.ShapeNetViews(
       procedural=False, data_dir=os.path.dirname(os.path.abspath(folder)),
       category=os.path.basename(os.path.abspath(folder)),
-      resolution=int(number("resolution")), num_samples=int(number("num_samples")),
+      resolution=height, num_samples=int(number("num_samples")),
       near=number("near"), far=number("far"),
       test_rays_per_step=int(number("test_rays_per_step")), field=lambda: init.field)
-  obj = shapenet_data.load_object(folder, resolution=task.resolution)
   count = len(obj["images"])
   observed = min(count, shapenet.NUM_INPUT_VIEWS)
   signals = {"images": obj["images"][None], "c2w": obj["c2w"][None],
