@@ -1,5 +1,6 @@
 """Shared flags, --help, start-up and strict gin parsing for the binaries."""
 
+import contextlib
 import functools
 import importlib
 import logging as std_logging
@@ -9,11 +10,11 @@ import textwrap
 
 from absl import app
 from absl import flags
-from absl import logging
 import gin
 
 from tf_metainit import layout
 from tf_metainit import provenance
+from tf_metainit import stored_config
 from tf_metainit.cli import startup
 
 
@@ -186,18 +187,43 @@ def _resolve(path):
                     "e.g. image/text_cpu.gin.")
 
 
-def parse_gin(gin_files, gin_bindings, extra_files=()):
-  """Strict gin parsing: unknown names are errors that say what to fix."""
+def parse_gin(gin_files, gin_bindings):
+  """Strict gin parsing of the user's own files and bindings, with gin's full power
+  (imports, includes, dynamic registration): the user chose them."""
+  _prepare_gin()
+  files = [_resolve(f) for f in gin_files]
+  with _explained_gin_errors():
+    gin.parse_config_files_and_bindings(files, gin_bindings, finalize_config=False,
+                                        skip_unknown=False)
+
+
+def parse_stored_config(path):
+  """Parses a run's stored config as data (tf_metainit/stored_config.py): a run
+  directory may come from anyone, so nothing in it may import or call code."""
+  _prepare_gin()
+  provenance.read_config(path)  # names a config.gin that is no text
+  pieces = stored_config.read(path, GIN_DIR)
+  with _explained_gin_errors():
+    for piece in pieces:
+      gin.parse_config(piece, skip_unknown=False)
+
+
+def _prepare_gin():
+  """The package's configurables registered, unpickling as --allow_pickle says, the
+  shipped configs on gin's search path."""
   register_configurables()
   from tf_metainit.data import phantoms  # pylint: disable=g-import-not-at-top
   phantoms.grant_unpickling(flags.FLAGS.is_parsed() and "allow_pickle" in flags.FLAGS
                             and flags.FLAGS.allow_pickle)
   std_logging.getLogger().addFilter(_QuietGinLookups())
   gin.add_config_file_search_path(GIN_DIR)
-  files = [_resolve(f) for f in list(extra_files) + list(gin_files)]
+
+
+@contextlib.contextmanager
+def _explained_gin_errors():
+  """gin's errors as ConfigErrors that say what to fix (unknown names are errors)."""
   try:
-    gin.parse_config_files_and_bindings(files, gin_bindings, finalize_config=False,
-                                        skip_unknown=False)
+    yield
   except (ValueError, KeyError, SyntaxError) as e:
     if "allow_pickle" in str(e):
       raise ConfigError(
@@ -228,7 +254,7 @@ def run_and_report(fn):
     # gin appends "In call to configurable ..." lines; the message already names
     # the binding.
     message = " ".join(str(e).split("\n  In call to configurable")[0].split())
-    logging.error("%s", message)
+    # Printed once, here: an absl log line as well would say it twice.
     print(f"ERROR: {message}", file=sys.stderr)
     # Stopped by a signal: the shell's convention, 128 + its number.
     sys.exit(128 + e.signum if isinstance(e, train.Interrupted) else 1)
@@ -245,8 +271,7 @@ def parse_run_config(root_dir, gin_files, gin_bindings, task_for=()):
     raise ConfigError(
         f"{config} not found: --root_dir must be a directory written by "
         "tf-metainit-train (it saves config.gin there).")
-  provenance.read_config(config)  # names a config.gin that is no text
-  parse_gin([], [], extra_files=[config])
+  parse_stored_config(config)
   try:
     gin.query_parameter("evaluate.task")
   except ValueError:
