@@ -16,6 +16,7 @@ from tf_metainit import layout
 from tf_metainit import provenance
 from tf_metainit import stored_config
 from tf_metainit.cli import startup
+from tf_metainit.cli import stopping
 
 
 def _gin_dir():
@@ -67,13 +68,24 @@ def _print_to_closing_pipe(text):
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+# Seconds a binary has to stop by itself after Ctrl-C or SIGTERM before stopping.py
+# ends it: the trainer finishes its step and saves a checkpoint; the others only
+# leave a call that may not return.
+_STOP_GRACE = {"tf_metainit.cli.meta_train": 10.0}
+_DEFAULT_STOP_GRACE = 3.0
+
+
 def _main(main, module, argv):
+  stopping.install(_STOP_GRACE.get(module.__name__, _DEFAULT_STOP_GRACE))
   startup.load_tensorflow(flags.FLAGS.verbosity)
   try:
     return main(argv)
   except app.UsageError as e:
     print(f"{usage(module)}\n{e}", file=sys.stderr)
     sys.exit(e.exitcode)
+  except stopping.Stopped as e:  # between the steps run_and_report guards
+    print(f"ERROR: {e}", file=sys.stderr)
+    sys.exit(128 + e.signum)
 
 
 def usage(module):
@@ -248,7 +260,7 @@ def run_and_report(fn):
     return fn()
   except (ValueError, OSError, MemoryError, tf.errors.OpError,
           checkpoints.CheckpointError, train.DivergenceError, train.Interrupted,
-          distribute.WorkerLost) as e:
+          distribute.WorkerLost, stopping.Stopped) as e:
     if flags.FLAGS.is_parsed() and "debug" in flags.FLAGS and flags.FLAGS.debug:
       raise
     # gin appends "In call to configurable ..." lines; the message already names
@@ -257,7 +269,8 @@ def run_and_report(fn):
     # Printed once, here: an absl log line as well would say it twice.
     print(f"ERROR: {message}", file=sys.stderr)
     # Stopped by a signal: the shell's convention, 128 + its number.
-    sys.exit(128 + e.signum if isinstance(e, train.Interrupted) else 1)
+    sys.exit(128 + e.signum if isinstance(e, (train.Interrupted, stopping.Stopped))
+             else 1)
 
 
 def parse_run_config(root_dir, gin_files, gin_bindings, task_for=()):
