@@ -65,8 +65,10 @@ def test_matched_outputs_match_meta_but_weights_do_not():
   out_matched = task.render(matched, None).numpy()
   assert np.abs(out_meta - out_matched).mean() < 0.02
   assert metrics["psnr"] > 30
-  hand = -10 * np.log10(np.mean(np.square(out_meta - out_matched)))
-  assert metrics["psnr"] == pytest.approx(hand, abs=0.01)
+  # Compared as MSEs: on some CPUs the fit is exact to float32 round-off (MSE ~1e-14,
+  # 140 dB), where two sums of the same residuals differ by about 1%.
+  hand = np.mean(np.square(out_meta - out_matched))
+  np.testing.assert_allclose(10 ** (-metrics["psnr"] / 10), hand, rtol=0.05)
   weight_gap = np.mean([np.abs(a - b).mean() for a, b in zip(matched, meta)])
   assert weight_gap > 0.01
 
