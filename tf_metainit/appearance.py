@@ -31,6 +31,9 @@ from tf_metainit.meta import optimizers
 from tf_metainit.tasks import contract
 
 FIT_SETTING = "full"
+# This command's entries of its output folder (the module doc of `appearance`).
+OUTPUTS = ("appearance_transfer.png", "appearance_grid.png", "init_path.gif",
+           "transfer_path.gif", "appearance.json")
 
 
 def corner_weights(u, v):
@@ -93,9 +96,9 @@ def appearance(root_dir, task=gin.REQUIRED, photo_index=0, corner_indices=(0, 1,
   """
   _check(task, photo_index, corner_indices, camera_indices, num_steps, grid_size,
          path_frames, cell)
-  signals = task.test_signals()
   output_dir = layout.eval_dir(root_dir, output_dir)
-  os.makedirs(output_dir, exist_ok=True)
+  layout.check_eval_dir(output_dir, "a tf-metainit-appearance output")
+  signals = task.test_signals()
   inits, metas = baselines.build(task, root_dir, ("meta",), checkpoint=checkpoint)
   init = [np.asarray(p) for p in inits["meta"]]
   optimizer = optimizers.check(optimizer or metas["meta"].optimizer,
@@ -106,29 +109,33 @@ def appearance(root_dir, task=gin.REQUIRED, photo_index=0, corner_indices=(0, 1,
       max(num_steps, 1), chunk=len(fit_rows))
   fitted = [[np.asarray(p) for p in f] for f in testtime.unbatch(finals)]
   transferred, corners = fitted[0], fitted[1:]
-  _transfer_figure(task, signals, init, transferred, photo_index, camera_indices, cell,
-                   os.path.join(output_dir, "appearance_transfer.png"))
-  # Seed Fig. 2: one fixed camera, corners fitted to four photos, the init at the centre.
-  fixed = _camera(signals, photo_index)
-  steps = np.linspace(-1.0, 1.0, grid_size)
-  grid = [[task.render_camera(functional.mix([init, *corners],
-                                             corner_weights(float(u), float(v))),
-                              *fixed) for u in steps] for v in steps]
-  files.save_image(figures.image_grid(grid, scale=_scale(grid[0], cell)),
-                   os.path.join(output_dir, "appearance_grid.png"))
-  # Camera path through the test cameras, with the first photo's intrinsics.
-  path = camera_path(np.asarray([signals["c2w"][k] for k in camera_indices]),
-                     path_frames)
-  for name, params in (("init_path.gif", init), ("transfer_path.gif", transferred)):
-    _path_gif(task, params, path, fixed, cell, os.path.join(output_dir, name))
-  report = {"photo_index": photo_index, "corner_indices": list(corner_indices),
-            "camera_indices": list(camera_indices), "num_steps": num_steps,
-            "optimizer": optimizer.describe(), "setting": FIT_SETTING,
-            # The whole photo was fitted: its right half is not held out here.
-            "fitted_right_half_psnr": {
-                "transfer": float(trace[-1][0]),
-                "corners": trace[-1][1:].astype(float).tolist()}}
-  files.write_json(os.path.join(output_dir, "appearance.json"), report)
+  # Written into a new folder that replaces the old one whole, carrying over what
+  # evaluate and interpolate wrote there: a kill leaves the old figures or the new.
+  with files.atomic_directory(output_dir, replaces=OUTPUTS.__contains__) as out:
+    _transfer_figure(task, signals, init, transferred, photo_index, camera_indices,
+                     cell, os.path.join(out, "appearance_transfer.png"))
+    # Seed Fig. 2: one fixed camera, corners fitted to four photos, the init at the
+    # centre.
+    fixed = _camera(signals, photo_index)
+    steps = np.linspace(-1.0, 1.0, grid_size)
+    grid = [[task.render_camera(functional.mix([init, *corners],
+                                               corner_weights(float(u), float(v))),
+                                *fixed) for u in steps] for v in steps]
+    files.save_image(figures.image_grid(grid, scale=_scale(grid[0], cell)),
+                     os.path.join(out, "appearance_grid.png"))
+    # Camera path through the test cameras, with the first photo's intrinsics.
+    path = camera_path(np.asarray([signals["c2w"][k] for k in camera_indices]),
+                       path_frames)
+    for name, params in (("init_path.gif", init), ("transfer_path.gif", transferred)):
+      _path_gif(task, params, path, fixed, cell, os.path.join(out, name))
+    report = {"photo_index": photo_index, "corner_indices": list(corner_indices),
+              "camera_indices": list(camera_indices), "num_steps": num_steps,
+              "optimizer": optimizer.describe(), "setting": FIT_SETTING,
+              # The whole photo was fitted: its right half is not held out here.
+              "fitted_right_half_psnr": {
+                  "transfer": float(trace[-1][0]),
+                  "corners": trace[-1][1:].astype(float).tolist()}}
+    files.write_json(os.path.join(out, "appearance.json"), report)
   return report
 
 

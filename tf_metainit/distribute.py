@@ -110,28 +110,61 @@ def _mirrored_devices(cpu_replicas):
   return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
+_TF_CONFIG_FIX = ('set TF_CONFIG to e.g. {"cluster": {"worker": ["host1:port", '
+                  '"host2:port"]}, "task": {"type": "worker", "index": 0}} on each '
+                  "worker")
+_ADDRESS = re.compile(r"^\S+:\d{1,5}$")
+
+
 def check_tf_config(text):
-  """TF_CONFIG as MultiWorkerMirroredStrategy needs it, or a one-line error."""
-  fix = ('set TF_CONFIG to e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
-         '"task": {"type": "worker", "index": 0}} on each worker')
+  """TF_CONFIG as MultiWorkerMirroredStrategy needs it, or a one-line error: a cluster
+  {job name: ['host:port', ...]} with workers, and this process's task in it."""
   if not text:
-    raise ValueError(f"distribute.strategy = 'multi_worker' needs TF_CONFIG: {fix}.")
+    raise ValueError("distribute.strategy = 'multi_worker' needs TF_CONFIG: "
+                     f"{_TF_CONFIG_FIX}.")
   try:
     config = json.loads(text)
   except ValueError as e:
-    raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {fix}.") from e
-  workers = (config.get("cluster") or {}).get("worker") if isinstance(config, dict) else None
-  if not isinstance(workers, list) or not workers or not all(
-      isinstance(w, str) and ":" in w for w in workers):
-    raise ValueError(f"TF_CONFIG has no cluster.worker list of 'host:port' addresses: "
-                     f"{fix}.")
-  task = config.get("task") or {}
-  index = task.get("index")
-  if task.get("type") not in ("worker", "chief") or not isinstance(index, int) or not (
-      0 <= index < len(workers)):
-    raise ValueError(f"TF_CONFIG task must be {{'type': 'worker', 'index': i}} with 0 <= "
-                     f"i < {len(workers)}, got {task!r}: {fix}.")
+    raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {_TF_CONFIG_FIX}.") from e
+  if not isinstance(config, dict):
+    raise _tf_config_error(f"is a JSON {type(config).__name__}, not an object with "
+                           "'cluster' and 'task'")
+  cluster = _check_cluster(config.get("cluster"))
+  _check_task(config.get("task"), cluster)
   return config
+
+
+def _tf_config_error(problem):
+  return ValueError(f"TF_CONFIG {problem}: {_TF_CONFIG_FIX}.")
+
+
+def _check_cluster(cluster):
+  """{job name: non-empty list of 'host:port'}, with a worker job."""
+  if not isinstance(cluster, dict):
+    raise _tf_config_error("cluster must be an object of job name -> addresses, got "
+                           f"{cluster!r}")
+  for job, addresses in cluster.items():
+    if not (isinstance(addresses, list) and addresses and
+            all(isinstance(a, str) and _ADDRESS.match(a) for a in addresses)):
+      raise _tf_config_error(f"has no cluster.{job} list of 'host:port' addresses "
+                             f"(it is {addresses!r})")
+  if "worker" not in cluster:
+    raise _tf_config_error("has no cluster.worker list of 'host:port' addresses (its "
+                           f"jobs: {sorted(cluster)})")
+  return cluster
+
+
+def _check_task(task, cluster):
+  """This process's task: a worker or the chief, by its index in the cluster."""
+  kind = task.get("type") if isinstance(task, dict) else None
+  if kind not in ("worker", "chief") or kind not in cluster:
+    raise _tf_config_error("task must be an object {'type': 'worker', 'index': i} (or "
+                           "type 'chief') naming a job of its cluster "
+                           f"({sorted(cluster)}), got {task!r}")
+  index, size = task.get("index"), len(cluster[kind])
+  if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
+    raise _tf_config_error(f"task index must be an integer i with 0 <= i < {size} "
+                           f"(one per cluster.{kind} address), got {index!r}")
 
 
 def is_chief(strategy):

@@ -9,6 +9,10 @@ under <root_dir>/eval/:
   results.md     the table (PSNR after `report_step` steps and steps to match the
                  reference init, or PSNR after each init's budget when report_step=None)
   curves_<setting>.png, grid_<setting>.png, and TensorBoard scalars under eval/.
+The folder must be new, empty or hold this package's evaluation outputs
+(layout.EVAL_RECORDS);
+these files are written into a new folder that replaces it whole, carrying over what
+appearance and interpolate wrote there (files.atomic_directory).
 """
 
 import os
@@ -125,7 +129,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     grid_signals: signals shown in the reconstruction grid.
     labels: {init: display name}.
     seed: shuffling seed and test-time randomness.
-    output_dir: default <root_dir>/eval.
+    output_dir: default <root_dir>/eval; new, empty, or holding this package's
+      evaluation outputs (anything else is refused).
     export_fitted: inits (e.g. ('meta',)) whose fitted fields are exported, one per
       test signal and setting, to <output_dir>/fitted/<init>/<setting>/signal_<k>/ as
       a SavedModel + weights.npz + manifest.json (see exports.py).
@@ -142,7 +147,7 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
                           chunk, trace_every, fit_steps, fit_optimizer,
                           grid_signals, classical)
   output_dir = layout.eval_dir(root_dir, output_dir)
-  os.makedirs(output_dir, exist_ok=True)
+  layout.check_eval_dir(output_dir, "a tf-metainit-evaluate output")
   signals = task.test_signals()
   if num_test:
     signals = contract.take(signals, slice(0, num_test))
@@ -160,18 +165,30 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   run = _Run(task, testtime.TestTimeOptimizer(task, seed=seed, strategy=strategy),
              signals, choices, results, labels, trace_every, chunk, report_step,
              grid_signals)
-  writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
-  with writer.as_default():
-    grid_rows = {setting: run.setting(setting, params, dict(classical or {}),
-                                      export_fitted, root_dir, output_dir)
-                 for setting in settings}
-  writer.flush()
-  _summarise(results, params)
-  files.write_json(os.path.join(output_dir, "results.json"), results)
-  files.write_text(os.path.join(output_dir, "results.md"), results_table(results))
-  _figures(results, grid_rows, params, output_dir)
+  # Everything goes into a new folder swapped in whole: a kill or a full disk leaves
+  # the earlier evaluation or this one, never a mix.
+  with files.atomic_directory(output_dir, replaces=_replaced) as out:
+    writer = tf.summary.create_file_writer(os.path.join(out, "tensorboard"))
+    try:
+      with writer.as_default():
+        grid_rows = {setting: run.setting(setting, params, dict(classical or {}),
+                                          export_fitted, root_dir, out)
+                     for setting in settings}
+    finally:
+      writer.close()  # its events are complete before the folder moves
+    _summarise(results, params)
+    files.write_json(os.path.join(out, "results.json"), results)
+    files.write_text(os.path.join(out, "results.md"), results_table(results))
+    _figures(results, grid_rows, params, out)
   print(results_table(results))
   return results
+
+
+def _replaced(name):
+  """Whether `name` in the output folder is evaluate's own: the rest (appearance and
+  interpolation share <root_dir>/eval) is carried into the new folder."""
+  return name in ("results.json", "results.md", "tensorboard", "fitted") or (
+      name.endswith(".png") and name.startswith(("curves_", "grid_")))
 
 
 class _Run:

@@ -41,6 +41,8 @@ import platform
 import re
 import signal
 import time
+import zipfile
+import zlib
 
 from absl import logging
 import keras
@@ -268,7 +270,10 @@ def check_export_dir(export_dir, root_dir=None):
   """Refuses a target an export may not replace: a file, a folder holding anything but
   a previous export of this package, or (with `root_dir`) a path inside or above the
   run, whose checkpoints the swap would delete."""
-  target = os.path.realpath(export_dir)
+  try:
+    target = files.resolve_target(export_dir)
+  except files.TargetError as e:
+    raise ExportError(f"--export_dir={export_dir} {e.problem}") from None
   if root_dir is not None:
     run = os.path.realpath(root_dir)
     if os.path.commonpath([target, run]) in (target, run):
@@ -287,27 +292,229 @@ def _is_export(directory):
     return False
 
 
+# --- reading an export -----------------------------------------------------------------
+# An export may come from anywhere (a shared folder, a download, a hand edit): its two
+# files are checked against each other before anything is built, so a damaged one is
+# one ExportError naming the fault, not a traceback, a huge allocation or a NaN fit.
+
+_LAYER_PARTS = ("kernel", "bias")
+# {key: (JSON type, how the error names it)} every manifest has.
+_REQUIRED = {"field": (dict, "an object"), "layers": (list, "a list of layers"),
+             "weights": (str, "a file name"), "constants": (dict, "an object")}
+
+
+def _broken(export_dir, problem):
+  return ExportError(f"Export {export_dir}: {problem}. Re-export it with "
+                     "tf-metainit-export (or restore its original files).")
+
+
+def _show(value):
+  """A value as an error quotes it: its JSON type and a short repr."""
+  text = repr(value)
+  return f"{type(value).__name__} {text if len(text) < 60 else text[:57] + '...'}"
+
+
+def _is_size(value, low=1):
+  return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def load(export_dir):
   """(field, params, manifest, learned inner optimizer or None) of an export of this
-  package, rebuilt from weights.npz and manifest.json alone (nothing is executed)."""
+  package, rebuilt from weights.npz and manifest.json alone (nothing is executed).
+
+  Both files are checked first: the manifest's keys and types, its weights file inside
+  the export and a plain .npz, every array it names present, real, finite and of the
+  shapes the field description implies.
+  """
   if not _is_export(export_dir):
     raise ExportError(f"{export_dir} is not a tf_metainit export (no {MANIFEST} of "
                       f"format {FORMAT}); give a folder tf-metainit-export wrote.")
   with open(os.path.join(export_dir, MANIFEST)) as f:
     manifest = json.load(f)
-  with np.load(os.path.join(export_dir, manifest["weights"]), allow_pickle=False) as npz:
-    arrays = {k: npz[k] for k in npz.files}
-  field = functional.from_description(manifest["field"], {
-      name: arrays[name] for name in manifest["constants"]})
-  params = []
-  for layer in manifest["layers"]:
-    params += [tf.constant(arrays[layer["kernel"]]), tf.constant(arrays[layer["bias"]])]
-  rates = [arrays[f"inner_lr_{i}"] for i in range(len(arrays))
-           if f"inner_lr_{i}" in arrays]
+  _check_manifest(export_dir, manifest)
+  arrays = _read_weights(export_dir, manifest["weights"])
+  names = [layer[part] for layer in manifest["layers"] for part in _LAYER_PARTS]
+  rates = _rate_names(export_dir, arrays, len(names))
+  _check_arrays(export_dir, arrays, names + list(manifest["constants"]) + rates)
+  _check_layer_shapes(export_dir, manifest, arrays)
+  field = _build_field(export_dir, manifest, arrays)
+  params = [tf.constant(arrays[name]) for name in names]
+  _check_against_field(export_dir, field, params, names)
   learned = None
   if rates:
-    learned = runs.test_time_optimizer(manifest["test_time"]["optimizer"], rates)
+    learned = _learned(export_dir, manifest, [arrays[n] for n in rates], params)
   return field, params, manifest, learned
+
+
+def _check_manifest(export_dir, manifest):
+  """Required keys and their types; layers name their arrays; sizes are integers."""
+  for key, (kind, what) in _REQUIRED.items():
+    if key not in manifest:
+      raise _broken(export_dir, f"{MANIFEST} has no '{key}'")
+    if not isinstance(manifest[key], kind):
+      raise _broken(export_dir, f"{MANIFEST}'s '{key}' must be {what}, got "
+                                f"{_show(manifest[key])}")
+  if not manifest["layers"]:
+    raise _broken(export_dir, f"{MANIFEST}'s 'layers' is empty")
+  for i, layer in enumerate(manifest["layers"]):
+    if not (isinstance(layer, dict) and
+            all(isinstance(layer.get(part), str) for part in _LAYER_PARTS)):
+      raise _broken(export_dir, f"{MANIFEST}'s layers[{i}] must be an object naming "
+                                f"its 'kernel' and 'bias' arrays, got {_show(layer)}")
+  for name, shape in manifest["constants"].items():
+    if not (isinstance(shape, list) and all(_is_size(n, 0) for n in shape)):
+      raise _broken(export_dir, f"{MANIFEST}'s constants['{name}'] must be a shape "
+                                f"(a list of sizes), got {_show(shape)}")
+  for key in ("in_dim", "out_dim", "width", "depth"):
+    value = manifest["field"].get(key)
+    if value is not None and not _is_size(value):
+      raise _broken(export_dir, f"{MANIFEST}'s field.{key} must be a positive integer, "
+                                f"got {_show(value)}")
+  test_time = manifest.get("test_time") or {}
+  if not (isinstance(test_time, dict) and
+          isinstance(test_time.get("optimizer", {}), dict)):
+    raise _broken(export_dir, f"{MANIFEST}'s test_time must be an object such as "
+                              "{'optimizer': {'name': 'sgd', 'learning_rate': 0.01}, "
+                              f"'num_steps': 2}}, got {_show(test_time)}")
+
+
+def _read_weights(export_dir, name):
+  """The arrays of the manifest's weights file: a plain .npz inside the export (a
+  manifest naming '../x' or '/x' would make loading read any file)."""
+  root = os.path.realpath(export_dir)
+  path = os.path.realpath(os.path.join(root, name))
+  if path == root or os.path.commonpath([root, path]) != root:
+    raise _broken(export_dir, f"{MANIFEST}'s weights = {name!r} points outside the "
+                              f"export (to {path}); it must name a file in it, e.g. "
+                              f"{WEIGHTS!r}")
+  if not os.path.isfile(path):
+    raise _broken(export_dir, f"its weights file {name} is missing")
+  # np.load takes any other file for a pickle, and says so with advice to unpickle.
+  if not zipfile.is_zipfile(path):
+    raise _broken(export_dir, f"its weights file {name} is not an .npz archive "
+                              "(numpy.savez)")
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      return {key: npz[key] for key in npz.files}
+  except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    raise _broken(export_dir, f"its weights file {name} holds something other than "
+                              f"plain numeric arrays ({type(e).__name__})") from e
+
+
+def _rate_names(export_dir, arrays, num_params):
+  """The learned inner rates' names, inner_lr_0 .. one per weight tensor, or []."""
+  found = sorted(key for key in arrays if key.startswith("inner_lr_"))
+  expected = [f"inner_lr_{i}" for i in range(num_params)]
+  if found and found != sorted(expected):
+    raise _broken(export_dir, f"its weights file holds learned rates {found}, but the "
+                              f"field has {num_params} weight tensors, each needing "
+                              f"one: inner_lr_0 .. inner_lr_{num_params - 1}")
+  return expected if found else []
+
+
+def _check_arrays(export_dir, arrays, names):
+  """Every array the manifest uses exists, holds real floats and is finite."""
+  for name in names:
+    if name not in arrays:
+      raise _broken(export_dir, f"its weights file has no array {name!r}, which "
+                                f"{MANIFEST} names (it holds "
+                                f"{', '.join(sorted(arrays)) or 'none'})")
+    array = arrays[name]
+    if not np.issubdtype(array.dtype, np.floating):
+      raise _broken(export_dir, f"array {name!r} is of dtype {array.dtype}, not real "
+                                "floating point")
+    bad = array.size - int(np.isfinite(array).sum())
+    if bad:
+      raise _broken(export_dir, f"array {name!r} holds {bad} NaN or inf values")
+
+
+def _check_layer_shapes(export_dir, manifest, arrays):
+  """Kernels and biases chain into the field the description declares (width, depth,
+  out_dim), checked before it is built: a wrong width would build it at that size."""
+  field, layers = manifest["field"], manifest["layers"]
+  if "depth" in field and field["depth"] != len(layers):
+    raise _broken(export_dir, f"{MANIFEST}'s field.depth is {field['depth']} but its "
+                              f"'layers' lists {len(layers)}")
+  fan_in = None
+  for i, layer in enumerate(layers):
+    kernel, bias = arrays[layer["kernel"]].shape, arrays[layer["bias"]].shape
+    if len(kernel) != 2 or bias != kernel[1:]:
+      raise _broken(export_dir, f"layer {i} has a kernel of shape {kernel} and a bias "
+                                f"of shape {bias}; a layer needs (fan_in, fan_out) and "
+                                "(fan_out,)")
+    if layer.get("shape", list(kernel)) != list(kernel):
+      raise _broken(export_dir, f"{MANIFEST}'s layers[{i}].shape is {layer['shape']} "
+                                f"but its kernel {layer['kernel']!r} is {kernel}")
+    if fan_in is not None and kernel[0] != fan_in:
+      raise _broken(export_dir, f"layer {i}'s kernel {layer['kernel']!r} takes "
+                                f"{kernel[0]} inputs, layer {i - 1} gives {fan_in}")
+    size = "out_dim" if i == len(layers) - 1 else "width"
+    if size in field and kernel[1] != field[size]:
+      raise _broken(export_dir, f"{MANIFEST}'s field.{size} is {field[size]} but layer "
+                                f"{i}'s kernel {layer['kernel']!r} is {kernel}")
+    fan_in = kernel[1]
+  for name, shape in manifest["constants"].items():
+    if list(arrays[name].shape) != shape:
+      raise _broken(export_dir, f"{MANIFEST}'s constants['{name}'] is {shape} but the "
+                                f"array is {arrays[name].shape}")
+
+
+def _build_field(export_dir, manifest, arrays):
+  constants = {name: arrays[name] for name in manifest["constants"]}
+  try:
+    return functional.from_description(manifest["field"], constants)
+  except KeyError as e:
+    raise _broken(export_dir, f"{MANIFEST} lacks {e}, which its "
+                              f"{manifest['field'].get('type')!r} field needs") from e
+  except ValueError as e:
+    raise _broken(export_dir, f"its field cannot be rebuilt: {_own_line(e)}") from e
+
+
+def _check_against_field(export_dir, field, params, names):
+  """The weights fit the field built: its encoding fixes the first layer's fan_in."""
+  variables = field.trainable_variables
+  if len(variables) != len(params):
+    raise _broken(export_dir, f"its {len(params) // 2} layers do not fit the field "
+                              f"described, which has {len(variables) // 2}")
+  for variable, param, name in zip(variables, params, names):
+    if tuple(variable.shape) != tuple(param.shape):
+      raise _broken(export_dir, f"array {name!r} is {tuple(param.shape)}, the field "
+                                f"described needs {tuple(variable.shape)}")
+
+
+def _learned(export_dir, manifest, rates, params):
+  """The learned inner optimizer: rates of the shapes their mode reads."""
+  description = (manifest.get("test_time") or {}).get("optimizer")
+  if description is None:
+    raise _broken(export_dir, f"it holds learned rates, but {MANIFEST} has no "
+                              "test_time.optimizer saying how they are used")
+  mode = description.get("mode")
+  if mode == "per_parameter":
+    wrong = [r.shape != tuple(p.shape) for r, p in zip(rates, params)]
+  elif mode == "per_layer_step":
+    wrong = [r.ndim != 1 or r.shape != rates[0].shape or not r.size for r in rates]
+  else:
+    wrong = []  # learned_lr.from_arrays names the unknown mode
+  if any(wrong):
+    raise _broken(export_dir, f"learned rate inner_lr_{wrong.index(True)} has shape "
+                              f"{rates[wrong.index(True)].shape}, which mode {mode!r} "
+                              "cannot use (per_parameter: its weight's shape; "
+                              "per_layer_step: (steps,), the same for all)")
+  return _optimizer(export_dir, description, rates)
+
+
+def _optimizer(export_dir, description, rates=None):
+  try:
+    return runs.test_time_optimizer(description, rates)
+  except (TypeError, ValueError) as e:
+    raise _broken(export_dir, f"its test_time.optimizer "
+                              f"({description.get('name')!r}) cannot be built: "
+                              f"{_own_line(e)}") from e
+
+
+def _own_line(error):
+  """A configurable's error without the "In call to configurable" lines gin adds."""
+  return str(error).splitlines()[0]
 
 
 def load_init(export_dir):
@@ -317,7 +524,7 @@ def load_init(export_dir):
   if "optimizer" not in test_time:
     raise ExportError(f"{export_dir} is a fitted field, not an init (its manifest has "
                       "no test-time settings): give an init's export.")
-  optimizer = learned or runs.test_time_optimizer(test_time["optimizer"])
+  optimizer = learned or _optimizer(export_dir, test_time["optimizer"])
   return testtime.Init(field, params, optimizer, test_time.get("num_steps"),
                        os.path.abspath(export_dir), manifest.get("task") or {})
 

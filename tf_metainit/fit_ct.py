@@ -11,6 +11,7 @@ image is the reconstruction.
 
 import os
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -21,13 +22,28 @@ from tf_metainit.tasks import ct
 
 
 def _load_array(path, what):
+  """A .npy file's array of real numbers (ints or floats), or a one-line error."""
   try:
-    return np.load(path, allow_pickle=False)  # A pickled array could run code.
+    array = np.load(path, allow_pickle=False)  # A pickled array could run code.
   except FileNotFoundError:
     raise ValueError(f"{what} file {path} does not exist.") from None
-  except ValueError as e:
-    raise ValueError(f"{what} file {path} is not a plain numeric .npy array ({e}); "
-                     "save it with numpy.save.") from e
+  except (ValueError, EOFError) as e:
+    # numpy's text for a non-.npy file advises unpickling it: not for shared data.
+    raise ValueError(f"{what} file {path} is not a plain numeric .npy array (it holds "
+                     "objects, is truncated or is another format); save it with "
+                     "numpy.save.") from e
+  if not isinstance(array, np.ndarray):
+    array.close()
+    raise ValueError(f"{what} file {path} is an .npz archive; give one array saved "
+                     "with numpy.save (.npy).")
+  if np.iscomplexobj(array):
+    raise ValueError(f"{what} file {path} holds complex numbers; a sinogram and its "
+                     "angles are real: save the measured real values (numpy.real if "
+                     "the imaginary part is only round-off).")
+  if array.dtype.kind not in "iuf":
+    raise ValueError(f"{what} file {path} holds {array.dtype} values, not numbers; "
+                     "save a float array with numpy.save.")
+  return array
 
 
 def load_sinogram(sinogram_path, angles_path):
@@ -43,13 +59,27 @@ def load_sinogram(sinogram_path, angles_path):
   if len(angles) != len(sinogram):
     raise ValueError(f"--sinogram has {len(sinogram)} rows (views) but --angles has "
                      f"{len(angles)} entries; give one angle per row.")
+  if not len(sinogram):
+    raise ValueError(f"--sinogram {sinogram_path} has no rows: a reconstruction needs "
+                     "at least one view (one row per angle).")
   if sinogram.shape[1] < 2:
     raise ValueError(f"--sinogram rows have {sinogram.shape[1]} detector bin(s); a "
                      "reconstruction needs at least 2 per view.")
   for name, array in (("--sinogram", sinogram), ("--angles", angles)):
     if not np.all(np.isfinite(array)):
       raise ValueError(f"{name} holds NaN or inf values.")
+  _warn_if_degrees(angles_path, angles)
   return sinogram.astype(np.float32), angles.astype(np.float32)
+
+
+def _warn_if_degrees(angles_path, angles):
+  """Angles are radians; larger than a full turn either way, they are likely degrees
+  (or garbage), which would fit to the wrong geometry without a word."""
+  largest = float(np.max(np.abs(angles)))
+  if largest > 2 * np.pi:
+    logging.warning("--angles %s reaches %.4g, beyond 2*pi: angles are in radians; if "
+                    "these are degrees, convert them with np.deg2rad.", angles_path,
+                    largest)
 
 
 def task_of(init, bins):

@@ -4,7 +4,8 @@ fit's outputs are written.
 
   check_kind     refuses an init made for another kind of signal
   check_out_dir  a new or empty folder, or an earlier fit's
-  finish         the pictures, the fitted field as an export and fit.json (last)
+  finish         the pictures, the fitted field as an export and fit.json, swapped in
+                 whole
 """
 
 import os
@@ -41,11 +42,14 @@ def described(init, key):
 def check_out_dir(out_dir):
   """A new or empty folder, or an earlier fit's (its fit.json), so nothing else is
   overwritten."""
-  problem = files.target_dir_problem(
-      out_dir, lambda d: os.path.exists(os.path.join(d, RESULT)),
-      "a tf-metainit-fit output")
+  problem = files.target_dir_problem(out_dir, _is_fit, "a tf-metainit-fit output")
   if problem:
     raise ValueError(f"--out_dir={out_dir} {problem}")
+
+
+def _is_fit(folder):
+  # Keys every fit (image, sinogram, views) writes into its fit.json.
+  return files.holds_record(folder, RESULT, ("init", "num_steps", "optimizer"))
 
 
 def save_picture(picture, path):
@@ -56,12 +60,13 @@ def save_picture(picture, path):
 
 def finish(out_dir, field, fitted, result, pictures, task=None):
   """Writes a fit's pictures ({file name: picture}), the fitted field as an export
-  (with `task`'s rendering signatures, if given) and fit.json (last, so a folder with
-  fit.json is a complete fit)."""
-  os.makedirs(out_dir, exist_ok=True)
-  for name, picture in pictures.items():
-    save_picture(picture, os.path.join(out_dir, name))
-  exports.export_params(field, fitted, os.path.join(out_dir, "export"), task=task,
-                        manifest_extra={"kind": "fitted", "fit": {
-                            k: v for k, v in result.items() if k != "standard"}})
-  files.write_json(os.path.join(out_dir, RESULT), result)
+  (with `task`'s rendering signatures, if given) and fit.json into a new folder that
+  replaces `out_dir` whole (files.atomic_directory): a fit that fails, on a full disk
+  say, leaves the earlier one or none."""
+  with files.atomic_directory(out_dir) as folder:
+    for name, picture in pictures.items():
+      save_picture(picture, os.path.join(folder, name))
+    exports.export_params(field, fitted, os.path.join(folder, "export"), task=task,
+                          manifest_extra={"kind": "fitted", "fit": {
+                              k: v for k, v in result.items() if k != "standard"}})
+    files.write_json(os.path.join(folder, RESULT), result)

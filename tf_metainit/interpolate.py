@@ -24,6 +24,9 @@ from tf_metainit.fields import functional
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import contract
 
+# This command's entries of its output folder.
+OUTPUTS = ("interpolation.png", "interpolation.json")
+
 
 def barycentric_grid(subdivisions):
   """(a, b, c) = (i, j, k) / n for i + j + k = n, row by row from the top corner."""
@@ -75,10 +78,10 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
   optimizer_settings = optimizers.check(dict(optimizer_settings or {}),
                                         "interpolate.optimizer_settings")
   output_dir = layout.eval_dir(root_dir, output_dir)
-  os.makedirs(output_dir, exist_ok=True)
+  layout.check_eval_dir(output_dir, "a tf-metainit-interpolate output")
   num_steps = dict({"standard": 100, "meta": 100}, **(num_steps or {}))
   setting = setting if setting is not None else task.default_setting
-  signals = contract.take(task.test_signals(), list(signal_indices))
+  signals = _corner_signals(task, signal_indices)
   inits, metas = baselines.build(task, root_dir, ("standard", "meta"),
                                  checkpoint=checkpoint)
   settings = dict({"standard": testtime.STANDARD_OPTIMIZER,
@@ -102,6 +105,23 @@ def interpolate(root_dir, task=gin.REQUIRED, signal_indices=(0, 1, 2), num_steps
   for i, (panel, label) in enumerate(zip(panels, ("Standard init", "Meta init"))):
     figure.paste(panel, (i * (panel.width + 20), 20))
     draw.text((i * (panel.width + 20) + 4, 4), label, fill="black")
-  files.save_image(figure, os.path.join(output_dir, "interpolation.png"))
-  files.write_json(os.path.join(output_dir, "interpolation.json"), report)
+  # Swapped in whole, keeping what evaluate and appearance wrote into the folder.
+  with files.atomic_directory(output_dir, replaces=OUTPUTS.__contains__) as out:
+    files.save_image(figure, os.path.join(out, "interpolation.png"))
+    files.write_json(os.path.join(out, "interpolation.json"), report)
   return report
+
+
+def _corner_signals(task, signal_indices):
+  """The held-out signals at the corners; a task with too few says which binding
+  gives it more."""
+  signals = task.test_signals()
+  available = len(next(iter(signals.values())))
+  needed = max(signal_indices) + 1
+  if needed > available:
+    binding = f"{type(task).__name__}.num_test"
+    raise ValueError(f"interpolate.signal_indices = {tuple(signal_indices)} needs "
+                     f"{needed} held-out test signals, but the task has {available} "
+                     f"({binding}): set {binding} = {needed} or more "
+                     "(--gin_bindings), or choose indices below the count.")
+  return contract.take(signals, list(signal_indices))

@@ -14,6 +14,8 @@
 
 import os
 
+from tf_metainit import files
+
 
 def config_path(root_dir):
   return os.path.join(root_dir, "config.gin")
@@ -42,6 +44,26 @@ def best_dir(root_dir):
 def eval_dir(root_dir, output_dir=None):
   """`output_dir` if given (a user's choice), else the run's own eval folder."""
   return output_dir or os.path.join(root_dir, "eval")
+
+
+# The record each command writing into <root_dir>/eval leaves there, with keys it
+# always writes: a folder holding one is this package's evaluation output.
+EVAL_RECORDS = {"results.json": ("settings", "report_step", "inits"),
+                "appearance.json": ("photo_index", "corner_indices", "camera_indices"),
+                "interpolation.json": ("standard", "meta")}
+
+
+def check_eval_dir(output_dir, what):
+  """Refuses, before the long work, an output folder holding anything but this
+  package's evaluation outputs (`what` names the command's)."""
+  problem = files.target_dir_problem(output_dir, _is_eval_output, what)
+  if problem:
+    raise ValueError(f"{output_dir} {problem}")
+
+
+def _is_eval_output(folder):
+  return any(files.holds_record(folder, name, keys)
+             for name, keys in EVAL_RECORDS.items())
 
 
 def fitted_dir(eval_directory, init_name, setting):

@@ -18,15 +18,30 @@ import itertools
 import numpy as np
 import tensorflow as tf
 
+from tf_metainit import checks
 from tf_metainit.fields import functional
 from tf_metainit.meta import inner
 from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import contract
 
-# `task` is the task's description (task.describe()): which signals the init is for.
-Init = collections.namedtuple("Init", ["field", "params", "optimizer", "num_steps",
-                                       "source", "task"])
+
+class Init(collections.namedtuple("Init", ["field", "params", "optimizer", "num_steps",
+                                           "source", "task"])):
+  """`task` is the task's description (task.describe()): which signals the init is
+  for. `num_steps` (None: unset) comes from a run record or a manifest, so it is
+  checked here, where every job's step count from a file enters."""
+  __slots__ = ()
+
+  def __new__(cls, field, params, optimizer, num_steps, source, task):
+    try:
+      checks.optional(checks.positive_int, "test_time.num_steps", num_steps)
+    except ValueError as e:
+      raise ValueError(f"The init {source} is unusable: {e} Correct it in the file "
+                       "it comes from (an export's manifest.json, a run's "
+                       "run.json).") from e
+    return super().__new__(cls, field, params, optimizer, num_steps, source, task)
+
 
 # Seed Table 1: every baseline with Adam 1e-4 (Meta's optimizer is its init's own).
 STANDARD_OPTIMIZER = optimizers.Adam(1e-4)

@@ -43,11 +43,12 @@ _HELP_FOOTER = ("--verbosity=1 (or -v 1) also shows TensorFlow's start-up messag
                 "--helpfull lists every flag, absl's and TensorFlow's included.")
 
 
-def run(main, module_name):
+def run(main, module_name, stop_grace=3.0):
   """app.run(main) for the binary in module `module_name`: --help (-h) prints its
-  usage; TensorFlow loads quietly (startup.py) once the flags are parsed."""
+  usage; TensorFlow loads quietly (startup.py) once the flags are parsed. After Ctrl-C
+  or SIGTERM it has `stop_grace` seconds to stop by itself (cli/stopping.py)."""
   module = sys.modules[module_name]
-  app.run(functools.partial(_main, main, module),
+  app.run(functools.partial(_main, main, module, stop_grace),
           flags_parser=functools.partial(_parse_flags, module))
 
 
@@ -68,15 +69,8 @@ def _print_to_closing_pipe(text):
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-# Seconds a binary has to stop by itself after Ctrl-C or SIGTERM before stopping.py
-# ends it: the trainer finishes its step and saves a checkpoint; the others only
-# leave a call that may not return.
-_STOP_GRACE = {"tf_metainit.cli.meta_train": 10.0}
-_DEFAULT_STOP_GRACE = 3.0
-
-
-def _main(main, module, argv):
-  stopping.install(_STOP_GRACE.get(module.__name__, _DEFAULT_STOP_GRACE))
+def _main(main, module, stop_grace, argv):
+  stopping.install(stop_grace)
   startup.load_tensorflow(flags.FLAGS.verbosity)
   try:
     return main(argv)

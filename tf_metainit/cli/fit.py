@@ -53,13 +53,12 @@ def _init():
   from tf_metainit import exports  # pylint: disable=g-import-not-at-top
   from tf_metainit import pretrained  # pylint: disable=g-import-not-at-top
   from tf_metainit import runs  # pylint: disable=g-import-not-at-top
-  if not os.path.exists(FLAGS.init) and os.sep not in FLAGS.init:
-    return pretrained.init(FLAGS.init)
-  if os.path.exists(os.path.join(FLAGS.init, exports.MANIFEST)):
-    return exports.load_init(FLAGS.init)
-  common.parse_run_config(FLAGS.init, FLAGS.gin_file, FLAGS.gin_bindings,
+  kind, folder = pretrained.resolve(FLAGS.init)
+  if kind != "run":
+    return exports.load_init(folder)
+  common.parse_run_config(folder, FLAGS.gin_file, FLAGS.gin_bindings,
                           task_for=("init_from_run",))
-  return runs.init_from_run(FLAGS.init, FLAGS.checkpoint)
+  return runs.init_from_run(folder, FLAGS.checkpoint)
 
 
 def main(argv):

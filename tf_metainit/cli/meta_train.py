@@ -35,7 +35,8 @@ def main(argv):
 
 
 def run():
-  common.run(main, __name__)
+  # The trainer stops after its step and saves a checkpoint: give it that long.
+  common.run(main, __name__, stop_grace=10.0)
 
 
 if __name__ == "__main__":

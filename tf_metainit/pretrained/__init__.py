@@ -11,11 +11,15 @@ with the package's own binaries from gin/pretrained/<name>.gin.
   field, params, manifest, learned = pretrained.load("text")
   init = pretrained.init("text")   # testtime.Init: with its test-time settings
   tf-metainit-fit --init=text --image=photo.png    # the same from the command line
+                                                   # (--init=./text: a folder "text")
 """
 
 import os
 
+from absl import logging
+
 from tf_metainit import exports
+from tf_metainit import layout
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CARD = "MODEL_CARD.md"
@@ -35,6 +39,29 @@ def path(name):
                      f"{', '.join(names) or 'none'}. Give one of them, a run directory "
                      "or an export folder.")
   return os.path.join(ROOT, name)
+
+
+def resolve(init):
+  """What `init` (tf-metainit-fit --init) names: ('shipped', folder), ('export',
+  folder) or ('run', folder). A shipped init's name wins over a folder of that name in
+  the working directory, which ./<name> picks (said in a warning)."""
+  if init in list():
+    if os.path.exists(init):
+      logging.warning("--init=%s is the shipped init %r, not the folder %s here; give "
+                      "--init=./%s for the folder.", init, init, init, init)
+    return "shipped", path(init)
+  if not os.path.exists(init):
+    if os.sep not in init:
+      path(init)  # a bare name: says which inits ship
+    raise ValueError(f"--init={init}: no such folder. Give a shipped init "
+                     f"({', '.join(list())}), a run directory or an export folder.")
+  if os.path.isfile(os.path.join(init, exports.MANIFEST)):
+    return "export", init
+  if os.path.isfile(layout.config_path(init)):
+    return "run", init
+  raise ValueError(f"--init={init} is neither a shipped init, an export (it has no "
+                   f"{exports.MANIFEST}) nor a run directory (no config.gin): give a "
+                   "folder tf-metainit-export or tf-metainit-train wrote.")
 
 
 def load(name):
