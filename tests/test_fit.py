@@ -6,6 +6,7 @@ PSNR before fitting is checked against a numpy forward pass of the exported weig
 """
 
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -21,6 +22,7 @@ from test_export import numpy_field
 from tf_metainit import export
 from tf_metainit import exports
 from tf_metainit import fit
+from tf_metainit import fitting
 from tf_metainit import train
 from tf_metainit.cli import common
 from tf_metainit.fields import mlp
@@ -160,3 +162,19 @@ def test_fit_too_large_for_memory_is_refused_before_the_decode(tmp_path):
   errors = [l for l in result.stderr.splitlines() if l.startswith("ERROR:")]
   assert len(errors) == 1 and "Fitting this 9000x7000 image needs about 7.3 GB" in errors[0]
   assert "downsample it to about" in errors[0] and not (tmp_path / "out").exists()
+
+
+def test_a_long_fit_is_announced_with_its_estimated_duration(caplog):
+  # A 5x256 SIREN's weight matrices: 2x256, three 256x256, 256x3 -> 6 x their
+  # entries per point and step (forward and backward).
+  field = siren.Siren(width=256, depth=5)
+  per_point = 6 * (2 * 256 + 3 * 256 * 256 + 256 * 3)
+  steps, points = 10_000_000, 64 * 64
+  with caplog.at_level(logging.WARNING):
+    seconds = fitting.announce_duration(field.params(), points, steps)
+  assert seconds == pytest.approx(steps * points * per_point / fitting.ASSUMED_FLOPS)
+  assert "about 11 days" in caplog.text  # 9.7e5 s
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    fitting.announce_duration(field.params(), points, 2)  # milliseconds: no word
+  assert not caplog.text

@@ -45,6 +45,8 @@ def fit(init, image_path, out_dir, num_steps=None, resolution=None, compare=Fals
   image = image_folder.load_image(image_path)
   if task.channels == 1:
     image = image.mean(-1, keepdims=True)
+  fitting.announce_duration(init.params, image.shape[0] * image.shape[1],
+                            num_steps * (2 if compare else 1))
   with _bar(num_steps, "Fitting the learned init") as on_step:
     fitted, curve = testtime.fit_image(task, init.params, image, init.optimizer,
                                        num_steps, on_step)

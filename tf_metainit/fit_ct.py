@@ -109,6 +109,8 @@ def fit(init, sinogram_path, angles_path, out_dir, num_steps=None):
   sinogram, angles = load_sinogram(sinogram_path, angles_path)
   task = task_of(init, sinogram.shape[1])
   num_steps = int(num_steps or init.num_steps or 100)
+  # The field is evaluated at every pixel of the bins x bins picture per step.
+  fitting.announce_duration(init.params, sinogram.shape[1] ** 2, num_steps)
   fitted, curve = fit_sinogram(task, init.params, sinogram, angles, init.optimizer,
                                num_steps)
   result = {"sinogram": os.path.abspath(sinogram_path),

@@ -40,7 +40,9 @@ def views_format(folder):
       "dense/images/) with c2w_mats.npy, kinv_mats.npy and bds.npy.")
 
 
-def _fit(task, params, signals, optimizer, num_steps, setting, metric):
+def _fit(task, params, signals, optimizer, num_steps, setting, metric, rays):
+  """The fit of `rays` rays per step, said beforehand if it is long."""
+  fitting.announce_duration(params, rays * task.num_samples, num_steps)
   return testtime.fit_signals(task, params, signals, optimizer, num_steps, setting,
                               metric, trace_every=_trace_every(num_steps))
 
@@ -92,7 +94,7 @@ def fit_shapenet(init, folder, num_steps):
                                    images)
 
   fitted, curve = _fit(task, init.params, signals, init.optimizer, num_steps, observed,
-                       metric)
+                       metric, task.test_rays_per_step)
   render = tf.function(task.render_views)
   renders = render(fitted, cameras, signals["focal"]).numpy()[0]
   new = render(fitted, _turntable(obj["c2w"], NUM_NEW_CAMERAS)[None],
@@ -128,7 +130,7 @@ def fit_phototourism(init, folder, num_steps, photo):
     return phototourism.photo_psnr(task.render_slots(p, signals), signals)
 
   fitted, curve = _fit(task, init.params, signals, init.optimizer, num_steps, "full",
-                       metric)
+                       metric, task.rays_per_step)
   params = [p[0] for p in fitted]
   others = [k for k in range(len(paths)) if k != photo][:NUM_OTHER_PHOTOS]
   transfer = []

@@ -4,12 +4,14 @@ fit's outputs are written.
 
   check_kind     refuses an init made for another kind of signal
   check_out_dir  a new or empty folder, or an earlier fit's
+  announce_duration  says before a long fit starts how long it will take
   finish         the pictures, the fitted field as an export and fit.json, swapped in
                  whole
 """
 
 import os
 
+from absl import logging
 import numpy as np
 from PIL import Image
 
@@ -17,6 +19,10 @@ from tf_metainit import exports
 from tf_metainit import files
 
 RESULT = "fit.json"
+# A modest CPU's sustained matmul rate (about what 2 cores reach): the estimate only
+# guides; the progress bar on a terminal shows the real rate.
+ASSUMED_FLOPS = 5e10
+LONG_SECONDS = 180
 INPUT_FLAGS = {"image": "image", "ct": "sinogram and --angles",
                "shapenet": "views", "phototourism": "views"}
 
@@ -28,6 +34,27 @@ def check_kind(init, kind, flag):
     raise ValueError(f"{flag} needs an init of a {kind} task; this one ({init.source}) "
                      f"is a {found} init. Give --{INPUT_FLAGS[found]} instead, or an "
                      f"init made for {kind}.")
+
+
+def announce_duration(params, points, num_steps):
+  """Estimated seconds of `num_steps` steps over `points` points per step, said as a
+  warning when more than a few minutes: a forward and backward pass cost about three
+  times a forward's matmuls, 2 fan_in fan_out per weight matrix and point."""
+  per_point = 6 * sum(int(np.prod(p.shape)) for p in params if len(p.shape) == 2)
+  seconds = float(num_steps) * points * per_point / ASSUMED_FLOPS
+  if seconds > LONG_SECONDS:
+    logging.warning("%d steps over %d points per step: about %s at %g GFLOP/s (2 CPU "
+                    "cores; a GPU is much faster). Ctrl-C stops it; --steps sets "
+                    "fewer.", num_steps, points, _duration(seconds),
+                    ASSUMED_FLOPS / 1e9)
+  return seconds
+
+
+def _duration(seconds):
+  for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+    if seconds >= 2 * size:
+      return f"{seconds / size:.0f} {unit}"
+  return f"{seconds:.0f} s"
 
 
 def described(init, key):
