@@ -42,7 +42,7 @@ def views_format(folder):
 
 def _fit(task, params, signals, optimizer, num_steps, setting, metric, rays):
   """The fit of `rays` rays per step, said beforehand if it is long."""
-  fitting.announce_duration(params, rays * task.num_samples, num_steps)
+  fitting.announce_duration(params, rays * task.renderer.num_samples, num_steps)
   return testtime.fit_signals(task, params, signals, optimizer, num_steps, setting,
                               metric, trace_every=_trace_every(num_steps))
 
