@@ -6,7 +6,10 @@
                                         (to run the multi-device path on a laptop or CI)
                         'multi_worker'  MultiWorkerMirroredStrategy over the workers of
                                         TF_CONFIG: one process per worker, all started
-                                        with the same command (training only)
+                                        with the same command (training only), all
+                                        reachable within distribute.startup_timeout
+                                        seconds; a collective waiting longer than
+                                        distribute.collective_timeout fails
                         'tpu'           TPUStrategy (forces jit_compile; untested here)
 
 The binaries build it in a gin scope named for the job, so `train/distribute.strategy`
@@ -20,11 +23,15 @@ and build the training config inside its scope; Python users do the same:
     train.meta_train(root_dir, train.TrainConfig(...), strategy)
 """
 
+import concurrent.futures
 import contextlib
+import faulthandler
 import json
 import os
 import re
+import select
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -38,9 +45,19 @@ from tf_metainit import checks
 from tf_metainit import layout
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-# A collective that waits longer than this for a lost worker fails, so the survivors
-# exit with an error instead of hanging.
-COLLECTIVE_TIMEOUT_SECONDS = 60
+# Workers are started one machine after another, by hand or by a scheduler that may
+# queue them, and each imports TensorFlow first: a few minutes apart is normal; past
+# that, a worker is most likely missing or unreachable.
+STARTUP_TIMEOUT_SECONDS = 300
+# After the start-up deadline, how long the process waits for the line naming the
+# unreachable workers (probed at once, 1 s each) before it exits.
+REPORT_SECONDS = 3.0
+# A collective that waits longer than this fails (DeadlineExceeded), so a worker that
+# is alive but stuck ends the others instead of hanging them. It must outlast what a
+# worker may legitimately do while another waits at the next collective (trace its
+# first step, save a checkpoint); a worker that is gone is caught within seconds by
+# watching_peers and TensorFlow's own health check.
+COLLECTIVE_TIMEOUT_SECONDS = 300
 # A peer whose port refuses this many probes in a row, PEER_PROBE_SECONDS apart, is
 # gone: TensorFlow would otherwise abort ~20 s later with a C++ error naming nothing.
 PEER_PROBE_SECONDS, PEER_MISSES = 2.0, 3
@@ -55,41 +72,151 @@ def check_name(name, allowed=STRATEGIES, job=None):
   return name
 
 
-def get(name, cpu_replicas=2):
-  """The process's strategy `name`, created on first use."""
+def get(name, cpu_replicas=2, startup_timeout=STARTUP_TIMEOUT_SECONDS,
+        collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
+  """The process's strategy `name`, created on first use (the timeouts, in seconds,
+  are multi_worker's)."""
   if check_name(name) not in _created:
-    _created[name] = _make(name, cpu_replicas)
+    _created[name] = _make(name, cpu_replicas, startup_timeout, collective_timeout)
   return _created[name]
 
 
 @gin.configurable("distribute")
-def _configured(strategy="default", cpu_replicas=2):
-  return strategy, cpu_replicas
+def _configured(strategy="default", cpu_replicas=2,
+                startup_timeout=STARTUP_TIMEOUT_SECONDS,
+                collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
+  return strategy, (cpu_replicas, startup_timeout, collective_timeout)
 
 
 def from_gin(job, allowed=STRATEGIES):
   """The strategy the gin config names for `job` ('train' or 'evaluate', the gin
   scope); call it after parsing the config, before anything else runs TensorFlow."""
   with gin.config_scope(job):
-    name, cpu_replicas = _configured()
+    name, options = _configured()
   check_name(name, allowed, job)
-  return get(name, cpu_replicas)
+  return get(name, *options)
 
 
-def _make(name, cpu_replicas):
+def _make(name, cpu_replicas, startup_timeout, collective_timeout):
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
     return tf.distribute.MirroredStrategy(_mirrored_devices(cpu_replicas))
   if name == "multi_worker":
-    check_tf_config(os.environ.get("TF_CONFIG"))
-    options = tf.distribute.experimental.CommunicationOptions(
-        timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return _multi_worker(startup_timeout, collective_timeout)
   resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
   tf.config.experimental_connect_to_cluster(resolver)
   tf.tpu.experimental.initialize_tpu_system(resolver)
   return tf.distribute.TPUStrategy(resolver)
+
+
+def _multi_worker(startup_timeout, collective_timeout):
+  config = check_tf_config(os.environ.get("TF_CONFIG"))
+  startup_timeout = checks.positive("distribute.startup_timeout", startup_timeout)
+  options = tf.distribute.experimental.CommunicationOptions(
+      timeout_seconds=checks.positive("distribute.collective_timeout",
+                                      collective_timeout))
+  peers = _other_tasks(config)
+  with _stop_signals_during_start_up(), _startup_deadline(startup_timeout, peers):
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+@contextlib.contextmanager
+def _stop_signals_during_start_up():
+  """SIGINT and SIGTERM end the process at once (status 128 + the signal) while the
+  block builds the strategy, and the previous handlers are put back after it. The
+  binaries' handlers (cli/stopping.py) are Python, which cannot run while the
+  constructor waits in C++ holding the GIL, and nothing is written yet. That wait
+  begins after the constructor has installed TensorFlow's own SIGTERM handler (its
+  coordination service's preemption notifier), under which SIGTERM no longer ends the
+  process: only the start-up deadline does then, and, were the handlers not put back,
+  nothing would for the whole training."""
+  if threading.current_thread() is not threading.main_thread():
+    yield  # only the main thread may set handlers
+    return
+  signals = (signal.SIGINT, signal.SIGTERM)
+  previous = {s: signal.signal(s, signal.SIG_DFL) for s in signals}
+  try:
+    yield
+  finally:
+    for s, handler in previous.items():
+      if handler is not None:  # None: set outside Python, which cannot restore it
+        signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _startup_deadline(seconds, peers):
+  """Ends the process (status 1) with one line (startup_problem) if the block has not
+  ended within `seconds`. The strategy's constructor waits for every worker in C++
+  holding the GIL, so no thread of this process runs Python until it returns: a
+  forked watchdog probes and writes the line, and faulthandler's timer, a C thread,
+  exits. The binaries build the strategy before they write anything, so nothing is
+  left half written."""
+  with open(os.devnull, "w") as devnull:  # where that exit's thread dump goes
+    ended_read, ended_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+      os.close(ended_write)
+      _watch_start_up(ended_read, seconds, peers)
+    os.close(ended_read)
+    try:
+      faulthandler.dump_traceback_later(seconds + REPORT_SECONDS, exit=True,
+                                        file=devnull)
+      yield
+    finally:
+      faulthandler.cancel_dump_traceback_later()
+      with contextlib.suppress(BrokenPipeError):  # the watchdog was killed: no matter
+        os.write(ended_write, b".")
+      os.close(ended_write)
+      os.waitpid(pid, 0)
+
+
+def _watch_start_up(ended, seconds, peers):
+  """The forked watchdog: writes the line unless the parent says on `ended` within
+  `seconds` that the block ended (a closed pipe alone: the parent itself ended). It
+  ends by os._exit: a copy of the parent must not run the parent's exit code."""
+  try:
+    if not select.select([ended], [], [], seconds)[0]:
+      message = startup_problem(seconds, peers)
+      if not (select.select([ended], [], [], 0)[0] and os.read(ended, 1)):
+        os.write(2, f"ERROR: {message}\n".encode())
+  finally:
+    os._exit(0)  # pylint: disable=protected-access
+
+
+def _other_tasks(config):
+  """[(address, 'worker 1'), ...]: the tasks of a checked TF_CONFIG that take part in
+  the collectives, but this process's."""
+  cluster, task = config["cluster"], config["task"]
+  me = (task["type"], task["index"])
+  return [(address, _task_name(cluster, job, i)) for job in ("chief", "worker")
+          for i, address in enumerate(cluster.get(job, ())) if (job, i) != me]
+
+
+def _task_name(cluster, job, index):
+  chief = ", the chief" if _is_chief_task(cluster, job, index) else ""
+  return f"{job} {index}{chief}"
+
+
+def startup_problem(seconds, peers):
+  """What to say when the cluster has not formed after `seconds`: which of `peers`
+  ((address, task) pairs) do not answer a TCP connect, and what to check."""
+  addresses = [address for address, _ in peers]
+  with concurrent.futures.ThreadPoolExecutor(max(1, len(peers))) as pool:
+    answers = list(pool.map(_answers, addresses))  # at once: each may take its timeout
+  missing = [f"{address} (task {task})"
+             for (address, task), answered in zip(peers, answers) if not answered]
+  later = ("and that they all start within distribute.startup_timeout "
+           f"(now {seconds:g} s) of each other")
+  if missing:
+    return (f"multi_worker start-up: workers not reachable after {seconds:g} s: "
+            f"{', '.join(missing)}; check that tf-metainit-train runs on each of them "
+            "with the same TF_CONFIG (its own task index), that the addresses and ports "
+            f"are right and open between the machines, {later}.")
+  return (f"multi_worker start-up: every worker answers on its port, but the cluster "
+          f"did not form within {seconds:g} s; check that each of those ports is "
+          "tf-metainit-train's (not another program's), that every worker has the same "
+          f"TF_CONFIG cluster and its own task index, {later}.")
 
 
 def _mirrored_devices(cpu_replicas):
@@ -172,9 +299,13 @@ def is_chief(strategy):
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not resolver.cluster_spec().as_dict():
     return True
-  return resolver.task_type == "chief" or (
-      resolver.task_type == "worker" and resolver.task_id == 0 and
-      "chief" not in resolver.cluster_spec().as_dict())
+  return _is_chief_task(resolver.cluster_spec().as_dict(), resolver.task_type,
+                        resolver.task_id)
+
+
+def _is_chief_task(cluster, job, index):
+  """The chief, or without one the first worker."""
+  return job == "chief" or (job == "worker" and index == 0 and "chief" not in cluster)
 
 
 def write_root(root_dir, strategy):
@@ -230,9 +361,10 @@ def worker_lost(error, root_dir):
   """A collective's failure, said as what it means: another worker is gone."""
   task = re.search(r"/job:\w+/replica:\d+/task:\d+", str(error))
   who = task.group(0) if task else "another worker"
-  return WorkerLost(f"{who} of this multi-worker run failed or is gone "
-                    f"({type(error).__name__}), so this worker stops too. "
-                    + _relaunch(root_dir))
+  what = ("did not take part in a collective within distribute.collective_timeout"
+          if isinstance(error, tf.errors.DeadlineExceededError) else "failed or is gone")
+  return WorkerLost(f"{who} of this multi-worker run {what} ({type(error).__name__}), "
+                    "so this worker stops too. " + _relaunch(root_dir))
 
 
 @contextlib.contextmanager
