@@ -2,7 +2,9 @@
 photographs at 64², 256², 512² and at a photo's own size, against the bicubic
 upsampling of their own 64² fit and against Standard with its best Adam rate.
 
-  python docs/any_size/measure.py choose --out=docs/any_size/choices.json
+  python docs/any_size/measure.py choose --init=natural --out=docs/any_size/choices.json
+  python docs/any_size/measure.py validate --init=natural --init=/tmp/natural_any/export \
+      --out=docs/any_size/validation.json
   python docs/any_size/measure.py test --init=natural --init=/tmp/natural_any/export \
       --out=docs/any_size/results.json
 
@@ -115,15 +117,39 @@ def choose(args):
   return out
 
 
+def validate(args):
+  """On the VALIDATION photos: each init after its default steps at 128², 256² and
+  512² (photos at least 512 px) against the bicubic upsampling of its own 64² fit:
+  the figure that decides whether an any-size run is worth testing."""
+  out = {"photos": VALIDATION, "inits": {}}
+  for init_name in args.init:
+    init = load(init_name)
+    rows = out["inits"][init_name] = []
+    for name in VALIDATION:
+      for size in (128, 256, 512):
+        if size == 512 and min(photo(name).shape[:2]) < 512:
+          continue
+        meta = curve_of(init.field, init.params, photo(name, size), init.optimizer,
+                        init.num_steps)
+        rows.append({"photo": name, "size": size, "meta": float(meta[-1]),
+                     "bicubic_of_64": bicubic_of_64(init, name, size)})
+        print(init_name, rows[-1], flush=True)
+  return out
+
+
 def test(args):
   """On the TEST photos: PSNR after the init's default steps at 64², 256², 512²
   (photos at least 512 px for 512²) beside bicubic-of-64 and Standard (its chosen
   rate) at the same steps. Seconds to 25 and 30 dB: tf-metainit-benchmark
   (BENCHMARKS.md, "From a photograph to 25 and 30 dB")."""
-  with open(args.choices) as f:
-    choices = json.load(f)
-  out = {"choices": args.choices, "inits": {}}
-  standard_rate = choices["standard_rate"]
+  if args.standard_rate:  # Table 1's Adam rate, say, when no rate was chosen yet
+    out = {"standard_rate": args.standard_rate, "inits": {}}
+    standard_rate = args.standard_rate
+  else:
+    with open(args.choices) as f:
+      choices = json.load(f)
+    out = {"choices": args.choices, "inits": {}}
+    standard_rate = choices["standard_rate"]
   for init_name in args.init:
     init = load(init_name)
     field, params = standard_of(init)
@@ -148,13 +174,15 @@ def test(args):
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument("stage", choices=("choose", "test"))
+  parser.add_argument("stage", choices=("choose", "validate", "test"))
   parser.add_argument("--init", action="append", required=True)
   parser.add_argument("--out", required=True)
   parser.add_argument("--choices", default="docs/any_size/choices.json")
   parser.add_argument("--steps", type=int, default=60)
+  parser.add_argument("--standard_rate", type=float, default=None,
+                      help="test: Standard's Adam rate instead of --choices'")
   args = parser.parse_args()
-  result = choose(args) if args.stage == "choose" else test(args)
+  result = {"choose": choose, "validate": validate, "test": test}[args.stage](args)
   with open(args.out, "w") as f:
     json.dump(result, f, indent=1)
   print("wrote", args.out)
