@@ -150,8 +150,8 @@ def _photo_to_psnr(results):
            "process: from a held-out photograph's file (scikit-image's samples, "
            "centre-cropped and resized, or at its own size) to the step whose PSNR "
            "reaches each target, decoding and the fit's build and tracing included "
-           "(TensorFlow's import not); peak RSS is the process's. Meta: the shipped "
-           "'natural' init, its learned steps, then Adam or its last learned rates; "
+           "(TensorFlow's import not); peak RSS is the process's. Meta: a shipped "
+           "init, its learned steps, then Adam or its last learned rates; "
            "Standard: Adam; each as chosen on validation photographs "
            "(docs/any_size/choices.json). '>N' = not reached in the N steps run.", "",
            "| photo | size | init | Adam rate | 25 dB: s (steps) | 30 dB: s (steps) | "
@@ -167,7 +167,7 @@ def _photo_to_psnr(results):
       hit = r["reached"][target]
       cells.append(f">{r['run_s']:.1f} (>{c['max_steps']})" if hit is None else
                    f"{hit['seconds']:.1f} ({hit['steps']})")
-    init = "Meta ('natural')" if c["init"] == "meta" else "Standard"
+    init = "Standard" if c["init"] == "standard" else f"Meta ('{c['init']}')"
     rate = "its learned rates" if c["rate"] is None else f"{c['rate']:g}"
     lines.append(f"| {c['photo']} | {c['size'][0]}x{c['size'][1]} | {init} | "
                  f"{rate} | {cells[0]} | {cells[1]} | "

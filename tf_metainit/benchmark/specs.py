@@ -17,10 +17,9 @@ def _modes(name, group, kind, **kwargs):
 
 
 # The Adam rates of the photograph workloads, chosen on the validation photographs at
-# 256² (docs/any_size/choices.json): Standard's, and the one a Meta fit switches to
-# after its learned steps.
-STANDARD_PHOTO_RATE = 1e-4
-META_PHOTO_RATE = 1e-4
+# 256² (docs/any_size/choices.json): Standard's, and the one each shipped init's fit
+# switches to after its learned steps (None: its last learned rates on).
+PHOTO_RATES = {"standard": 1e-4, "natural": 1e-4, "natural_any": 1e-4}
 
 
 def workload_specs(quick=False):
@@ -85,13 +84,14 @@ def workload_specs(quick=False):
   for size, cap in (((16, 20),) if q else ((64, 300), (256, 200), (512, 120),
                                            (None, 60))):
     photo = "hubble_deep_field.jpg" if size is None else "astronaut.png"
-    for init, rate in (("meta", META_PHOTO_RATE), ("standard", STANDARD_PHOTO_RATE)):
+    for init, rate in PHOTO_RATES.items():
       specs[f"photo_{init}_{size or 'own'}"] = dict(
           group="photo_to_psnr", kind="photo_to_psnr", photo=photo, resolution=size,
           init=init, rate=rate, max_steps=cap, targets=(25.0, 30.0))
   specs["photo_memory_4mp"] = dict(
       group="photo_to_psnr", kind="photo_to_psnr", photo="retina.jpg",
-      resolution=32 if q else 2000, init="meta", rate=META_PHOTO_RATE, max_steps=2,
+      resolution=32 if q else 2000, init="natural", rate=PHOTO_RATES["natural"],
+      max_steps=2,
       targets=(25.0, 30.0))
   specs.update(_modes("tto_nerf", "tto", "tto", field="nerf", rays=16 if q else 64,
                       samples=32 if q else 128, steps=5 if q else 20, **nerf))

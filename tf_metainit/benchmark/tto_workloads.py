@@ -88,12 +88,12 @@ def measure_photo_fit(photo, resolution, init, rate, max_steps, targets, peak_rs
   """What `tf-metainit-fit` costs a user, measured once in a fresh process: from the
   photograph's file, decoded and resized to resolution² (None: its own size), the
   seconds until each target PSNR, the fit built and traced included (TensorFlow's
-  import not), and the process's peak RSS. Meta: the shipped 'natural' init, its
-  learned steps, then Adam at `rate` (None: its last learned rates on); Standard: the
-  field's own init, Adam at `rate` (both chosen on validation photographs,
-  docs/any_size/choices.json)."""
-  loaded = pretrained.init("natural")
-  if init == "meta":
+  import not), and the process's peak RSS. `init` names a shipped init ('natural',
+  'natural_any'): its learned steps, then Adam at `rate` (None: its last learned rates
+  on); or 'standard': the field's own init, Adam at `rate` (both chosen on validation
+  photographs, docs/any_size/choices.json)."""
+  loaded = pretrained.init("natural" if init == "standard" else init)
+  if init != "standard":
     field, params, optimizer = loaded.field, loaded.params, loaded.optimizer
     if rate is not None:  # None: its last learned rates on, tf-metainit-fit's default
       optimizer = optimizers.Switch(first=optimizer, second=optimizers.Adam(rate),
