@@ -96,6 +96,7 @@ def test_ctrl_c_during_the_start_up_ends_it_at_once(tmp_path):
   assert not _errors(err)  # nor the watchdog's line, later
 
 
+@pytest.mark.slow  # two TensorFlow workers on loopback: about half a minute
 def test_a_healthy_start_up_leaves_no_watchdog_and_keeps_the_stop_handlers(tmp_path):
   # TensorFlow's constructor installs its own SIGTERM handler (a preemption
   # notifier), which would swallow the binaries' SIGTERM for the whole training.
