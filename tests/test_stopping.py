@@ -96,3 +96,18 @@ def test_ctrl_c_stops_a_long_fit_in_seconds_and_writes_nothing(tmp_path):
   lines = [l for l in err.splitlines() if l.startswith("ERROR:")]
   assert len(lines) == 1 and "SIGINT" in lines[0] and "Traceback" not in err
   assert not out.exists()
+
+
+def test_a_stop_while_tensorflow_traces_reaches_the_binary_unwrapped():
+  # autograph wraps what the code it converts raises in its StagingError; a stop
+  # must arrive as itself, so the binary prints its one line, not a traceback.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf_metainit.cli import stopping  # pylint: disable=g-import-not-at-top
+
+  def step(x):
+    if x > 0:  # a tensor condition: autograph converts this function
+      raise stopping.Stopped(signal.SIGTERM)
+    return x
+
+  with pytest.raises(stopping.Stopped):
+    tf.function(step)(tf.constant(1.0))

@@ -21,8 +21,11 @@ import time
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Stopped(RuntimeError):
-  """The user (Ctrl-C) or a scheduler (SIGTERM) stopped the command."""
+class Stopped(BaseException):
+  """The user (Ctrl-C) or a scheduler (SIGTERM) stopped the command. A BaseException,
+  as KeyboardInterrupt is: code that handles errors (`except Exception`) must not
+  swallow it, and autograph, which wraps the exceptions of code it is tracing in its
+  StagingError, lets it through unchanged."""
 
   def __init__(self, signum):
     self.signum = signum
