@@ -25,13 +25,10 @@ and build the training config inside its scope; Python users do the same:
 
 import concurrent.futures
 import contextlib
-import faulthandler
 import json
 import os
 import re
-import select
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -40,6 +37,7 @@ import threading
 from absl import logging
 import gin
 import tensorflow as tf
+from tensorflow.python.eager import context as tf_context  # pylint: disable=g-direct-tensorflow-import
 
 from tf_metainit import checks
 from tf_metainit import layout
@@ -49,9 +47,6 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # queue them, and each imports TensorFlow first: a few minutes apart is normal; past
 # that, a worker is most likely missing or unreachable.
 STARTUP_TIMEOUT_SECONDS = 300
-# After the start-up deadline, how long the process waits for the line naming the
-# unreachable workers (probed at once, 1 s each) before it exits.
-REPORT_SECONDS = 3.0
 # A collective that waits longer than this fails (DeadlineExceeded), so a worker that
 # is alive but stuck ends the others instead of hanging them. It must outlast what a
 # worker may legitimately do while another waits at the next collective (trace its
@@ -116,72 +111,42 @@ def _multi_worker(startup_timeout, collective_timeout):
   options = tf.distribute.experimental.CommunicationOptions(
       timeout_seconds=checks.positive("distribute.collective_timeout",
                                       collective_timeout))
-  peers = _other_tasks(config)
-  with _stop_signals_during_start_up(), _startup_deadline(startup_timeout, peers):
+  # Without TensorFlow's coordination service. Its agent waits for the cluster inside
+  # the constructor in C++ holding the GIL, after installing a SIGTERM handler of its
+  # own (a preemption notifier) that swallows SIGTERM: no Python could run, so a
+  # worker that never came could be stopped by nothing but SIGKILL. Without it the
+  # strategy waits for the others in an all-reduce that releases the GIL, so the
+  # binaries' stop handlers (cli/stopping.py) and the deadline below are plain
+  # Python, and a worker lost later is caught by the strategy's own health check and
+  # by watching_peers. There is no public switch; the strategy configures the
+  # service only when none is configured, and an empty type configures none.
+  tf_context.context().configure_coordination_service(service_type="")
+  with _startup_deadline(startup_timeout, _other_tasks(config)):
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-
-
-@contextlib.contextmanager
-def _stop_signals_during_start_up():
-  """SIGINT and SIGTERM end the process at once (status 128 + the signal) while the
-  block builds the strategy, and the previous handlers are put back after it. The
-  binaries' handlers (cli/stopping.py) are Python, which cannot run while the
-  constructor waits in C++ holding the GIL, and nothing is written yet. That wait
-  begins after the constructor has installed TensorFlow's own SIGTERM handler (its
-  coordination service's preemption notifier), under which SIGTERM no longer ends the
-  process: only the start-up deadline does then, and, were the handlers not put back,
-  nothing would for the whole training."""
-  if threading.current_thread() is not threading.main_thread():
-    yield  # only the main thread may set handlers
-    return
-  signals = (signal.SIGINT, signal.SIGTERM)
-  previous = {s: signal.signal(s, signal.SIG_DFL) for s in signals}
-  try:
-    yield
-  finally:
-    for s, handler in previous.items():
-      if handler is not None:  # None: set outside Python, which cannot restore it
-        signal.signal(s, handler)
 
 
 @contextlib.contextmanager
 def _startup_deadline(seconds, peers):
   """Ends the process (status 1) with one line (startup_problem) if the block has not
-  ended within `seconds`. The strategy's constructor waits for every worker in C++
-  holding the GIL, so no thread of this process runs Python until it returns: a
-  forked watchdog probes and writes the line, and faulthandler's timer, a C thread,
-  exits. The binaries build the strategy before they write anything, so nothing is
-  left half written."""
-  with open(os.devnull, "w") as devnull:  # where that exit's thread dump goes
-    ended_read, ended_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-      os.close(ended_write)
-      _watch_start_up(ended_read, seconds, peers)
-    os.close(ended_read)
-    try:
-      faulthandler.dump_traceback_later(seconds + REPORT_SECONDS, exit=True,
-                                        file=devnull)
-      yield
-    finally:
-      faulthandler.cancel_dump_traceback_later()
-      with contextlib.suppress(BrokenPipeError):  # the watchdog was killed: no matter
-        os.write(ended_write, b".")
-      os.close(ended_write)
-      os.waitpid(pid, 0)
+  ended within `seconds`. The binaries build the strategy before they write
+  anything, so nothing is left half written."""
+  ended = threading.Event()
 
-
-def _watch_start_up(ended, seconds, peers):
-  """The forked watchdog: writes the line unless the parent says on `ended` within
-  `seconds` that the block ended (a closed pipe alone: the parent itself ended). It
-  ends by os._exit: a copy of the parent must not run the parent's exit code."""
-  try:
-    if not select.select([ended], [], [], seconds)[0]:
+  def watch():
+    if not ended.wait(seconds):
       message = startup_problem(seconds, peers)
-      if not (select.select([ended], [], [], 0)[0] and os.read(ended, 1)):
-        os.write(2, f"ERROR: {message}\n".encode())
+      if not ended.is_set():
+        print(f"ERROR: {message}", file=sys.stderr, flush=True)
+        os._exit(1)  # pylint: disable=protected-access; TF threads would hang exit
+
+  thread = threading.Thread(target=watch, name="multi_worker-startup-deadline",
+                            daemon=True)
+  thread.start()
+  try:
+    yield
   finally:
-    os._exit(0)  # pylint: disable=protected-access
+    ended.set()
+    thread.join()
 
 
 def _other_tasks(config):
