@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 
 from tf_metainit import checkpoints
+from tf_metainit import distribute
 from tf_metainit import export
 from tf_metainit import layout
 from tf_metainit import provenance
@@ -352,6 +353,26 @@ def test_bad_values_and_unread_bindings_are_refused_up_front(tmp_path, binding, 
   with pytest.raises(ValueError, match=message):
     _train(root, 2, binding)
   assert not root.exists()
+
+
+def test_an_unscoped_binding_read_inside_a_scope_counts_as_read():
+  """distribute.* is read inside the train/ scope: gin reports it there, and the
+  unscoped binding the user wrote was still read. A scoped one read nowhere is not."""
+  config = ("distribute.startup_timeout = 60\n"
+            "evaluate/distribute.strategy = 'mirrored'\n"
+            "eval/Siren.width = 8\n"
+            "Siren.depth = 3\n")
+  operative = ("train/distribute.startup_timeout = 60\n"
+               "Siren.width = 8\n")
+  assert provenance.unread_bindings(config, operative) == ["Siren.depth", "eval/Siren.width"]
+  # The fix reads the scope off gin's operative text: check that text names it so.
+  gin.clear_config()
+  gin.parse_config("distribute.startup_timeout = 61")
+  with gin.config_scope("train"):
+    distribute._configured()  # pylint: disable=protected-access
+  assert "train/distribute.startup_timeout = 61" in gin.operative_config_str()
+  assert provenance.unread_bindings(gin.config_str(), gin.operative_config_str()) == []
+  gin.clear_config()
 
 
 @pytest.mark.parametrize("binding, message", [

@@ -348,7 +348,6 @@ def watching_peers(strategy, root_dir):
         if misses[peer] >= PEER_MISSES and not stop.is_set():
           message = (f"worker {peer} stopped answering, so this worker stops too. "
                      + _relaunch(root_dir))
-          logging.error("%s", message)
           print(f"ERROR: {message}", file=sys.stderr, flush=True)
           os._exit(1)  # pylint: disable=protected-access; TF threads would hang exit
 

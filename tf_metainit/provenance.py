@@ -104,7 +104,12 @@ def unread_bindings(config_text, operative_text):
   """Bindings of a training config that training never read (a CT option on an image
   run, a misspelt scope): gin's config minus its operative config, except for the
   other commands' configurables."""
-  unread = set(bindings(config_text)) - set(bindings(operative_text))
+  read = set(bindings(operative_text))
+  # gin's operative config names a binding by the scope it was read in: an unscoped
+  # distribute.startup_timeout read inside train/ shows as train/distribute...
+  read_unscoped = {k.rsplit("/", 1)[-1] for k in read}
+  unread = {k for k in bindings(config_text) if k not in read
+            and ("/" in k or k not in read_unscoped)}
   return sorted(k for k in unread if not _other_command(k) and "." in k)
 
 
