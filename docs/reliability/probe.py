@@ -5,25 +5,30 @@ r"""Fault probe of a run directory: can a user trust what tf_metainit leaves on 
   python docs/reliability/probe.py --out_dir=/tmp/probe2 --only=export_targets,sigterm
 
 Every fault is played the way a hostile-but-realistic user meets it: through the
-installed binaries (tf-metainit-train, -evaluate, -export, -interpolate; bin/*.py if
-they are not on PATH) as subprocesses, each case on its own copy of a tiny base run
-(8x8 Text images, a 2x16 SIREN, Reptile: a few seconds per call). A case checks what
+installed binaries (tf-metainit-train, -evaluate, -export, -interpolate, -fit;
+bin/*.py if they are not on PATH) as subprocesses, each case on its own copy of a tiny
+base run (8x8 Text images, a 2x16 SIREN, Reptile: a few seconds per call) or of an
+init the package ships. A case checks what
 the package promises -- exit status, exactly one stderr line starting 'ERROR:' and no
 traceback, trees hashed before and after, checkpoint weights bit-identical to an
 uninterrupted run -- and is PASS only if every check holds; the evidence of each check
 is recorded either way. --write puts the table between the markers of a markdown file
-(creating it if needed). About 7 minutes on 2 CPU cores.
+(creating it if needed). About 7 minutes on 2 CPU cores for rows 1-13 and X, and
+about 21 more for rows 14-20 (issue 25; measured beside a running meta-training).
 
-The disk-full case mounts a small tmpfs and the read-only case a read-only bind mount:
-both need root (CAP_SYS_ADMIN). Without it they fall back to RLIMIT_FSIZE (writes fail
-with EFBIG) and chmod -R a-w; as root without mount rights the read-only case is N/A.
+The disk-full cases (13a, 18) mount a small tmpfs and the read-only case a read-only
+bind mount: both need root (CAP_SYS_ADMIN). Without it they fall back to RLIMIT_FSIZE
+(writes fail with EFBIG) and chmod -R a-w; as root without mount rights the read-only
+case is N/A.
 """
 
 import argparse
 import dataclasses
 import datetime
+import glob
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import pathlib
@@ -38,6 +43,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -115,7 +121,8 @@ def short(text, limit=230):
 _COMMANDS = {"train": ("tf-metainit-train", "meta_train.py"),
              "evaluate": ("tf-metainit-evaluate", "evaluate.py"),
              "export": ("tf-metainit-export", "export.py"),
-             "interpolate": ("tf-metainit-interpolate", "interpolate.py")}
+             "interpolate": ("tf-metainit-interpolate", "interpolate.py"),
+             "fit": ("tf-metainit-fit", "fit.py")}
 
 
 def command(binary):
@@ -175,12 +182,13 @@ class Background:
   """A binary running while the probe does something else; stderr goes to a file the
   probe watches (a pipe nobody reads would block the process)."""
 
-  def __init__(self, binary, *args, log):
+  def __init__(self, binary, *args, log, env=None, cwd=None):
     self.binary, self.log = binary, pathlib.Path(log)
     self._file = open(self.log, "w")
     self.t0 = time.time()
     self.proc = subprocess.Popen(command(binary) + [str(a) for a in args],
-                                 stdout=subprocess.DEVNULL, stderr=self._file, env=ENV)
+                                 stdout=subprocess.DEVNULL, stderr=self._file,
+                                 env=env or ENV, cwd=cwd)
 
   def stderr(self):
     return self.log.read_text(errors="replace")
@@ -207,6 +215,26 @@ class Background:
       code = self.proc.wait()
     self._file.close()
     return Run(self.binary, code, self.stderr(), time.time() - self.t0)
+
+
+def run_measured(binary, *args, log, timeout=300):
+  """run(), also returning the child's peak RSS in MiB: os.wait4 gives the rusage of
+  this child alone (RUSAGE_CHILDREN's ru_maxrss is the largest of every child the probe
+  ever waited for). stderr goes to `log`."""
+  t0 = time.time()
+  with open(log, "w") as f:
+    proc = subprocess.Popen(command(binary) + [str(a) for a in args],
+                            stdout=subprocess.DEVNULL, stderr=f, env=ENV)
+  timer = threading.Timer(timeout, proc.kill)
+  timer.start()
+  try:
+    _, status, usage = os.wait4(proc.pid, 0)
+  finally:
+    timer.cancel()
+  proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+  stderr = pathlib.Path(log).read_text(errors="replace")
+  return (Run(binary, proc.returncode, stderr, time.time() - t0),
+          usage.ru_maxrss / 1024)
 
 
 # --- what the checks look at ----------------------------------------------------------
@@ -1306,13 +1334,894 @@ def trainer_killed(p):
   return [case]
 
 
+# --- issue 25: no stored file runs code, no command touches a folder it did not make,
+# no hang, every output whole or absent, one line for what a real user sends. Rows
+# 14-20; the inits the package ships (tf_metainit/pretrained/) stand in for a user's
+# downloaded export.
+
+PACKAGE = pathlib.Path(
+    importlib.util.find_spec("tf_metainit").submodule_search_locations[0])
+SHIPPED = PACKAGE / "pretrained"
+GRACE, TRAINER_GRACE = 3, 10  # cli/stopping.py: the binaries' grace, the trainer's
+LONG_FIT = 1000000  # steps of a fit that runs for hours
+
+
+def _one_error(case, result, *needles, returncode=1, label=""):
+  """run_one_error (its evidence headed by `label`), and the message printed once:
+  exactly one stderr line holds it (no absl 'E' copy beside the ERROR line)."""
+  ok = case.check(result.one_error(*needles, returncode=returncode),
+                  f"{label} {result.describe()}".strip())
+  missing = [n for n in needles if result.errors and n not in result.errors[0]]
+  if not ok and missing:
+    case.failed.append(short(f"the ERROR line does not name {missing}"))
+  if result.errors:
+    key = result.errors[0][len("ERROR:"):].strip()[:80]
+    copies = [line for line in result.stderr.splitlines() if key in line]
+    ok = case.check(len(copies) == 1, "the message is printed once" if len(copies) == 1
+                    else f"the message is printed {len(copies)} times, e.g. "
+                    f"{short(copies[-1], 120)}") and ok
+  return ok
+
+
+def _warning(result, needle):
+  """The first stderr line that is no ERROR line and holds `needle`, else None."""
+  lines = [l for l in result.stderr.splitlines() if needle in l and
+           not l.startswith("ERROR:")]
+  return lines[0].split("] ", 1)[-1] if lines else None
+
+
+def _check_absent(case, path, label=None):
+  path = pathlib.Path(path)
+  label = label or path.name
+  return case.check(not os.path.lexists(path), f"{label} not created" if not
+                    os.path.lexists(path) else f"{label} CREATED: {count_files(path)}")
+
+
+def _leftovers(folder, name):
+  """What a writer of `folder`/`name` may leave beside it: <name>.tmp-*, <name>.old-*."""
+  return sorted(x.name for x in pathlib.Path(folder).glob(f"{glob.escape(name)}.*-*"))
+
+
+def _own_temp(name, bg):
+  """The pattern of the temp folder `bg` writes for `name` (files.py names it
+  <name>.tmp-<pid>-<random>), not an earlier writer's leftover."""
+  return f"{glob.escape(name)}.tmp-{bg.proc.pid}-*"
+
+
+def _image(path, size=8, seed=0):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), np.uint8)
+  Image.fromarray(pixels).save(path)
+  return path
+
+
+def _shipped_copy(name, folder):
+  """A shipped init copied where a case may break it; (folder, manifest, arrays)."""
+  shutil.copytree(SHIPPED / name, folder)
+  manifest = json.loads((folder / "manifest.json").read_text())
+  with np.load(folder / "weights.npz") as npz:
+    arrays = {k: npz[k] for k in npz.files}
+  return folder, manifest, arrays
+
+
+def _save_export(folder, manifest, arrays):
+  (folder / "manifest.json").write_text(json.dumps(manifest))
+  np.savez(folder / "weights.npz", **arrays)
+
+
+def _fit_args(init, image, out, *extra, steps=2):
+  return [f"--init={init}", f"--image={image}", f"--steps={steps}", f"--out_dir={out}",
+          *extra]
+
+
+def _dead_pid():
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  return dead.pid
+
+
+def _free_ports(n):
+  sockets = [socket.socket() for _ in range(n)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+# The attack of issue 25, item 1: gin's dynamic registration imports any module and
+# binds any callable; evaluated (@...()) when the field is built, by every command.
+_PAYLOAD = ("from __gin__ import dynamic_registration\n"
+            "import subprocess\n"
+            "import tf_metainit.fields.siren\n"
+            "subprocess.call.args = ['touch', {marker!r}]\n"
+            "tf_metainit.fields.siren.Siren.output_offset = @subprocess.call()\n")
+
+
+def stored_config_code(p):
+  """14. A run's stored config.gin that imports, includes or calls code."""
+  d = p.case_dir("14_stored_config")
+  marker = d / "MARKER"
+  payload = _PAYLOAD.format(marker=str(marker))
+  evil = d / "evil.gin"
+  evil.write_text(payload)
+  image = _image(d / "photo.png")
+  variants = (
+      ("`from __gin__ import dynamic_registration` heading config.gin, then `import "
+       "subprocess` and `Siren.output_offset = @subprocess.call()` with "
+       "`subprocess.call.args = ['touch', MARKER]`", lambda text, n: (payload + text, 1)),
+      ("a plain `import os` line in config.gin",
+       lambda text, n: (text + "import os\n", n + 1)),
+      ("`include '$OUT/.../evil.gin'`: a file outside the package's gin/ holding that "
+       "payload", lambda text, n: (text + f"include '{evil}'\n", n + 1)),
+      ("`include 'evil.gin'`, evil.gin (the payload) in the working directory and the "
+       "run (gin would look there first)",
+       lambda text, n: (text + "include 'evil.gin'\n", n + 1)),
+      ("`include 'image/no_such.gin'` (a missing file)",
+       lambda text, n: (text + "include 'image/no_such.gin'\n", n + 1)),
+      ("`import no_such_module_25` (a missing module)",
+       lambda text, n: (text + "import no_such_module_25\n", n + 1)))
+  rows = []
+  for k, (label, edit) in enumerate(variants):
+    case = Case("14", f"stored config: {label}",
+                "tf-metainit-evaluate, -export and -interpolate on the run, and "
+                "`tf-metainit-fit --init=RUN --image=photo.png`, from the run's parent "
+                "folder",
+                "each: exit 1, one ERROR line naming config.gin and the line, printed "
+                "once; MARKER never created; the run unchanged, no export or fit "
+                "folder")
+    root = p.copy("four", d, f"run{k}")
+    config = root / "config.gin"
+    text = config.read_text()
+    text += "" if text.endswith("\n") else "\n"
+    hostile, line = edit(text, len(text.splitlines()))
+    config.write_text(hostile)
+    shutil.copy(evil, root / "evil.gin")
+    before = tree_hash(root)
+    needles = (str(config), f"line {line}:")
+    export, fitted = d / f"export{k}", d / f"fit{k}"
+    for binary, args in (
+        ("evaluate", eval_args(root)),
+        ("export", [f"--root_dir={root}", f"--export_dir={export}"]),
+        ("interpolate", [f"--root_dir={root}"]),
+        ("fit", _fit_args(root, image, fitted))):
+      _one_error(case, run(binary, *args, cwd=d), *needles)
+      case.check(not marker.exists(), f"after {binary}: MARKER "
+                 + ("absent" if not marker.exists() else "CREATED"))
+    case.check(tree_hash(root) == before, "run tree unchanged" if tree_hash(root) ==
+               before else "run tree CHANGED")
+    _check_absent(case, export)
+    _check_absent(case, fitted)
+    rows.append(case)
+
+  case = Case("14", "control: the user's own --gin_file with imports (gin's full power "
+              "is the user's choice)",
+              "evaluate an untouched copy with `--gin_file=mine.gin` (`import os`, "
+              "`evaluate.seed = 0`), then with `--gin_file=evil.gin` (the payload)",
+              "both exit 0; the second creates MARKER (so the payload above is live)")
+  root = p.copy("four", d, "run_control")
+  mine = d / "mine.gin"
+  mine.write_text("import os\nevaluate.seed = 0\n")
+  case.run_ok(run("evaluate", *eval_args(root), f"--gin_file={mine}"), "mine.gin:")
+  case.check(not marker.exists(), "MARKER absent after mine.gin")
+  case.run_ok(run("evaluate", *eval_args(root), f"--gin_file={evil}"), "evil.gin:")
+  case.check(marker.exists(), "MARKER " + ("created" if marker.exists() else "absent"))
+  rows.append(case)
+  return rows
+
+
+def user_folders(p):
+  """15. Folders beside or inside an output that the user made."""
+  d = p.case_dir("15_user_folders")
+  root = p.copy("four", d)
+  rows = []
+
+  case = Case("15", "a user's folder `results.old-2023` beside a new export target",
+              "`mkdir results.old-2023` (a file in it); `tf-metainit-export "
+              "--export_dir=results`",
+              "exit 0, results loads; results.old-2023 kept, tree hash unchanged")
+  mine = d / "results.old-2023"
+  mine.mkdir()
+  (mine / "table.csv").write_text("mine\n")
+  before = tree_hash(mine)
+  case.run_ok(run("export", f"--root_dir={root}", f"--export_dir={d / 'results'}"))
+  case.check(*load_export(d / "results"))
+  case.check(tree_hash(mine) == before, "results.old-2023 " + (
+      "unchanged" if tree_hash(mine) == before else "CHANGED or DELETED"))
+  rows.append(case)
+
+  case = Case("15", "a user's folder `exp.tmp-2024` beside an export `exp`",
+              "export to exp; `mkdir exp.tmp-2024` (a file in it); export to exp again",
+              "exit 0 both times; exp.tmp-2024 kept, tree hash unchanged")
+  exp = d / "exp"
+  case.run_ok(run("export", f"--root_dir={root}", f"--export_dir={exp}"), "first")
+  mine = d / "exp.tmp-2024"
+  mine.mkdir()
+  (mine / "draft.txt").write_text("mine\n")
+  before = tree_hash(mine)
+  case.run_ok(run("export", f"--root_dir={root}", f"--export_dir={exp}"), "again")
+  case.check(tree_hash(mine) == before, "exp.tmp-2024 " + (
+      "unchanged" if tree_hash(mine) == before else "CHANGED or DELETED"))
+  rows.append(case)
+
+  pid = _dead_pid()
+  case = Case("15", "the user's backup copies of an export named as the package names "
+              f"its temps: `exp.old-{pid}-0badc0de` and `exp.tmp-{pid}-feedf00d` (pid "
+              "of a dead process, no writer's marker)",
+              "`cp -r exp` to both names; export to exp again",
+              "exit 0; both copies kept, tree hashes unchanged (only the writer's marker "
+              "marks a leftover)")
+  copies = [d / f"exp.old-{pid}-0badc0de", d / f"exp.tmp-{pid}-feedf00d"]
+  for copy in copies:
+    shutil.copytree(exp, copy, symlinks=True)
+  before = [tree_hash(c) for c in copies]
+  case.run_ok(run("export", f"--root_dir={root}", f"--export_dir={exp}"))
+  for copy, digest in zip(copies, before):
+    case.check(tree_hash(copy) == digest, f"{copy.name} " + (
+        "unchanged" if tree_hash(copy) == digest else "CHANGED or DELETED"))
+  rows.append(case)
+
+  case = Case("15", "evaluate.output_dir naming a user's folder holding results.md, "
+              "results.json ({\"mine\": 1}), curves_full.png and holiday.png",
+              "evaluate with `evaluate.output_dir = MINE`; interpolate with "
+              "`interpolate.output_dir = MINE`",
+              "each: exit 1, one ERROR line naming the folder, printed once; the folder "
+              "byte-identical")
+  mine = d / "mine"
+  mine.mkdir()
+  (mine / "results.md").write_text("# my results\n")
+  (mine / "results.json").write_text(json.dumps({"mine": 1}))
+  _image(mine / "curves_full.png", 12)
+  _image(mine / "holiday.png", 12, seed=1)
+  before = tree_hash(mine)
+  _one_error(case, run("evaluate", *eval_args(root, f"evaluate.output_dir = '{mine}'")),
+             str(mine), "holds files that are not")
+  _one_error(case, run("interpolate", f"--root_dir={root}",
+                       *bindings(f"interpolate.output_dir = '{mine}'")),
+             str(mine), "holds files that are not")
+  case.check(tree_hash(mine) == before, "folder byte-identical" if tree_hash(mine) ==
+             before else "the folder CHANGED")
+  rows.append(case)
+
+  case = Case("15", "a user's notes.md and my_plots/ inside RUN/eval, an earlier "
+              "evaluation", "evaluate; add eval/notes.md and eval/my_plots/a.png; "
+              "evaluate again",
+              "exit 0; notes.md and my_plots/ carried over byte-identical; "
+              "results.json rewritten")
+  case.run_ok(run("evaluate", *eval_args(root)), "first")
+  eval_dir = root / "eval"
+  (eval_dir / "notes.md").write_text("my notes\n")
+  (eval_dir / "my_plots").mkdir()
+  _image(eval_dir / "my_plots" / "a.png", 12)
+  before = {n: tree_hash(eval_dir / n) for n in ("notes.md", "my_plots")}
+  first = tree_hash(eval_dir / "results.json")
+  case.run_ok(run("evaluate", *eval_args(root, "evaluate.num_steps = 4")), "again")
+  for name, digest in before.items():
+    case.check(tree_hash(eval_dir / name) == digest, f"eval/{name} " + (
+        "kept" if tree_hash(eval_dir / name) == digest else "CHANGED or DELETED"))
+  case.check(tree_hash(eval_dir / "results.json") not in (first, "missing"),
+             "results.json rewritten" if tree_hash(eval_dir / "results.json") != first
+             else "results.json NOT rewritten")
+  rows.append(case)
+  return rows
+
+
+def output_paths(p):
+  """16. Output paths that are symlinks, empty or start with '~'."""
+  d = p.case_dir("16_output_paths")
+  root = p.copy("four", d)
+  rows = []
+
+  case = Case("16", "--export_dir=LINK, a symlink to an earlier export",
+              "export to REAL; `ln -s REAL LINK`; `tf-metainit-export --export_dir=LINK "
+              "--checkpoint=latest`",
+              "exit 0; LINK still a symlink to REAL, which holds the new export (source "
+              "checkpoints/ckpt-4) and loads; no LINK.old-*/LINK.tmp-*/REAL.tmp-*/"
+              "REAL.old-* left")
+  real, link = d / "real_export", d / "LINK"
+  case.run_ok(run("export", f"--root_dir={root}", f"--export_dir={real}"), "first")
+  os.symlink(real, link)
+  case.run_ok(run("export", f"--root_dir={root}", f"--export_dir={link}",
+                  "--checkpoint=latest"), "over LINK")
+  case.check(link.is_symlink() and os.readlink(link) == str(real),
+             f"LINK -> {os.readlink(link)}" if link.is_symlink() else
+             "LINK is NO LONGER a symlink")
+  if (real / "manifest.json").exists():
+    source = json.loads((real / "manifest.json").read_text())["source"]["checkpoint"]
+    case.check(source.endswith("checkpoints/ckpt-4"), f"REAL's manifest source: {source}")
+  case.check(*load_export(real))
+  left = _leftovers(d, "LINK") + _leftovers(d, real.name)
+  case.check(not left, f"leftovers: {left or 'none'}")
+  rows.append(case)
+
+  case = Case("16", "--export_dir=LINK, a dangling symlink to a folder that does not "
+              "exist yet", "`ln -s later/exp LINK2`; export to LINK2",
+              "exit 0; later/exp holds the export and loads; LINK2 still the same "
+              "symlink; no temps left")
+  link, target = d / "LINK2", d / "later" / "exp"
+  os.symlink(target, link)
+  case.run_ok(run("export", f"--root_dir={root}", f"--export_dir={link}"))
+  case.check(*load_export(target))
+  case.check(link.is_symlink() and os.readlink(link) == str(target),
+             f"LINK2 -> {os.readlink(link)}" if link.is_symlink() else
+             "LINK2 is NO LONGER a symlink")
+  left = _leftovers(d, "LINK2") + (_leftovers(target.parent, "exp")
+                                   if target.parent.exists() else [])
+  case.check(not left, f"leftovers: {left or 'none'}")
+  rows.append(case)
+
+  case = Case("16", "`--export_dir=` (empty)",
+              "`tf-metainit-export --export_dir=` in a folder holding the user's file",
+              "exit 1, one ERROR line, printed once; the working folder unchanged")
+  cwd = d / "work"
+  cwd.mkdir()
+  (cwd / "mine.txt").write_text("mine\n")
+  before = tree_hash(cwd)
+  _one_error(case, run("export", f"--root_dir={root}", "--export_dir=", cwd=cwd),
+             "empty")
+  case.check(tree_hash(cwd) == before, "working folder unchanged" if tree_hash(cwd) ==
+             before else "the working folder CHANGED")
+  rows.append(case)
+
+  home = d / "home"
+  home.mkdir()
+  env = dict(ENV, HOME=str(home))
+  case = Case("16", "`--export_dir='~/something'` (a shell leaves ~ alone after =)",
+              "export with HOME=$OUT/.../home, from the run's parent folder",
+              "exit 0; the export is $HOME/something and loads; no folder named `~`")
+  case.run_ok(run("export", f"--root_dir={root}", "--export_dir=~/something", env=env,
+                  cwd=d))
+  case.check(*load_export(home / "something"))
+  _check_absent(case, d / "~", "a folder named ~")
+  rows.append(case)
+
+  case = Case("16", "`tf-metainit-fit --out_dir='~/fit_here'`",
+              "fit the tiny run to an 8x8 image (2 steps) with HOME=$OUT/.../home",
+              "exit 0; $HOME/fit_here/reconstruction.png written; no folder named `~`")
+  image = _image(d / "photo.png")
+  case.run_ok(run("fit", *_fit_args(root, image, "~/fit_here"), env=env, cwd=d))
+  png = home / "fit_here" / "reconstruction.png"
+  case.check(png.exists(), "$HOME/fit_here/reconstruction.png " + (
+      "written" if png.exists() else "MISSING"))
+  _check_absent(case, d / "~", "a folder named ~")
+  rows.append(case)
+  return rows
+
+
+def _signal_when_busy(bg, signum, since_start, ready=None, settle=3.0, timeout=240,
+                      wait=120):
+  """Sends `signum` to `bg` once it has run `since_start` s and `ready()` (e.g. its
+  temp folder exists) has held for `settle` s; (whether it was running then, seconds
+  from the signal to its exit, the finished Run). Still running `wait` s after the
+  signal, it is killed (exit -9)."""
+  deadline = time.time() + timeout
+  while ready and bg.running() and not ready() and time.time() < deadline:
+    time.sleep(0.05)
+  time.sleep(max(bg.t0 + since_start - time.time(),
+                 settle if ready else 0.0, 0.0))
+  running = bg.running()
+  sent = time.time()
+  bg.proc.send_signal(signum)
+  result = bg.finish(timeout=wait)
+  return running, time.time() - sent, result
+
+
+def _check_stopped(case, signum, running, seconds, result, grace):
+  name = signal.Signals(signum).name
+  case.check(running, f"{name} sent while it ran" if running else
+             f"it had ENDED before the {name}: inconclusive")
+  _one_error(case, result, name, returncode=128 + signum)
+  if result.returncode == -signal.SIGKILL:
+    case.check(False, f"still running {seconds:.0f} s after the {name}: the probe "
+               "killed it")
+  else:
+    case.check(seconds <= grace + 5, f"exit {seconds:.1f} s after the {name} (grace "
+               f"{grace} s)")
+
+
+def _has_startup_timeout():
+  """Whether this version's distribute.py has the start-up deadline binding."""
+  source = (PACKAGE / "distribute.py").read_text()
+  return re.search(r"def _configured\([^)]*\bstartup_timeout\b", source) is not None
+
+
+def stop_signals(p):
+  """17. SIGINT and SIGTERM inside long fits, evaluations and a multi-worker start-up."""
+  d = p.case_dir("17_stop_signals")
+  image = _image(d / "photo.png", 16)
+  rows = []
+
+  for signum, over_earlier, steps in ((signal.SIGINT, False, LONG_FIT),
+                                      (signal.SIGTERM, True, LONG_FIT),
+                                      (signal.SIGINT, False, 10000000)):
+    name = signal.Signals(signum).name
+    out = d / f"fit_{name.lower()}_{steps}"
+    case = Case("17", f"{name} during `tf-metainit-fit --init=text --steps={steps}` "
+                + ("over an earlier fit" if over_earlier else "to a new --out_dir"),
+                f"{name} 15 s after the start (at least {GRACE} s after its duration "
+                "warning: inside the compiled fit)",
+                f"a warning giving the duration before it starts; exit {128 + signum} "
+                f"within {GRACE} s + 5 s, one ERROR line naming {name}, printed once; "
+                + ("the earlier fit byte-identical" if over_earlier else
+                   "no --out_dir") + ", no temps")
+    if over_earlier:
+      case.run_ok(run("fit", *_fit_args("text", image, out)), "earlier fit:")
+    before = tree_hash(out)
+    bg = Background("fit", *_fit_args("text", image, out, steps=steps),
+                    log=d / f"{out.name}.log")
+    running, seconds, result = _signal_when_busy(
+        bg, signum, 15, lambda: "steps over" in bg.stderr())
+    warned = _warning(result, "steps over")
+    case.check(bool(warned), f"warning: {short(warned, 160) if warned else 'none'}")
+    _check_stopped(case, signum, running, seconds, result, GRACE)
+    if over_earlier:
+      case.check(tree_hash(out) == before, "earlier fit byte-identical" if
+                 tree_hash(out) == before else "the earlier fit CHANGED")
+    else:
+      _check_absent(case, out, "--out_dir")
+    left = _leftovers(d, out.name)
+    case.check(not left, f"leftovers: {left or 'none'}")
+    rows.append(case)
+
+  root = p.copy("four", d)
+  earlier = run("evaluate", *eval_args(root))
+  long_eval = eval_args(root, "evaluate.num_steps = 2000000",
+                        "evaluate.trace_every = 1000", "evaluate.report_step = None")
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    name = signal.Signals(signum).name
+    case = Case("17", f"{name} during tf-metainit-evaluate (2,000,000 test-time steps) "
+                "over an earlier evaluation",
+                f"evaluate; evaluate again with 2e6 steps, {name} 15 s after its start "
+                f"(at least {GRACE} s after eval.tmp-* appears: fitting)"
+                + ("; evaluate again (3 steps)" if signum == signal.SIGTERM else ""),
+                f"exit {128 + signum} within {GRACE} s + 5 s, one ERROR line naming "
+                f"{name}, printed once; eval/ byte-identical"
+                + ("; the next evaluate exits 0 and leaves no eval.tmp-*/eval.old-*"
+                   if signum == signal.SIGTERM else ""))
+    if not case.check(earlier.ok(), f"earlier {earlier.describe()}"):
+      rows.append(case)
+      continue
+    before = tree_hash(root / "eval")
+    bg = Background("evaluate", *long_eval, log=d / f"evaluate_{name.lower()}.log")
+    running, seconds, result = _signal_when_busy(
+        bg, signum, 15, lambda: bool(list(root.glob(_own_temp("eval", bg)))),
+        settle=GRACE)
+    _check_stopped(case, signum, running, seconds, result, GRACE)
+    case.check(tree_hash(root / "eval") == before, "eval/ byte-identical" if
+               tree_hash(root / "eval") == before else "eval/ CHANGED")
+    case.note(f"beside eval/ after the {name}: {_leftovers(root, 'eval') or 'nothing'}")
+    if signum == signal.SIGTERM:
+      case.run_ok(run("evaluate", *eval_args(root)), "next")
+      left = _leftovers(root, "eval")
+      case.check(not left, f"after the next evaluate leftovers: {left or 'none'}")
+    rows.append(case)
+
+  ports = _free_ports(2)
+  tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{q}" for q in ports]},
+                          "task": {"type": "worker", "index": 0}})
+  multi = "train/distribute.strategy = 'multi_worker'"
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    name = signal.Signals(signum).name
+    case = Case("17", f"{name} to a multi_worker trainer whose TF_CONFIG names a "
+                "second worker nobody runs (127.0.0.1:<free port>)",
+                f"train with TF_CONFIG of 2 workers, task 0; {name} 15 s after the "
+                "start (killed if still running 40 s later)",
+                f"exit {128 + signum} within {TRAINER_GRACE} s + 5 s, one ERROR line "
+                f"naming {name}, printed once; root_dir not created")
+    mw_root = d / f"multi_worker_{name.lower()}"
+    bg = Background("train", *train_args(mw_root, 4, multi),
+                    log=d / f"{mw_root.name}.log", env=dict(ENV, TF_CONFIG=tf_config))
+    running, seconds, result = _signal_when_busy(bg, signum, 15,
+                                                 wait=TRAINER_GRACE + 30)
+    _check_stopped(case, signum, running, seconds, result, TRAINER_GRACE)
+    _check_absent(case, mw_root, "root_dir")
+    rows.append(case)
+
+  case = Case("17", "multi_worker start-up deadline: `distribute.startup_timeout = 5`, "
+              "the second worker never started",
+              "train with that TF_CONFIG and the binding",
+              "exit 1 within 5 s of the start-up (60 s in all), one ERROR line naming "
+              f"127.0.0.1:{ports[1]} and worker 1, printed once; root_dir not created")
+  if not _has_startup_timeout():
+    case.not_testable = "this version has no distribute.startup_timeout"
+  else:
+    mw_root = d / "startup_run"
+    result = run("train", *train_args(mw_root, 4, multi,
+                                      "distribute.startup_timeout = 5"),
+                 env=dict(ENV, TF_CONFIG=tf_config), timeout=180)
+    _one_error(case, result, f"127.0.0.1:{ports[1]}", "worker 1")
+    case.check(result.seconds < 60, f"ended {result.seconds:.0f} s after the start")
+    _check_absent(case, mw_root, "root_dir")
+  rows.append(case)
+  return rows
+
+
+def _eval_files(folder):
+  """{name: digest} of evaluate's own files in `folder`; results.json without its
+  'seconds' (timings differ between two runs of one config; the rest is seeded)."""
+  def untimed(value):
+    if isinstance(value, dict):
+      return {k: untimed(v) for k, v in value.items() if k != "seconds"}
+    return [untimed(v) for v in value] if isinstance(value, list) else value
+  found = {}
+  folder = pathlib.Path(folder)
+  for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+    if path.name == "results.json":
+      try:
+        text = json.dumps(untimed(json.loads(path.read_text())), sort_keys=True)
+      except ValueError:
+        text = "unreadable"
+      found[path.name] = hashlib.sha256(text.encode()).hexdigest()
+    elif path.name == "results.md" or (path.suffix == ".png" and
+                                       path.name.startswith(("curves_", "grid_"))):
+      found[path.name] = tree_hash(path)
+  return found
+
+
+def _whole(after, old, new):
+  """'the earlier evaluation', 'the new evaluation' or which file is from which."""
+  if after == old:
+    return "the earlier evaluation"
+  if after == new:
+    return "the new evaluation"
+  def which(name):
+    if after.get(name) == old.get(name):
+      return "old"
+    return "new" if after.get(name) == new.get(name) else "neither"
+  return "A MIX: " + ", ".join(f"{n} {which(n)}"
+                               for n in sorted(set(old) | set(new) | set(after)))
+
+
+def whole_outputs(p):
+  """18. Outputs killed or starved of disk half way: the old one or the new one."""
+  d = p.case_dir("18_whole_outputs")
+  rows = []
+  root = p.copy("four", d)
+  earlier = run("evaluate", *eval_args(root))
+  # SIGKILL at one random moment; SIGTERM at a sweep of moments (tracing the fits,
+  # fitting, writing the figures), where the main thread's handler may be reached
+  # anywhere.
+  plans = ((signal.SIGKILL, [random.Random(25).uniform(0, 6)], "a random 0-6 s"),
+           (signal.SIGTERM, [1.5, 2.5, 3.5, 4.5, 5.5], "each of 1.5, 2.5, ... 5.5 s"))
+  for k, (signum, delays, when) in enumerate(plans):
+    name = signal.Signals(signum).name
+    steps = 4 + k  # each evaluation differs from the one before
+    case = Case("18", f"{name} of tf-metainit-evaluate over an earlier evaluation, "
+                f"{when} after its temp folder appears",
+                f"evaluate ({steps - 1} steps); evaluate with {steps} steps, {name} "
+                f"{when} after eval.tmp-* appears ({len(delays)} run(s)); then that "
+                "evaluate uninterrupted",
+                "eval/ after each kill is the earlier evaluation byte-identical or the "
+                "complete new one (each of evaluate's files the uninterrupted run's), "
+                "never a mix; the uninterrupted rerun exits 0 and leaves no "
+                "eval.tmp-*/eval.old-*" + (
+                    "; each SIGTERM while it runs: exit 143, one ERROR line naming "
+                    "SIGTERM, printed once, no traceback (after its last write, with the "
+                    "new evaluation in place, death by the signal is accepted)"
+                    if signum == signal.SIGTERM else ""))
+    if not case.check(earlier.ok(), f"earlier {earlier.describe()}"):
+      rows.append(case)
+      continue
+    old, old_tree = _eval_files(root / "eval"), tree_hash(root / "eval")
+    args = eval_args(root, f"evaluate.num_steps = {steps}")
+    afters = []
+    for delay in delays:
+      bg = Background("evaluate", *args,
+                      log=d / f"evaluate_{name.lower()}_{delay:.1f}.log")
+      appeared = wait_for_path(root, _own_temp("eval", bg), bg)
+      time.sleep(delay)
+      running = bg.running()
+      bg.proc.send_signal(signum)
+      killed = bg.finish(timeout=120)
+      label = (f"{name} {delay:.2f} s after eval.tmp-* appeared" if appeared else
+               f"{name} (eval.tmp-* never seen)")
+      afters.append((label, running, killed, _eval_files(root / "eval"),
+                     tree_hash(root / "eval")))
+      case.note(f"{label}: evaluate {'was running' if running else 'had ENDED'}; "
+                f"beside eval/: {_leftovers(root, 'eval') or 'nothing'}")
+    rerun = run("evaluate", *args)
+    case.run_ok(rerun, "uninterrupted")
+    new = _eval_files(root / "eval")
+    for label, running, killed, after, after_tree in afters:
+      state = _whole(after, old, new)
+      case.check(not state.startswith("A MIX") and bool(after),
+                 f"eval/ after the {label}: {state if after else 'MISSING'}")
+      if state == "the earlier evaluation":
+        case.check(after_tree == old_tree, "byte-identical" if after_tree == old_tree
+                   else "but NOT byte-identical (tensorboard/ or another entry "
+                   "differs)")
+      if signum != signal.SIGTERM:
+        continue
+      if not running:
+        case.run_ok(killed, f"{label}:")
+      elif killed.returncode == -signum and state == "the new evaluation":
+        # After its last write the process is exiting (Python restores the default
+        # handlers as it shuts down): the output is whole, the signal kills it.
+        case.note(f"{label}: {killed.describe()} (the signal came after the new "
+                  "evaluation was in place, while the process exited)")
+      else:
+        _one_error(case, killed, "SIGTERM", returncode=143, label=f"{label}:")
+    left = _leftovers(root, "eval")
+    case.check(not left, f"after the rerun leftovers: {left or 'none'}")
+    earlier = rerun
+    rows.append(case)
+
+  for over_earlier in (True, False):
+    case = Case("18", "disk full during tf-metainit-fit " + (
+        "over an earlier fit" if over_earlier else "to a new --out_dir"), "",
+                ("the earlier fit byte-identical" if over_earlier else
+                 "no --out_dir (no reconstruction.png)")
+                + "; exit 1, one ERROR line, printed once; no temps; after freeing "
+                "space the same command exits 0 and writes reconstruction.png")
+    image = _image(d / "photo.png")
+    with SmallDisk(d / f"small_disk_{int(over_earlier)}", "2m") as disk:
+      out = (disk.folder if disk.mounted else d) / f"fit_{int(over_earlier)}"
+      args = _fit_args(root, image, out)
+      if over_earlier:
+        case.run_ok(run("fit", *args), "earlier fit:")
+      before = tree_hash(out)
+      if disk.mounted:
+        case.action = ("fit the tiny run (2 steps) to --out_dir on a 2 MiB tmpfs "
+                       + ("holding an earlier fit " if over_earlier else "")
+                       + "filled to 12 KiB free; delete the filler, rerun")
+        filler = _fill(disk.folder, 12 * 1024)
+        full = run("fit", *args)
+      else:
+        case.action = ("no mount rights: fit with RLIMIT_FSIZE = 4 KiB (EFBIG) "
+                       + ("over an earlier fit" if over_earlier else "")
+                       + "; rerun without the limit")
+        filler = None
+        full = run("fit", *args, preexec_fn=_no_big_files)
+      _one_error(case, full)
+      if over_earlier:
+        case.check(tree_hash(out) == before, "earlier fit byte-identical" if
+                   tree_hash(out) == before else "the earlier fit CHANGED")
+      else:
+        _check_absent(case, out, "--out_dir")
+      left = _leftovers(out.parent, out.name)
+      case.check(not left, f"leftovers: {left or 'none'}")
+      if filler:
+        filler.unlink()
+      case.run_ok(run("fit", *args), "after freeing space")
+      png = out / "reconstruction.png"
+      case.check(png.exists(), "reconstruction.png " + ("written" if png.exists() else
+                                                       "MISSING"))
+    rows.append(case)
+  return rows
+
+
+def _sinogram_files(folder, name, sinogram, angles):
+  s, a = folder / f"{name}_sinogram.npy", folder / f"{name}_angles.npy"
+  np.save(s, sinogram)
+  np.save(a, angles)
+  return [f"--sinogram={s}", f"--angles={a}"]
+
+
+def garbage_inputs(p):
+  """19. Inputs that used to give a NaN or silently wrong fit with exit 0."""
+  d = p.case_dir("19_garbage_inputs")
+  image = _image(d / "photo.png")
+  rows = []
+
+  def nan_weight(arrays):
+    arrays["layer_3_kernel"][0, 0] = np.nan
+    return "'layer_3_kernel' holds 1 NaN or inf"
+
+  def inf_rate(arrays):
+    arrays["inner_lr_4"][1] = np.inf
+    return "'inner_lr_4' holds 1 NaN or inf"
+
+  for k, (label, breaker) in enumerate((
+      ("an export (the shipped text init) with one NaN weight", nan_weight),
+      ("an export (the shipped text init) with an inf learned inner rate", inf_rate))):
+    case = Case("19", label, "`tf-metainit-fit --init=EXPORT --image=photo.png "
+                "--steps=2`",
+                "exit 1, one ERROR line naming the array and NaN or inf, printed once; "
+                "no --out_dir")
+    folder, manifest, arrays = _shipped_copy("text", d / f"export{k}")
+    needle = breaker(arrays)
+    _save_export(folder, manifest, arrays)
+    out = d / f"fit{k}"
+    _one_error(case, run("fit", *_fit_args(folder, image, out)), needle)
+    _check_absent(case, out, "--out_dir")
+    rows.append(case)
+
+  rng = np.random.default_rng(0)
+  bins, views = 16, 6
+  good = rng.random((views, bins)).astype(np.float32)
+  radians = np.linspace(0, np.pi, views, endpoint=False).astype(np.float32)
+  for k, (label, sinogram, angles, needle) in enumerate((
+      ("a complex sinogram (imaginary part 1e-3)", good + 1e-3j, radians, "complex"),
+      ("0 angles and an empty (0, 16) sinogram", np.zeros((0, bins), np.float32),
+       np.zeros((0,), np.float32), "no rows"),
+      ("a sinogram with a NaN", np.where(np.eye(views, bins) > 0, np.nan, good),
+       radians, "NaN or inf"))):
+    case = Case("19", label, f"`tf-metainit-fit --init=ct64 --sinogram=S.npy "
+                "--angles=A.npy --steps=2`",
+                "exit 1, one ERROR line naming the fault, printed once; no --out_dir")
+    out = d / f"ct_fit{k}"
+    _one_error(case, run("fit", "--init=ct64", "--steps=2", f"--out_dir={out}",
+                         *_sinogram_files(d, f"bad{k}", sinogram, angles)), needle)
+    _check_absent(case, out, "--out_dir")
+    rows.append(case)
+
+  for k, (label, angles) in enumerate((
+      ("angles in degrees (0-150)", np.linspace(0, 180, views, endpoint=False)),
+      ("an angle of 1e30", np.concatenate([radians[:-1], [1e30]])))):
+    case = Case("19", label, "`tf-metainit-fit --init=ct64 --sinogram=S.npy "
+                "--angles=A.npy --steps=2`",
+                "exit 0 with a warning line naming --angles, 2*pi and degrees; "
+                "fit.json's sinogram PSNRs finite")
+    out = d / f"ct_warned{k}"
+    result = run("fit", "--init=ct64", "--steps=2", f"--out_dir={out}",
+                 *_sinogram_files(d, f"warned{k}", good, angles.astype(np.float32)))
+    case.run_ok(result)
+    warned = _warning(result, "degrees")
+    case.check(bool(warned) and "2*pi" in warned and "--angles" in warned,
+               f"warning: {short(warned, 200) if warned else 'none naming degrees'}")
+    fit_json = out / "fit.json"
+    curve = json.loads(fit_json.read_text()).get("sinogram_psnr", []) if (
+        fit_json.exists()) else []
+    case.check(bool(curve) and all(np.isfinite(curve)),
+               f"fit.json sinogram_psnr: {[round(x, 2) for x in curve] or 'MISSING'}")
+    rows.append(case)
+  return rows
+
+
+def one_line_errors(p):
+  """20. Broken exports, sinograms, TF_CONFIGs and names: one line, not a traceback."""
+  d = p.case_dir("20_one_line_errors")
+  image = _image(d / "photo.png")
+  rows = []
+
+  def edit(fault):
+    def apply(folder, manifest, arrays):
+      if fault == "no layers":
+        del manifest["layers"]
+      elif fault == "no field":
+        del manifest["field"]
+      elif fault == "missing array":
+        del arrays["layer_2_bias"]
+      elif fault == "layers a string":
+        manifest["layers"] = "layer_0_kernel"
+      elif fault == "complex weights":
+        arrays["layer_1_kernel"] = arrays["layer_1_kernel"].astype(np.complex64)
+      elif fault == "wrong kernel shape":
+        arrays["layer_2_kernel"] = arrays["layer_2_kernel"][:, :100]
+      elif fault == "weights a text file":
+        (folder / "notes.txt").write_text("not an archive\n")
+        manifest["weights"] = "notes.txt"
+      elif fault == "weights outside":
+        other = folder.parent / "other"
+        other.mkdir(exist_ok=True)
+        shutil.copy(folder / "weights.npz", other / "weights.npz")
+        manifest["weights"] = "../other/weights.npz"
+      elif fault == "negative steps":
+        manifest["test_time"]["num_steps"] = -3
+      elif fault == "width 12000":
+        manifest["field"]["width"] = 12000
+    return apply
+
+  faults = (
+      ("no layers", "a manifest missing `layers`", "manifest.json has no 'layers'"),
+      ("no field", "a manifest missing `field`", "manifest.json has no 'field'"),
+      ("missing array", "weights.npz without the array `layer_2_bias` the manifest "
+       "names", "has no array 'layer_2_bias'"),
+      ("layers a string", "`layers` a string", "'layers' must be a list of layers"),
+      ("complex weights", "complex64 weights (layer_1_kernel)",
+       "'layer_1_kernel' is of dtype complex64"),
+      ("wrong kernel shape", "a kernel of the wrong shape (layer_2_kernel 256x100)",
+       "layer 2 has a kernel of shape (256, 100)"),
+      ("weights a text file", "`weights` naming a text file in the export",
+       "notes.txt is not an .npz archive"),
+      ("weights outside", "`weights = '../other/weights.npz'` (a file outside the "
+       "export)", "points outside the export"),
+      ("negative steps", "`test_time.num_steps = -3` in the manifest",
+       "test_time.num_steps"),
+      ("width 12000", "a manifest `field.width` of 12000 (the weights are 256 wide)",
+       "field.width is 12000"))
+  control = None  # (seconds, peak MiB) of the first fault, to compare the width with
+  for k, (fault, label, needle) in enumerate(faults):
+    case = Case("20", f"export (the shipped text init): {label}",
+                "`tf-metainit-fit --init=EXPORT --image=photo.png --steps=2`",
+                "exit 1, one ERROR line naming the fault, printed once, no traceback; "
+                "no --out_dir"
+                + ("; no 'allow_pickle' anywhere in stderr" if "text file" in fault else
+                   "")
+                + ("; as fast and as small as the missing-`layers` case (within 5 s "
+                   "and 256 MiB peak RSS)" if fault == "width 12000" else ""))
+    folder, manifest, arrays = _shipped_copy("text", d / f"export{k}")
+    edit(fault)(folder, manifest, arrays)
+    _save_export(folder, manifest, arrays)
+    out = d / f"fit{k}"
+    result, peak = run_measured("fit", *_fit_args(folder, image, out),
+                                log=d / f"fit{k}.log")
+    _one_error(case, result, needle)
+    _check_absent(case, out, "--out_dir")
+    if "text file" in fault:
+      case.check("allow_pickle" not in result.stderr, "no 'allow_pickle' in stderr" if
+                 "allow_pickle" not in result.stderr else "stderr advises allow_pickle")
+    if control is None:
+      control = (result.seconds, peak)
+      case.note(f"{result.seconds:.1f} s, peak RSS {peak:.0f} MiB")
+    elif fault == "width 12000":
+      case.check(result.seconds <= control[0] + 5 and peak <= control[1] + 256,
+                 f"{result.seconds:.1f} s, peak RSS {peak:.0f} MiB (missing `layers`: "
+                 f"{control[0]:.1f} s, {control[1]:.0f} MiB)")
+    rows.append(case)
+
+  case = Case("20", "a string-typed .npy sinogram (`numpy.array([['a', ...]])`)",
+              "`tf-metainit-fit --init=ct64 --sinogram=S.npy --angles=A.npy`",
+              "exit 1, one ERROR line naming the dtype, printed once; no --out_dir")
+  out = d / "ct_fit"
+  sinogram = np.full((4, 16), "a")
+  angles = np.linspace(0, np.pi, 4, endpoint=False)
+  _one_error(case, run("fit", "--init=ct64", "--steps=2", f"--out_dir={out}",
+                       *_sinogram_files(d, "strings", sinogram, angles)),
+             f"holds {sinogram.dtype} values, not numbers")
+  _check_absent(case, out, "--out_dir")
+  rows.append(case)
+
+  for k, (label, config) in enumerate((
+      ('`"task": "worker"`', {"cluster": {"worker": ["127.0.0.1:1"]}, "task": "worker"}),
+      ("a list `cluster`", {"cluster": ["127.0.0.1:1", "127.0.0.1:2"],
+                            "task": {"type": "worker", "index": 0}}))):
+    case = Case("20", f"TF_CONFIG with {label}",
+                "train a new run with `train/distribute.strategy = 'multi_worker'`",
+                "exit 1, one ERROR line naming TF_CONFIG and its right form, printed "
+                "once; root_dir not created")
+    new_root = d / f"tf_config_run{k}"
+    _one_error(case, run("train", *train_args(
+        new_root, 4, "train/distribute.strategy = 'multi_worker'"),
+                         env=dict(ENV, TF_CONFIG=json.dumps(config))),
+               "TF_CONFIG", '"task": {"type": "worker", "index": 0}')
+    _check_absent(case, new_root, "root_dir")
+    rows.append(case)
+
+  case = Case("20", "interpolate on a run with 2 held-out test signals (it needs 3)",
+              "`tf-metainit-interpolate --root_dir=RUN` on the tiny run",
+              "exit 1, one ERROR line naming ImageRegression.num_test, printed once; "
+              "the run unchanged")
+  root = p.copy("four", d)
+  before = tree_hash(root)
+  _one_error(case, run("interpolate", f"--root_dir={root}"), "ImageRegression.num_test",
+             "needs 3")
+  case.check(tree_hash(root) == before, "run tree unchanged" if tree_hash(root) == before
+             else "run tree CHANGED")
+  rows.append(case)
+
+  case = Case("20", "a folder named `text` (a user's file in it) in the working "
+              "directory", "`tf-metainit-fit --init=text --image=photo.png --steps=2` "
+              "there",
+              "exit 0 with the shipped init (fit.json's init is pretrained/text) and a "
+              "warning naming ./text; the folder unchanged")
+  cwd = d / "work"
+  (cwd / "text").mkdir(parents=True)
+  (cwd / "text" / "notes.txt").write_text("mine\n")
+  before = tree_hash(cwd / "text")
+  result = run("fit", *_fit_args("text", image, cwd / "fit_out"), cwd=cwd)
+  case.run_ok(result)
+  warned = _warning(result, "--init=./text")
+  case.check(bool(warned), f"warning: {short(warned, 200) if warned else 'none'}")
+  fit_json = cwd / "fit_out" / "fit.json"
+  source = json.loads(fit_json.read_text()).get("init", "") if fit_json.exists() else ""
+  case.check(source == str(SHIPPED / "text"), f"fit.json init: {short(source)}")
+  case.check(tree_hash(cwd / "text") == before, "./text unchanged")
+  rows.append(case)
+  return rows
+
+
 FAULTS = (export_targets, export_killed, pickle_refused, state_file_deleted,
           truncated_checkpoint, two_trainers, config_changes, resumable_changes,
           leftovers, bad_values, image_folder, shapenet_data, disk_full, disk_full_export,
           sigterm,
           read_only, concurrent_evaluate, corrupt_config, sigint, root_dir_is_a_file,
           export_missing_parent, non_utf8_names, relative_root_dir,
-          extended_run_provenance, trainer_killed)
+          extended_run_provenance, trainer_killed,
+          # issue 25
+          stored_config_code, user_folders, output_paths, stop_signals, whole_outputs,
+          garbage_inputs, one_line_errors)
 
 
 # --- the report -------------------------------------------------------------------------
@@ -1353,8 +2262,10 @@ def markdown(cases, facts, started, minutes, only):
       f"{facts['commit']}.",
       "",
       f"**{counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['N/A']} N/A** of "
-      f"{len(cases)} cases. Rows numbered 1-13 are the promised behaviours; X rows are "
-      "further faults. Evidence: ✓ a check that held, **✗** one that did not "
+      f"{len(cases)} cases. Rows numbered 1-13 are the promised behaviours, 14-20 "
+      "those of issue 25 (stored configs, users' folders, output paths, signals, whole "
+      "outputs, input checks); X rows are further faults. Evidence: ✓ a check that "
+      "held, **✗** one that did not "
       "(exit status, the one `ERROR:` line, tree hashes, checkpoint comparisons; "
       "$OUT is the probe's --out_dir).",
       "",
