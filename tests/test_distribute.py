@@ -156,6 +156,49 @@ def test_a_lost_worker_stops_the_other_and_both_resume(tmp_path):
                          _weights(root, steps)) == 0
 
 
+def _slurm_step(monkeypatch, procid, nodelist, tasks_per_node, num_tasks):
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  for name, value in (("PROCID", procid), ("STEP_NODELIST", nodelist),
+                      ("STEP_TASKS_PER_NODE", tasks_per_node),
+                      ("STEP_NUM_TASKS", num_tasks)):
+    monkeypatch.setenv(f"SLURM_{name}", str(value))
+
+
+def test_under_srun_the_cluster_is_the_job_step(monkeypatch):
+  # srun -N2 --ntasks-per-node=2: ranks 0, 1 on gpu07, 2, 3 on gpu08; rank 2 is the
+  # first task of the second node, so it listens on the base port there.
+  _slurm_step(monkeypatch, 2, "gpu[07-08]", "2(x2)", 4)
+  assert json.loads(distribute.tf_config_from_slurm(9000)) == {
+      "cluster": {"worker": ["gpu07:9000", "gpu07:9001", "gpu08:9000", "gpu08:9001"]},
+      "task": {"type": "worker", "index": 2}}
+  distribute.check_tf_config(distribute.tf_config_from_slurm())
+
+
+def test_a_slurm_allocation_outside_srun_gets_one_line(monkeypatch):
+  _slurm_step(monkeypatch, 0, "gpu[07-08]", "2(x2)", 4)
+  monkeypatch.delenv("SLURM_STEP_TASKS_PER_NODE")
+  with pytest.raises(ValueError, match="run tf-metainit-train under srun") as error:
+    distribute.tf_config_from_slurm()
+  assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow  # two TensorFlow workers on loopback and a reference: about a minute
+def test_two_srun_tasks_without_tf_config_match_one_device(tmp_path):
+  bindings = ALGORITHMS["maml"] + ("meta_train.num_iterations = 3",
+                                   "train/distribute.strategy = 'multi_worker'",
+                                   f"distribute.slurm_port_base = {_ports(1)[0]}")
+  slurm = dict(SLURM_STEP_NODELIST="localhost", SLURM_STEP_TASKS_PER_NODE="2",
+               SLURM_STEP_NUM_TASKS="2")
+  workers = [_start(tmp_path / "run", bindings,
+                    dict(_env(tmp_path), SLURM_PROCID=str(i), **slurm)) for i in range(2)]
+  reference = _start(tmp_path / "default", ALGORITHMS["maml"] + (
+      "meta_train.num_iterations = 3",), _env(tmp_path))
+  for proc in workers + [reference]:
+    _finish(proc)
+  assert _max_difference(_weights(tmp_path / "default", 3),
+                         _weights(tmp_path / "run", 3)) <= 1e-5
+
+
 @pytest.mark.parametrize("text, message", [
     ("", "needs TF_CONFIG"),
     ("{not json", "not valid JSON"),

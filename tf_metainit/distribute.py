@@ -9,7 +9,9 @@
                                         with the same command (training only), all
                                         reachable within distribute.startup_timeout
                                         seconds; a collective waiting longer than
-                                        distribute.collective_timeout fails
+                                        distribute.collective_timeout fails. Under
+                                        srun without TF_CONFIG, the cluster is
+                                        Slurm's job step (tf_config_from_slurm)
                         'tpu'           TPUStrategy (forces jit_compile; untested here)
 
 The binaries build it in a gin scope named for the job, so `train/distribute.strategy`
@@ -53,6 +55,9 @@ STARTUP_TIMEOUT_SECONDS = 300
 # first step, save a checkpoint); a worker that is gone is caught within seconds by
 # watching_peers and TensorFlow's own health check.
 COLLECTIVE_TIMEOUT_SECONDS = 300
+# Under srun without TF_CONFIG, worker i of a node listens on this + i (the
+# SlurmClusterResolver's default).
+SLURM_PORT_BASE = 8888
 # A peer whose port refuses this many probes in a row, PEER_PROBE_SECONDS apart, is
 # gone: TensorFlow would otherwise abort ~20 s later with a C++ error naming nothing.
 PEER_PROBE_SECONDS, PEER_MISSES = 2.0, 3
@@ -68,19 +73,21 @@ def check_name(name, allowed=STRATEGIES, job=None):
 
 
 def get(name, cpu_replicas=2, startup_timeout=STARTUP_TIMEOUT_SECONDS,
-        collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
+        collective_timeout=COLLECTIVE_TIMEOUT_SECONDS, slurm_port_base=SLURM_PORT_BASE):
   """The process's strategy `name`, created on first use (the timeouts, in seconds,
-  are multi_worker's)."""
+  and the Slurm port are multi_worker's)."""
   if check_name(name) not in _created:
-    _created[name] = _make(name, cpu_replicas, startup_timeout, collective_timeout)
+    _created[name] = _make(name, cpu_replicas, startup_timeout, collective_timeout,
+                           slurm_port_base)
   return _created[name]
 
 
 @gin.configurable("distribute")
 def _configured(strategy="default", cpu_replicas=2,
                 startup_timeout=STARTUP_TIMEOUT_SECONDS,
-                collective_timeout=COLLECTIVE_TIMEOUT_SECONDS):
-  return strategy, (cpu_replicas, startup_timeout, collective_timeout)
+                collective_timeout=COLLECTIVE_TIMEOUT_SECONDS,
+                slurm_port_base=SLURM_PORT_BASE):
+  return strategy, (cpu_replicas, startup_timeout, collective_timeout, slurm_port_base)
 
 
 def from_gin(job, allowed=STRATEGIES):
@@ -92,20 +99,24 @@ def from_gin(job, allowed=STRATEGIES):
   return get(name, *options)
 
 
-def _make(name, cpu_replicas, startup_timeout, collective_timeout):
+def _make(name, cpu_replicas, startup_timeout, collective_timeout, slurm_port_base):
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
     return tf.distribute.MirroredStrategy(_mirrored_devices(cpu_replicas))
   if name == "multi_worker":
-    return _multi_worker(startup_timeout, collective_timeout)
+    return _multi_worker(startup_timeout, collective_timeout, slurm_port_base)
   resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
   tf.config.experimental_connect_to_cluster(resolver)
   tf.tpu.experimental.initialize_tpu_system(resolver)
   return tf.distribute.TPUStrategy(resolver)
 
 
-def _multi_worker(startup_timeout, collective_timeout):
+def _multi_worker(startup_timeout, collective_timeout, slurm_port_base):
+  if not os.environ.get("TF_CONFIG") and "SLURM_PROCID" in os.environ:
+    os.environ["TF_CONFIG"] = tf_config_from_slurm(
+        checks.positive_int("distribute.slurm_port_base", slurm_port_base))
+    logging.info("TF_CONFIG from Slurm: %s", os.environ["TF_CONFIG"])
   config = check_tf_config(os.environ.get("TF_CONFIG"))
   startup_timeout = checks.positive("distribute.startup_timeout", startup_timeout)
   options = tf.distribute.experimental.CommunicationOptions(
@@ -123,6 +134,29 @@ def _multi_worker(startup_timeout, collective_timeout):
   tf_context.context().configure_coordination_service(service_type="")
   with _startup_deadline(startup_timeout, _other_tasks(config)):
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def tf_config_from_slurm(port_base=SLURM_PORT_BASE):
+  """TF_CONFIG (JSON) of this Slurm task, from tf.distribute's SlurmClusterResolver:
+  one worker per task of the job step, at port_base + its slot on its node, in the
+  order of the sorted host names. GPUs are left as Slurm assigned them
+  (--gpus-per-task, or every GPU of the node for one task per node): the resolver
+  only needs a GPU count to pack tasks, so it gets one slot per task."""
+  from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver  # pylint: disable=g-direct-tensorflow-import,import-outside-toplevel
+  try:
+    per_node = slurm_cluster_resolver.expand_tasks_per_node(
+        os.environ["SLURM_STEP_TASKS_PER_NODE"])
+    resolver = slurm_cluster_resolver.SlurmClusterResolver(
+        port_base=port_base, gpus_per_node=max(per_node), gpus_per_task=1,
+        auto_set_gpu=False)
+    cluster = resolver.cluster_spec().as_dict()
+  except (KeyError, RuntimeError, ValueError) as e:
+    raise ValueError(
+        f"SLURM_PROCID is set but the Slurm job step could not be read ({e}): run "
+        "tf-metainit-train under srun (which sets SLURM_STEP_NODELIST and "
+        "SLURM_STEP_TASKS_PER_NODE), or set TF_CONFIG yourself.") from e
+  return json.dumps({"cluster": cluster,
+                     "task": {"type": resolver.task_type, "index": resolver.task_id}})
 
 
 @contextlib.contextmanager
