@@ -275,3 +275,17 @@ def test_evaluation_over_replicas_gives_each_signal_its_one_device_result(tmp_pa
   assert values["shape"] == "(6, 5)"  # steps 0..5, 5 signals
   print(result.stdout)
   assert float(values["trace"]) <= 1e-5 and float(values["weights"]) <= 1e-6
+
+
+@pytest.mark.slow  # the docs' script as written: two workers and a reference, 3 steps
+def test_the_docs_two_worker_script_gives_the_one_device_weights(tmp_path):
+  port0, port1 = _ports(2)
+  env = dict(_env(tmp_path), PORT0=str(port0), PORT1=str(port1))
+  result = subprocess.run(["bash", str(REPO / "docs" / "distributed" /
+                                       "two_local_workers.sh"), str(tmp_path / "out"), "3"],
+                          capture_output=True, text=True, env=env, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  line = result.stdout.strip().splitlines()[-1]
+  assert line.startswith("largest weight difference, two workers vs one device:")
+  assert float(line.rsplit(" ", 1)[1]) <= 1e-5
+  assert len(list((tmp_path / "out" / "multi_worker" / "train").glob("events.*"))) == 1
