@@ -54,6 +54,7 @@ setuptools.setup(
             "tf-metainit-export=tf_metainit.cli.export:run",
             "tf-metainit-benchmark=tf_metainit.cli.benchmark:run",
             "tf-metainit-fit=tf_metainit.cli.fit:run",
+            "tf-metainit-fit-folder=tf_metainit.cli.fit_folder:run",
         ],
     },
 )

@@ -22,6 +22,10 @@ BINARIES = {
                    COMMON_FLAGS + ("--root_dir", "--checkpoint")),
     "fit": ("tf-metainit-fit --init=runs/text --image=photo.png",
             COMMON_FLAGS + ("--init", "--image", "--out_dir", "--steps", "--checkpoint")),
+    "fit_folder": ("tf-metainit-fit-folder --init=natural --folder=photos/ "
+                   "--out_dir=photo_fields",
+                   COMMON_FLAGS + ("--init", "--folder", "--out_dir", "--steps", "--batch",
+                                   "--strategy", "--num_shards", "--shard")),
     # Not a run binary: no gin, no run directory.
     "benchmark": ("tf-metainit-benchmark --quick --output=/tmp/bench.md",
                   ("--output", "--workloads", "--[no]quick", "--[no]list")),

@@ -30,6 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
 # benchmark is one job).
 JOBS = ("tf_metainit.train", "tf_metainit.evaluate", "tf_metainit.export",
         "tf_metainit.fit", "tf_metainit.fit_ct", "tf_metainit.fit_views",
+        "tf_metainit.fit_folder",
         "tf_metainit.interpolate", "tf_metainit.appearance", "tf_metainit.benchmark")
 # Module-name prefixes, bottom layer first.
 LAYERS = (
@@ -42,7 +43,7 @@ LAYERS = (
     ("library", ("tf_metainit.testtime", "tf_metainit.monitor",
                  "tf_metainit.checkpoints", "tf_metainit.runs", "tf_metainit.provenance",
                  "tf_metainit.exports", "tf_metainit.baselines", "tf_metainit.fitting",
-                 "tf_metainit.pretrained")),
+                 "tf_metainit.pretrained", "tf_metainit.fitted_set")),
     ("jobs", JOBS),
     ("cli", ("tf_metainit.cli",)),
 )

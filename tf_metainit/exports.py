@@ -81,6 +81,24 @@ def _maybe_crash(stage):
 # --- weights and manifest --------------------------------------------------------------
 
 
+def _layer_keys(field):
+  """(layer index, npz name) of each trainable variable: kernel_i -> layer_i_kernel."""
+  keys = []
+  for v in field.trainable_variables:
+    kernel, bias = _KERNEL.match(v.name), _BIAS.match(v.name)
+    if not (kernel or bias):
+      raise NotImplementedError(f"Cannot name field variable {v.name!r} in the export; "
+                                "fields must use kernel_<i> / bias_<i>.")
+    index = int((kernel or bias).group(1))
+    keys.append((index, f"layer_{index}_{'kernel' if kernel else 'bias'}"))
+  return keys
+
+
+def param_names(field):
+  """The export's names of the field's weights, in params order (layer_0_kernel, ...)."""
+  return [key for _, key in _layer_keys(field)]
+
+
 def weight_arrays(field, params):
   """npz arrays and the manifest's layer list for `params` (trainable_variables order).
 
@@ -91,18 +109,11 @@ def weight_arrays(field, params):
   if len(variables) != len(params):
     raise ValueError(f"{len(params)} params for a field with {len(variables)} variables.")
   arrays, layers = {}, {}
-  for v, p in zip(variables, params):
-    name = v.name
+  for v, p, (index, key) in zip(variables, params, _layer_keys(field)):
     if tuple(p.shape) != tuple(v.shape):
-      raise ValueError(f"Param {name} has shape {tuple(p.shape)}, the field's is "
+      raise ValueError(f"Param {v.name} has shape {tuple(p.shape)}, the field's is "
                        f"{tuple(v.shape)}; per-signal (batched) params must be split "
                        "first (testtime.unbatch).")
-    kernel, bias = _KERNEL.match(name), _BIAS.match(name)
-    if not (kernel or bias):
-      raise NotImplementedError(f"Cannot name field variable {name!r} in the export; "
-                                "fields must use kernel_<i> / bias_<i>.")
-    index = int((kernel or bias).group(1))
-    key = f"layer_{index}_{'kernel' if kernel else 'bias'}"
     arrays[key] = np.asarray(p, np.float32)
     layers.setdefault(index, {})[key.rsplit("_", 1)[-1]] = key
   constants = {}

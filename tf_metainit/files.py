@@ -55,6 +55,11 @@ def write_text(path, text):
     f.write(text)
 
 
+def write_bytes(path, data):
+  with _replacing(path, "wb") as f:
+    f.write(data)
+
+
 def write_json(path, value):
   write_text(path, json.dumps(value, indent=1))
 

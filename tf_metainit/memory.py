@@ -50,28 +50,47 @@ def _fixed_bytes(field, chunk):
   return BASE_BYTES + ACTIVATION_BYTES * units * chunk
 
 
-def image_fit_bytes(height, width, field, chunk):
-  """Estimated peak bytes of fitting an H x W image with `field` (its description
-  gives width and depth) in chunks of `chunk` pixels."""
+def image_fit_bytes(height, width, field, chunk, count=1):
+  """Estimated peak bytes of fitting `count` H x W images at once (a batch of
+  per-signal weights) with `field` (its description gives width and depth), each in
+  chunks of `chunk` pixels."""
   pixels = height * width
-  return _fixed_bytes(field, min(chunk, pixels)) + BYTES_PER_PIXEL * pixels
+  return (_fixed_bytes(field, count * min(chunk, pixels))
+          + BYTES_PER_PIXEL * count * pixels)
+
+
+def images_per_batch(height, width, field, chunk, largest=32, share=0.5,
+                     available=None):
+  """The most H x W images (at most `largest`) fitted at once whose estimated peak
+  takes at most `share` of the memory available (at least 1)."""
+  available = available_bytes() if available is None else available
+  count = largest
+  while count > 1 and available is not None and (
+      image_fit_bytes(height, width, field, chunk, count) > share * available):
+    count //= 2
+  return count
 
 
 def gigabytes(nbytes):
   return f"{nbytes / (1 << 30):.1f} GB"
 
 
-def check_image_fit(height, width, field, chunk, available=None):
-  """The estimated peak bytes of an H x W image fit; refuses, in one line, a fit that
-  would not fit in memory (`available`: bytes, default available_bytes())."""
+def check_image_fit(height, width, field, chunk, available=None, count=1):
+  """The estimated peak bytes of fitting `count` H x W images at once; refuses, in one
+  line, a fit that would not fit in memory (`available`: bytes, default
+  available_bytes())."""
   available = available_bytes() if available is None else available
-  needed = image_fit_bytes(height, width, field, chunk)
+  needed = image_fit_bytes(height, width, field, chunk, count)
   if available is None or needed <= available:
     return needed
-  room = max(available - _fixed_bytes(field, chunk), 0)
-  scale = min((room / BYTES_PER_PIXEL / (height * width)) ** 0.5, 1.0)
+  what = (f"Fitting this {height}x{width} image" if count == 1 else
+          f"Fitting {count} {height}x{width} images at once")
+  if count > 1:
+    fix = "give a smaller --batch"
+  else:
+    room = max(available - _fixed_bytes(field, chunk), 0)
+    scale = min((room / BYTES_PER_PIXEL / (height * width)) ** 0.5, 1.0)
+    fix = f"downsample it to about {int(height * scale)}x{int(width * scale)} or less"
   raise MemoryError(
-      f"Fitting this {height}x{width} image needs about {gigabytes(needed)} of memory "
-      f"and {gigabytes(available)} is available: downsample it to about "
-      f"{int(height * scale)}x{int(width * scale)} or less, or free memory, and run "
-      "again.")
+      f"{what} needs about {gigabytes(needed)} of memory and {gigabytes(available)} is "
+      f"available: {fix}, or free memory, and run again.")

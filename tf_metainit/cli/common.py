@@ -286,3 +286,15 @@ def parse_run_config(root_dir, gin_files, gin_bindings, task_for=()):
   parse_gin(gin_files, gin_bindings)
   for name in task_for:
     gin.bind_parameter(f"{name}.task", gin.query_parameter("evaluate.task"))
+
+
+def load_init(name, checkpoint, gin_files, gin_bindings):
+  """--init as a testtime.Init: a shipped init, an export or a run."""
+  from tf_metainit import exports  # pylint: disable=g-import-not-at-top
+  from tf_metainit import pretrained  # pylint: disable=g-import-not-at-top
+  from tf_metainit import runs  # pylint: disable=g-import-not-at-top
+  kind, folder = pretrained.resolve(name)
+  if kind != "run":
+    return exports.load_init(folder)
+  parse_run_config(folder, gin_files, gin_bindings, task_for=("init_from_run",))
+  return runs.init_from_run(folder, checkpoint)

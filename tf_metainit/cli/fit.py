@@ -48,19 +48,6 @@ flags.adopt_module_key_flags(common)  # --help lists them
 FLAGS = flags.FLAGS
 
 
-def _init():
-  """--init as a testtime.Init: a shipped init, an export or a run."""
-  from tf_metainit import exports  # pylint: disable=g-import-not-at-top
-  from tf_metainit import pretrained  # pylint: disable=g-import-not-at-top
-  from tf_metainit import runs  # pylint: disable=g-import-not-at-top
-  kind, folder = pretrained.resolve(FLAGS.init)
-  if kind != "run":
-    return exports.load_init(folder)
-  common.parse_run_config(folder, FLAGS.gin_file, FLAGS.gin_bindings,
-                          task_for=("init_from_run",))
-  return runs.init_from_run(folder, FLAGS.checkpoint)
-
-
 def main(argv):
   common.check_no_args(argv)
   from tf_metainit import checks  # pylint: disable=g-import-not-at-top
@@ -70,7 +57,8 @@ def main(argv):
   common.run_and_report(lambda: checks.optional(checks.positive_int, "--resolution",
                                                 FLAGS.resolution))
   source = _input()
-  init = common.run_and_report(_init)
+  init = common.run_and_report(lambda: common.load_init(
+      FLAGS.init, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_bindings))
   name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
   out_dir = FLAGS.out_dir or f"fit_{name}"
   if FLAGS.image:
