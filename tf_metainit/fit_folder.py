@@ -17,6 +17,7 @@ import time
 from absl import logging
 import numpy as np
 
+from tf_metainit import checks
 from tf_metainit import exports
 from tf_metainit import files
 from tf_metainit import fitted_set
@@ -25,21 +26,27 @@ from tf_metainit import memory
 from tf_metainit import progress
 from tf_metainit import testtime
 from tf_metainit.data import image_folder
+from tf_metainit.meta import optimizers
 from tf_metainit.tasks import image as image_task
 
 LOG_SECONDS = 10.0  # without a terminal, a progress line at most this often
 
 
 def fit_folder(init, folder, out_dir, resolution=None, num_steps=None, batch=None,
-               shard=0, num_shards=1, strategy=None):
+               shard=0, num_shards=1, strategy=None, adam_rate=None):
   """Fits `init` (testtime.Init) to every image of `folder`, centre-cropped and resized
   to `resolution` (default: the init's own), `num_steps` steps each (default: the
   init's), `batch` images at once (default: as many as half the free memory holds, up
-  to 32); returns the record (record.json's contents)."""
+  to 32); after the init's own steps, Adam at `adam_rate` if given (else its own
+  optimizer goes on); returns the record (record.json's contents)."""
   fitting.check_kind(init, "image", "--folder")
   task = image_task.ImageRegression.for_field(init.field)
   resolution = int(resolution or fitting.described(init, "resolution"))
   num_steps = int(num_steps or init.num_steps or 2)
+  optimizer = init.optimizer
+  if adam_rate is not None:
+    optimizer = optimizers.Switch(first=optimizer, second=optimizers.Adam(
+        checks.positive("--adam_rate", adam_rate)), at=init.num_steps or 2)
   if not 0 <= shard < num_shards:
     raise ValueError(f"--shard={shard} must be in 0..{num_shards - 1} "
                      f"(--num_shards={num_shards}).")
@@ -55,7 +62,7 @@ def fit_folder(init, folder, out_dir, resolution=None, num_steps=None, batch=Non
                          count=batch)
   settings = {"init": init.source, "folder": os.path.abspath(folder),
               "resolution": resolution, "num_steps": num_steps, "batch": batch,
-              "optimizer": init.optimizer.describe(), "files": names}
+              "optimizer": optimizer.describe(), "files": names}
   settings = _start_or_resume(out_dir, json.loads(json.dumps(settings)), init, task)
   if settings.get("state") == "complete":
     logging.info("%s is complete: nothing to fit.", out_dir)
@@ -77,7 +84,7 @@ def fit_folder(init, folder, out_dir, resolution=None, num_steps=None, batch=Non
     for i in todo:
       images, skipped = _load(folder, batches[i], resolution, task.channels)
       kept = [n for n in batches[i] if n not in dict(skipped)]
-      before, after, weights = _fit(tto, init, images, num_steps, keys)
+      before, after, weights = _fit(tto, init, optimizer, images, num_steps, keys)
       fitted_set.write_part(out_dir, i, kept, before, after, weights, skipped)
       done, fitted = done + len(batches[i]), fitted + len(kept)
       bar.update(done, psnr=float(np.mean(after)) if len(after) else float("nan"))
@@ -135,12 +142,12 @@ def _load(folder, names, resolution, channels):
       skipped)
 
 
-def _fit(tto, init, images, num_steps, keys):
+def _fit(tto, init, optimizer, images, num_steps, keys):
   """(PSNR before, PSNR after, {weight name: (n, ...) fitted weights}) of a batch."""
   if not len(images):
     return [], [], {k: np.zeros((0,) + tuple(p.shape), np.float32)
                     for k, p in zip(keys, init.params)}
-  trace, finals = tto.run(init.params, {"image": images}, init.optimizer, num_steps,
+  trace, finals = tto.run(init.params, {"image": images}, optimizer, num_steps,
                           "full", trace_every=num_steps, chunk=len(images))
   fitted = testtime.joined(finals)
   return trace[0], trace[-1], {k: p.numpy() for k, p in zip(keys, fitted)}

@@ -31,6 +31,8 @@ flags.DEFINE_integer("resolution", None, "Side the images are resized to (defaul
                      "the init's own).")
 flags.DEFINE_integer("batch", None, "Images fitted at once (default: as many as half "
                      "the free memory holds, at most 32).")
+flags.DEFINE_float("adam_rate", None, "After the init's own learned steps, Adam at "
+                   "this rate (default: the init's optimizer goes on).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "mirrored: every "
                   "local GPU (without GPUs, 2 CPU replicas) shares each batch.")
 flags.DEFINE_integer("num_shards", 1, "Processes sharing the fit (each with its own "
@@ -61,7 +63,7 @@ def main(argv):
   with strategy.scope():
     record = common.run_and_report(lambda: fit_folder.fit_folder(
         init, FLAGS.folder, FLAGS.out_dir, FLAGS.resolution, FLAGS.steps, FLAGS.batch,
-        FLAGS.shard, FLAGS.num_shards, strategy))
+        FLAGS.shard, FLAGS.num_shards, strategy, FLAGS.adam_rate))
   if record.get("state") != "complete":
     print(f"Shard {FLAGS.shard} of {FLAGS.num_shards} done; wrote its batches into "
           f"{FLAGS.out_dir}.")
