@@ -3,14 +3,19 @@
 import numpy as np
 import pytest
 
+from tf_metainit import pretrained
+from tf_metainit import testtime
 from tf_metainit.benchmark import analysis
 from tf_metainit.benchmark import flops
+from tf_metainit.benchmark import folder_workloads
 from tf_metainit.benchmark import measure
 from tf_metainit.benchmark import meta_workloads
 from tf_metainit.benchmark import report
 from tf_metainit.benchmark import specs
+from tf_metainit.data import dead_leaves
 from tf_metainit.fields import mlp
 from tf_metainit.fields import siren
+from tf_metainit.tasks import image as image_task
 
 
 def _tiny_field():
@@ -151,3 +156,24 @@ def test_quick_time_to_psnr_counts_the_steps_it_times():
   text = report.markdown({"time_to_25db_meta_r16": result}, measure.machine_facts(),
                          "cmd", quick=True)
   assert "## From an image file to 25 and 30 dB" in text
+
+
+def test_quick_folder_throughput_times_the_steps_every_image_needs():
+  result = measure.run_one("folder_natural_r32_x1", quick=True)
+  config = result["config"]
+  steps = result["steps"]
+  assert steps is not None and 1 <= steps <= config["max_steps"]
+  # Each test image fitted alone: all at the target after `steps`, not all one before.
+  init = pretrained.init("natural")
+  task = image_task.ImageRegression.for_field(init.field)
+  images = dead_leaves.dead_leaves_images("test", config["batch"], 32,
+                                          folder_workloads.TEST_SEED)
+  curves = np.stack([testtime.fit_image(task, init.params, im, init.optimizer, steps)[1]
+                     for im in images])
+  assert (curves[:, steps] >= config["target_db"] - 1e-3).all()
+  if steps > 1:
+    assert not (curves[:, steps - 1] >= config["target_db"] + 1e-3).all()
+  assert result["images_per_s"] == pytest.approx(config["batch"] / result["seconds"])
+  text = report.markdown({"folder_natural_r32_x1": result}, measure.machine_facts(),
+                         "cmd", quick=True)
+  assert "## Many images at once: images per second to 30 dB" in text

@@ -127,6 +127,7 @@ def test_a_kill_and_a_resume_give_the_uninterrupted_weights(tmp_path):
   assert "Fitted 24 images" in resumed.stdout
 
 
+@pytest.mark.slow  # three fits in fresh processes, one over 2 logical CPU replicas
 def test_two_shards_and_two_replicas_give_the_one_process_weights(tmp_path):
   folder = _folder(tmp_path / "photos", 6)
   flags = ("--steps=2", f"--resolution={SIZE}", "--batch=2")

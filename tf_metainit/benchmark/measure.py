@@ -12,6 +12,7 @@ import time
 
 import tensorflow as tf
 
+from tf_metainit.benchmark import folder_workloads
 from tf_metainit.benchmark import matmul_workloads
 from tf_metainit.benchmark import meta_workloads
 from tf_metainit.benchmark import pipelines
@@ -166,6 +167,9 @@ def run_one(name, quick=False, repeats=None, warmup=None):
     result["setup_s"] = time.perf_counter() - t0
   elif kind == "photo_to_psnr":  # one user-visible run: the first call is the figure
     result = tto_workloads.measure_photo_fit(
+        **spec, peak_rss_mb=lambda: (_status_kb("VmHWM") or 0) / 1024.0)
+  elif kind == "folder_throughput":  # a choice on validation, then one timed batch
+    result = folder_workloads.measure_folder_throughput(
         **spec, peak_rss_mb=lambda: (_status_kb("VmHWM") or 0) / 1024.0)
   else:
     mode = "xla" if spec.get("jit") else "graph"

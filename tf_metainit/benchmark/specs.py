@@ -20,6 +20,7 @@ def _modes(name, group, kind, **kwargs):
 # 256² (docs/any_size/choices.json): Standard's, and the one each shipped init's fit
 # switches to after its learned steps (None: its last learned rates on).
 PHOTO_RATES = {"standard": 1e-4, "natural": 1e-4, "natural_any": 1e-4}
+FOLDER_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
 
 
 def workload_specs(quick=False):
@@ -93,6 +94,18 @@ def workload_specs(quick=False):
       resolution=32 if q else 2000, init="natural", rate=PHOTO_RATES["natural"],
       max_steps=2,
       targets=(25.0, 30.0))
+  # Many images at once (tf-metainit-fit-folder): images per second until every one
+  # of a batch reaches 30 dB, on 1 and 2 replicas; Standard's Adam rate is chosen on a
+  # validation batch among FOLDER_RATES.
+  # (Quick: 32², where the 64-px init climbs slower, to 25 dB.)
+  for r, init, batch, cap in (((32, "natural", 4, 20),) if q else (
+      (64, "natural", 16, 400), (256, "natural_any", 2, 150))):
+    for who in (init, "standard"):
+      for replicas in (1, 2):
+        specs[f"folder_{who}_r{r}_x{replicas}"] = dict(
+            group="folder_throughput", kind="folder_throughput", init=who,
+            resolution=r, batch=batch, replicas=replicas, target_db=25.0 if q else 30.0,
+            max_steps=cap, rates=FOLDER_RATES)
   specs.update(_modes("tto_nerf", "tto", "tto", field="nerf", rays=16 if q else 64,
                       samples=32 if q else 128, steps=5 if q else 20, **nerf))
   k_res = 16 if q else 64
@@ -135,7 +148,7 @@ def _pipeline_specs(quick, goal_res):
 
 
 GROUPS = ("peak", "maml", "plain", "replicas", "reptile", "ct", "nerf", "tto",
-          "time_to_psnr", "photo_to_psnr",
+          "time_to_psnr", "photo_to_psnr", "folder_throughput",
           "scaling_k", "scaling_res", "pipeline")
 
 # Which training workloads consume each pipeline's signals (the fastest one counts).
