@@ -56,8 +56,12 @@ def fit_folder(init, folder, out_dir, resolution=None, num_steps=None, batch=Non
     raise ValueError(f"--out_dir={out_dir} {problem}")
   out_dir = files.resolve_target(out_dir)
   names = [os.path.relpath(f, folder) for f in image_folder.list_images(folder)]
-  batch = int(batch or memory.images_per_batch(resolution, resolution, init.field,
-                                               task.chunk_pixels))
+  # A resume keeps the batch the fit started with: the memory-based default moves
+  # with the free memory, and another batch would be refused as another setting.
+  earlier = (fitted_set.read_record(out_dir) if fitted_set.is_fitted_set(out_dir)
+             else {})
+  batch = int(batch or earlier.get("batch") or memory.images_per_batch(
+      resolution, resolution, init.field, task.chunk_pixels))
   memory.check_image_fit(resolution, resolution, init.field, task.chunk_pixels,
                          count=batch)
   settings = {"init": init.source, "folder": os.path.abspath(folder),
