@@ -15,6 +15,7 @@ from tf_metainit.benchmark import specs
 from tf_metainit.data import dead_leaves
 from tf_metainit.fields import mlp
 from tf_metainit.fields import siren
+from tf_metainit.meta import optimizers
 from tf_metainit.tasks import image as image_task
 
 
@@ -168,7 +169,11 @@ def test_quick_folder_throughput_times_the_steps_every_image_needs():
   task = image_task.ImageRegression.for_field(init.field)
   images = dead_leaves.dead_leaves_images("test", config["batch"], 32,
                                           folder_workloads.TEST_SEED)
-  curves = np.stack([testtime.fit_image(task, init.params, im, init.optimizer, steps)[1]
+  optimizer = init.optimizer
+  if config["rate"] is not None:  # chosen on validation: learned steps, then Adam
+    optimizer = optimizers.Switch(first=optimizer, second=optimizers.Adam(config["rate"]),
+                                  at=init.num_steps)
+  curves = np.stack([testtime.fit_image(task, init.params, im, optimizer, steps)[1]
                      for im in images])
   assert (curves[:, steps] >= config["target_db"] - 1e-3).all()
   if steps > 1:

@@ -22,12 +22,15 @@ VALIDATION_SEED, TEST_SEED = 11, 12  # training used seed 0
 
 
 def measure_folder_throughput(init, resolution, batch, replicas, target_db, max_steps,
-                              rates, peak_rss_mb):
+                              rates, after_rates, peak_rss_mb):
   """One measurement in a fresh process: the steps until every image of a batch of
   `batch` reaches `target_db` (at most `max_steps`), then the seconds of fitting the
   batch for those steps with the compiled fit reused, over `replicas` (logical CPU)
   replicas. `init`: a shipped init's name (its own test-time optimizer) or
-  'standard' (the field's own init, Adam at the best of `rates` on validation)."""
+  'standard' (the field's own init, Adam at the best of `rates` on validation). A
+  shipped init's candidates are its own optimizer throughout and, as
+  tf-metainit-fit-folder --adam_rate gives, its learned steps then Adam at each of
+  `after_rates`: the best on validation is timed."""
   strategy = (distribute.get("mirrored", cpu_replicas=replicas) if replicas > 1
               else None)  # before TensorFlow starts: logical devices
   loaded = pretrained.init("natural" if init == "standard" else init)
@@ -36,6 +39,10 @@ def measure_folder_throughput(init, resolution, batch, replicas, target_db, max_
     params, candidates = field.params(), {rate: optimizers.Adam(rate) for rate in rates}
   else:
     field, params, candidates = loaded.field, loaded.params, {None: loaded.optimizer}
+    for rate in after_rates:
+      candidates[rate] = optimizers.Switch(first=loaded.optimizer,
+                                           second=optimizers.Adam(rate),
+                                           at=loaded.num_steps or 2)
   tto = testtime.TestTimeOptimizer(image_task.ImageRegression.for_field(field),
                                    strategy=strategy)
 

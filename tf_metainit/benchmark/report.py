@@ -185,7 +185,8 @@ def _folder_throughput(results):
            "images fitted together (one set of weights per image) until every one "
            "reaches 30 dB, the compiled fit reused as a folder's later batches reuse "
            "it; tracing excluded. Meta: a shipped init with its own test-time "
-           "optimizer; Standard: Adam at the rate that needs the fewest steps on a "
+           "optimizer, or its learned steps then Adam (`--adam_rate`); Standard: "
+           "Adam. Each takes the candidate that needs the fewest steps on a "
            "validation batch (another seed). Replicas: logical CPU devices under "
            "MirroredStrategy sharing each batch (on a GPU machine, GPUs).", "",
            "| size | init | replicas | batch | Adam rate | steps to 30 dB | s per batch | "
@@ -197,8 +198,9 @@ def _folder_throughput(results):
       continue
     c = r["config"]
     init = "Standard" if c["init"] == "standard" else f"Meta ('{c['init']}')"
-    rate = ("its own" if c["init"] != "standard" else
-            "none reached" if c.get("rate") is None else f"{c['rate']:g}")
+    rate = ("none reached" if "rate" not in c else "its own" if c["rate"] is None
+            else f"{c['rate']:g}" if c["init"] == "standard"
+            else f"its own, then {c['rate']:g}")
     if r["steps"] is None:
       cells = f"> {c['max_steps']} (not reached) | | "
     else:

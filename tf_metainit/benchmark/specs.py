@@ -21,6 +21,9 @@ def _modes(name, group, kind, **kwargs):
 # switches to after its learned steps (None: its last learned rates on).
 PHOTO_RATES = {"standard": 1e-4, "natural": 1e-4, "natural_any": 1e-4}
 FOLDER_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
+# Adam after a shipped init's learned steps (tf-metainit-fit-folder --adam_rate):
+# small, since the init's steps land near the image already.
+FOLDER_AFTER_RATES = (1e-6, 3e-6, 1e-5)
 
 
 def workload_specs(quick=False):
@@ -105,7 +108,7 @@ def workload_specs(quick=False):
         specs[f"folder_{who}_r{r}_x{replicas}"] = dict(
             group="folder_throughput", kind="folder_throughput", init=who,
             resolution=r, batch=batch, replicas=replicas, target_db=25.0 if q else 30.0,
-            max_steps=cap, rates=FOLDER_RATES)
+            max_steps=cap, rates=FOLDER_RATES, after_rates=FOLDER_AFTER_RATES)
   specs.update(_modes("tto_nerf", "tto", "tto", field="nerf", rays=16 if q else 64,
                       samples=32 if q else 128, steps=5 if q else 20, **nerf))
   k_res = 16 if q else 64
