@@ -1,5 +1,9 @@
 """The benchmark: FLOP counts by hand, quick workloads in-process, the report."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -159,8 +163,17 @@ def test_quick_time_to_psnr_counts_the_steps_it_times():
   assert "## From an image file to 25 and 30 dB" in text
 
 
-def test_quick_folder_throughput_times_the_steps_every_image_needs():
-  result = measure.run_one("folder_natural_r32_x1", quick=True)
+def test_quick_folder_throughput_times_the_steps_every_image_needs(tmp_path):
+  # Through the driver, as a user runs it: its progress line and report included.
+  out = tmp_path / "bench.md"
+  proc = subprocess.run(
+      [sys.executable, "-m", "tf_metainit.cli.benchmark", "--quick",
+       "--workloads=folder_natural_r32_x1", f"--output={out}"],
+      capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "images/s" in proc.stdout
+  result = json.loads((tmp_path / "bench.json").read_text())["results"][
+      "folder_natural_r32_x1"]
   config = result["config"]
   steps = result["steps"]
   assert steps is not None and 1 <= steps <= config["max_steps"]

@@ -138,12 +138,23 @@ def _measure(name, title, all_specs, measured, bar):
     outcome = f"FAILED ({result['wall_s']:.0f} s): {result['error'].splitlines()[-1]}"
   else:
     measured.setdefault(key, result)
-    rate = result.get("gflops") or result.get("signals_per_second")
-    outcome = (f"{result['process_s']:.0f} s ({rate:.0f} "
-               f"{'GFLOP/s' if 'gflops' in result else 'signals/s'})")
+    outcome = f"{result['process_s']:.0f} s ({_figure(result)})"
   bar.clear()
   print(f"{title} ... {outcome}" if bar.active else outcome, flush=True)
   return result
+
+
+def _figure(result):
+  """The one figure of a result the progress line shows."""
+  if result.get("gflops") is not None:
+    return f"{result['gflops']:.0f} GFLOP/s"
+  if result.get("kind") == "folder_throughput":
+    if result.get("steps") is None:
+      return "30 dB not reached"
+    return f"{result['images_per_s']:.2f} images/s, {result['steps']} steps"
+  if result.get("kind") == "photo_to_psnr":
+    return f"{result['final_psnr']:.1f} dB after {result['run_s']:.0f} s"
+  return "done"
 
 
 def run():
