@@ -44,6 +44,9 @@ setuptools.setup(
         "classical": ["scikit-image>=0.22"],
         "test": ["pytest>=8", "scikit-image>=0.22"],
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+        # The benchmark's jax group: the reference's framework timed in the same run
+        # (on a GPU machine install jax[cuda12] instead).
+        "compare": ["jax[cpu]>=0.4.30"],
     },
     entry_points={
         "console_scripts": [

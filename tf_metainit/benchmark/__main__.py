@@ -18,8 +18,11 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--repeats", type=int, default=None)
   parser.add_argument("--warmup", type=int, default=None)
+  parser.add_argument("--given", type=json.loads, default=None,
+                      help="JSON: another workload's choice to reuse (its 'choice')")
   args = parser.parse_args(argv)
-  result = measure.run_one(args.one, args.quick, args.repeats, args.warmup)
+  result = measure.run_one(args.one, args.quick, args.repeats, args.warmup,
+                           args.given)
   print(measure.RESULT_PREFIX + json.dumps(result), flush=True)
 
 

@@ -13,9 +13,11 @@ import time
 import tensorflow as tf
 
 from tf_metainit.benchmark import folder_workloads
+from tf_metainit.benchmark import jax_workloads
 from tf_metainit.benchmark import matmul_workloads
 from tf_metainit.benchmark import meta_workloads
 from tf_metainit.benchmark import pipelines
+from tf_metainit.benchmark import profiling
 from tf_metainit.benchmark import specs
 from tf_metainit.benchmark import tto_workloads
 
@@ -104,6 +106,7 @@ BUILDERS = {
     "matmul_shapes": matmul_workloads.build_matmul_shapes,
     "image_meta": meta_workloads.build_image_meta,
     "plain_maml": meta_workloads.build_plain_maml,
+    "jax_maml": jax_workloads.build_jax_maml,  # imports JAX only when built
     "replicated_meta": meta_workloads.build_replicated_meta,
     "ct_reptile": meta_workloads.build_ct_reptile,
     "nerf_reptile": meta_workloads.build_nerf_reptile,
@@ -151,13 +154,15 @@ def measure(workload, repeats, warmup):
   return out
 
 
-def run_one(name, quick=False, repeats=None, warmup=None):
-  """Builds and measures workload `name` in this process; returns its result dict."""
+def run_one(name, quick=False, repeats=None, warmup=None, given=None):
+  """Builds and measures workload `name` in this process; returns its result dict.
+  `given`: the choice of the workload its spec's `choice_of` names, if measured."""
   all_specs = specs.workload_specs(quick)
   if name not in all_specs:
     raise ValueError(f"Unknown workload {name!r}.")
   spec = dict(all_specs[name])
   group, kind = spec.pop("group"), spec.pop("kind")
+  spec.pop("choice_of", None)
   repeats = repeats or (2 if quick else 5)
   warmup = 1 if warmup is None else warmup
   load_before = os.getloadavg()
@@ -168,9 +173,12 @@ def run_one(name, quick=False, repeats=None, warmup=None):
   elif kind == "photo_to_psnr":  # one user-visible run: the first call is the figure
     result = tto_workloads.measure_photo_fit(
         **spec, peak_rss_mb=lambda: (_status_kb("VmHWM") or 0) / 1024.0)
+  elif kind == "profile":  # the step under TensorFlow's profiler, by kernel kind
+    result = profiling.profile_meta_step(**spec)
+    result["peak_rss_mb"] = (_status_kb("VmHWM") or 0) / 1024.0
   elif kind == "folder_throughput":  # a choice on validation, then one timed batch
     result = folder_workloads.measure_folder_throughput(
-        **spec, peak_rss_mb=lambda: (_status_kb("VmHWM") or 0) / 1024.0)
+        **spec, given=given, peak_rss_mb=lambda: (_status_kb("VmHWM") or 0) / 1024.0)
   else:
     mode = "xla" if spec.get("jit") else "graph"
     workload = BUILDERS[kind](**spec)

@@ -12,7 +12,8 @@ def markdown(results, machine, command, quick=False, notes=None):
   peak = analysis.peak_gflops(results)
   lines = (_introduction(command, quick) + _machine(results, machine)
            + _matmul_peak(results, peak) + _goals(results, quick, notes)
-           + _outer_steps(results, peak) + _nerf(results, peak)
+           + _outer_steps(results, peak) + _profile(results, peak)
+           + _nerf(results, peak)
            + _test_time(results, peak) + _time_to_psnr(results)
            + _photo_to_psnr(results) + _folder_throughput(results)
            + _scaling_k(results, peak)
@@ -94,6 +95,9 @@ def _outer_steps(results, peak):
       ("MAML outer steps (SIREN 5x256, batch 3, K=2, second order)", "maml"),
       ("Hand-written MAML baseline (same math, unbatched weights, Python loop)",
        "plain"),
+      ("The same MAML step in JAX, the reference's framework (jax.jit; the signals "
+       "in a Python loop unrolled under jit, or vmap; the optional `compare` extra)",
+       "jax"),
       ("MAML over tf.distribute replicas (MirroredStrategy on logical CPU devices of "
        "the same 2 cores: the cost of the split and the all-reduce)", "replicas"),
       ("Reptile outer steps", "reptile"), ("CT Reptile outer steps", "ct"),
@@ -103,6 +107,39 @@ def _outer_steps(results, peak):
     names = _names(results, group)
     if names:
       lines += [f"## {title}", ""] + _workload_rows(results, names, peak) + [""]
+  return lines
+
+
+def _profile(results, peak):
+  lines = []
+  for n in _names(results, "profile"):
+    r = results[n]
+    if "error" in r:
+      lines += [f"## Profile: {n}", "", f"failed: {r['error'].splitlines()[-1][:200]}",
+                ""]
+      continue
+    total = sum(r["kinds_s"].values())
+    matmul = r["kinds_s"].get("matmuls", 0.0)
+    lines += [
+        f"## Where the time goes: {r['title']}", "",
+        f"TensorFlow's profiler over {r['config']['calls']} calls after warm-up; each "
+        "kernel's duration summed by kind (two inter-op threads can run kernels at "
+        "once, so the sum can exceed the wall time). Under the profiler a step took "
+        f"{formatting.ms(r['step_s'])} ms, and some kernel was running for "
+        f"{r['busy_s'] / r['step_s']:.0%} of it (the rest: scheduling between "
+        "kernels and the profiler's own cost).", "",
+        "| kind | kernel ms per step | share of kernel time |", "|---|---|---|"]
+    for kind, seconds in sorted(r["kinds_s"].items(), key=lambda kv: -kv[1]):
+      lines.append(f"| {kind} | {formatting.ms(seconds)} | {seconds / total:.0%} |")
+    rate = r["flops"] / matmul / 1e9 if matmul else None
+    lines += ["", f"The matmul kernels do all {r['flops'] / 1e9:.1f} GFLOP the step "
+              f"counts in {formatting.ms(matmul)} ms of kernel time: "
+              f"{formatting.fmt(rate, 0)} GFLOP/s"
+              + (f" ({rate / peak:.0%} of peak)" if rate and peak else "")
+              + "; the other kinds are the time a step spends beyond them. "
+              "Largest op types: " + ", ".join(
+                  f"{t} {formatting.ms(s)} ms" for t, s in r["top_ops_s"].items())
+              + ".", ""]
   return lines
 
 
@@ -187,7 +224,8 @@ def _folder_throughput(results):
            "it; tracing excluded. Meta: a shipped init with its own test-time "
            "optimizer, or its learned steps then Adam (`--adam_rate`); Standard: "
            "Adam. Each takes the candidate that needs the fewest steps on a "
-           "validation batch (another seed). Replicas: logical CPU devices under "
+           "validation batch (another seed); a 2-replica row reuses its 1-replica "
+           "row's choice (the same math). Replicas: logical CPU devices under "
            "MirroredStrategy sharing each batch (on a GPU machine, GPUs).", "",
            "| size | init | replicas | batch | Adam rate | steps to 30 dB | s per batch | "
            "images/s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
@@ -204,7 +242,7 @@ def _folder_throughput(results):
     if r["steps"] is None:
       cells = f"> {c['max_steps']} (not reached) | | "
     else:
-      cells = f"{r['steps']} | {r['seconds']:.2f} | {r['images_per_s']:.2f}"
+      cells = f"{r['steps']} | {r['seconds']:.2f} | {r['images_per_s']:.3g}"
     lines.append(f"| {c['resolution']}² | {init} | {c['replicas']} | {c['batch']} | "
                  f"{rate} | {cells} | {r['peak_rss_mb']:,.0f} |")
   return lines + [""]

@@ -4,6 +4,7 @@ Plain data, no TensorFlow: the driver lists and selects from it, the child proce
 builds the named workload (measure.run_one) and the report finds results by these names.
 """
 
+import importlib.util
 import json
 
 # In the order the report's tables list them.
@@ -21,6 +22,9 @@ def _modes(name, group, kind, **kwargs):
 # switches to after its learned steps (None: its last learned rates on).
 PHOTO_RATES = {"standard": 1e-4, "natural": 1e-4, "natural_any": 1e-4}
 FOLDER_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
+# At 256², where a step costs 16x: around the 64² choice (on the 64² validation batch
+# only 1e-4 got every image to 30 dB within 400 steps; 3e-4 and above never did).
+FOLDER_RATES_256 = (3e-5, 1e-4, 3e-4)
 # Adam after a shipped init's learned steps (tf-metainit-fit-folder --adam_rate):
 # small, since the init's steps land near the image already.
 FOLDER_AFTER_RATES = (1e-6, 3e-6, 1e-5)
@@ -46,6 +50,15 @@ def workload_specs(quick=False):
                         resolution=r, batch=3, inner_steps=2))
   specs.update(_modes(f"plain_maml_r{goal_res}", "plain", "plain_maml",
                       resolution=goal_res, batch=3, inner_steps=2))
+  # Where the goal step's time goes, by kernel kind (TensorFlow's profiler).
+  specs[f"profile_maml_so_r{goal_res}"] = dict(
+      group="profile", kind="profile", jit=False, algorithm="maml_so",
+      resolution=goal_res, batch=3, inner_steps=2, calls=3)
+  # The same step in JAX jit, the reference's framework (optional: the compare extra).
+  for batching in ("loop", "vmap"):
+    specs[f"jax_maml_r{goal_res}_{batching}"] = dict(
+        group="jax", kind="jax_maml", jit=True, resolution=goal_res, batch=3,
+        inner_steps=2, batching=batching)
   # tf.distribute's split and all-reduce: the same global batch on 1 and 2 replicas.
   for replicas in (1, 2):
     specs[f"replicas_maml_r{goal_res}_x{replicas}"] = dict(
@@ -108,7 +121,10 @@ def workload_specs(quick=False):
         specs[f"folder_{who}_r{r}_x{replicas}"] = dict(
             group="folder_throughput", kind="folder_throughput", init=who,
             resolution=r, batch=batch, replicas=replicas, target_db=25.0 if q else 30.0,
-            max_steps=cap, rates=FOLDER_RATES, after_rates=FOLDER_AFTER_RATES)
+            max_steps=cap, rates=FOLDER_RATES if r < 256 else FOLDER_RATES_256,
+            after_rates=FOLDER_AFTER_RATES,
+            # The same math on 2 replicas: the 1-replica row's choice, when measured.
+            **({"choice_of": f"folder_{who}_r{r}_x1"} if replicas > 1 else {}))
   specs.update(_modes("tto_nerf", "tto", "tto", field="nerf", rays=16 if q else 64,
                       samples=32 if q else 128, steps=5 if q else 20, **nerf))
   k_res = 16 if q else 64
@@ -150,8 +166,8 @@ def _pipeline_specs(quick, goal_res):
   return specs
 
 
-GROUPS = ("peak", "maml", "plain", "replicas", "reptile", "ct", "nerf", "tto",
-          "time_to_psnr", "photo_to_psnr", "folder_throughput",
+GROUPS = ("peak", "maml", "plain", "jax", "profile", "replicas", "reptile", "ct", "nerf",
+          "tto", "time_to_psnr", "photo_to_psnr", "folder_throughput",
           "scaling_k", "scaling_res", "pipeline")
 
 # Which training workloads consume each pipeline's signals (the fastest one counts).
@@ -173,12 +189,18 @@ def spec_key(spec):
   return json.dumps({k: v for k, v in spec.items() if k != "group"}, sort_keys=True)
 
 
+def has_jax():
+  """Whether the compare extra (JAX) is installed, without importing it."""
+  return importlib.util.find_spec("jax") is not None
+
+
 def select(names_or_groups, quick=False):
   """Workload names for a comma list of groups / names, or 'all'."""
   specs = workload_specs(quick)
   wanted = [w.strip() for w in names_or_groups.split(",") if w.strip()]
   if not wanted or wanted == ["all"]:
-    return list(specs)
+    # The optional comparison runs where its extra is installed.
+    return [n for n, s in specs.items() if s["group"] != "jax" or has_jax()]
   out = []
   for w in wanted:
     if w in GROUPS:
@@ -188,6 +210,10 @@ def select(names_or_groups, quick=False):
     else:
       raise ValueError(f"Unknown workload or group {w!r}. Groups: {', '.join(GROUPS)}; "
                        f"workloads: {', '.join(specs)}.")
+  jax_names = [n for n in out if specs[n]["group"] == "jax"]
+  if jax_names and not has_jax():
+    raise ValueError(f"{', '.join(jax_names)} need JAX, which is not installed: "
+                     'pip install -e ".[compare]", or leave out the jax group.')
   # The matmul peak is the yardstick of every fraction: always measured.
   out = ["matmul_peak"] + [n for n in out if n != "matmul_peak"]
   return list(dict.fromkeys(out))

@@ -4,6 +4,8 @@ r"""Benchmarks meta-training and test-time speed and memory; writes BENCHMARKS.m
                                                           # idle 2-core CPU
   tf-metainit-benchmark --quick --output=/tmp/bench.md    # tiny sizes: checks the tool
   tf-metainit-benchmark --workloads=maml,tto --output=/tmp/bench.md
+  tf-metainit-benchmark --workloads=maml,jax --output=/tmp/bench.md  # against JAX:
+                                                          # pip install -e ".[compare]"
   tf-metainit-benchmark --list
 
 Workloads run one at a time, each in its own process (its peak memory is its own);
@@ -42,10 +44,12 @@ flags.DEFINE_bool("list", False, "List the workloads and exit.")
 FLAGS = flags.FLAGS
 
 
-def _child(name):
+def _child(name, given=None):
   # measure imports TensorFlow: imported where used, so that --help does not load it.
   from tf_metainit.benchmark import measure  # pylint: disable=g-import-not-at-top
   cmd = [sys.executable, "-m", "tf_metainit.benchmark", f"--one={name}"]
+  if given:
+    cmd.append(f"--given={json.dumps(given)}")
   if FLAGS.quick:
     cmd.append("--quick")
   if FLAGS.repeats:
@@ -93,6 +97,9 @@ def main(argv):
     names = specs.select(FLAGS.workloads, FLAGS.quick)
   except ValueError as e:
     raise app.UsageError(str(e))
+  if FLAGS.workloads.strip() in ("", "all") and not specs.has_jax():
+    print('The jax group (the same MAML step in JAX) is left out: pip install -e '
+          '".[compare]" to measure it too.')
   if FLAGS.list:
     for name in names:
       print(f"{all_specs[name]['group']:12s} {name}")
@@ -108,7 +115,7 @@ def main(argv):
     for i, name in enumerate(names):
       bar.update(i, running=name)
       data["results"][name] = _measure(name, f"[{i + 1}/{len(names)}] {name}",
-                                       all_specs, measured, bar)
+                                       all_specs, measured, bar, data["results"])
       data["machine"]["run_minutes"] = (time.time() - t0) / 60
       # Rewritten after every workload so an interrupted run keeps what it measured.
       files.write_text(json_path, json.dumps(data, indent=1))
@@ -116,9 +123,10 @@ def main(argv):
   print(f"Wrote {FLAGS.output} and {json_path} in {(time.time() - t0) / 60:.1f} min")
 
 
-def _measure(name, title, all_specs, measured, bar):
+def _measure(name, title, all_specs, measured, bar, results):
   """The result of workload `name` (the same spec's earlier one if `measured` has it);
-  prints `title ... outcome`."""
+  prints `title ... outcome`. A spec whose `choice_of` names a workload in `results`
+  reuses that one's choice (folder_workloads.choice)."""
   run_name = "matmul_peak" if name == "matmul_peak_end" else name
   key = specs.spec_key(all_specs[run_name])
   if key in measured and name != "matmul_peak_end":
@@ -129,7 +137,8 @@ def _measure(name, title, all_specs, measured, bar):
   # and the whole line comes at the end.
   if not bar.active:
     print(f"{title} ...", end=" ", flush=True)
-  result = _child(run_name)
+  source = results.get(all_specs[run_name].get("choice_of"), {})
+  result = _child(run_name, source.get("choice"))
   result.setdefault("name", name)
   result.setdefault("group", all_specs[run_name]["group"])
   if name == "matmul_peak_end":
