@@ -83,4 +83,7 @@ def test_bad_sources_give_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="resolution"):
     small_task(source="npz", path=str(tmp_path / "ct.npz")).test_signals()
   task = small_task(source="npz", path=str(tmp_path / "ct.npz"), resolution=8)
+  with pytest.raises(ValueError, match="num_val = 4 are the validation set"):
+    task.test_signals()
+  task = small_task(source="npz", path=str(tmp_path / "ct.npz"), resolution=8, num_val=1)
   assert task.test_signals()["image"].shape == (2, 8, 8)

@@ -61,8 +61,11 @@ def test_shape_range_dtype(resolution):
 def test_split_loader_returns_the_count_and_splits_differ():
   train = dead_leaves.dead_leaves_images('train', 5, 32, seed=2)
   test = dead_leaves.dead_leaves_images('test', 2, 32, seed=2)
+  validation = dead_leaves.dead_leaves_images('validation', 2, 32, seed=2)
   assert train.shape == (5, 32, 32, 3) and test.shape == (2, 32, 32, 3)
   assert not np.array_equal(train[0], test[0])
+  assert not np.array_equal(validation[0], test[0])
+  assert not np.array_equal(validation[0], train[0])
   assert all(np.ptp(image) > 0.2 for image in train)  # Not blank.
 
 
@@ -146,7 +149,7 @@ def test_blur_keeps_flat_images_and_has_its_sigma():
 
 def test_bad_arguments_raise():
   with pytest.raises(ValueError, match='split'):
-    dead_leaves.render_dead_leaves(0, 'validation')
+    dead_leaves.render_dead_leaves(0, 'val')
   with pytest.raises(ValueError):
     dead_leaves.render_dead_leaves(-1)
   with pytest.raises(ValueError):

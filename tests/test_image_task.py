@@ -37,7 +37,7 @@ def test_rgba_folder_reaches_the_task_in_range(tmp_path):
     rgba[16:48, 16:48] = (255, 0, 0, 64 * (k + 1))
     Image.fromarray(rgba, "RGBA").save(tmp_path / f"{k}.png")
   task = image.ImageRegression(dataset="folder", folder=str(tmp_path), resolution=7,
-                               num_test=1, field=_field)
+                               num_test=1, num_val=1, field=_field)
   test = task.test_signals()["image"]
   assert test.shape == (1, 7, 7, 3) and test.max() == 1.0
   np.testing.assert_array_equal(test[0, 0, 0], 1.0)  # Transparent corner: white.

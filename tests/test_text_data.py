@@ -29,12 +29,15 @@ def test_different_seed_index_or_split_changes_image():
     assert not np.array_equal(base, other)
 
 
-def test_train_and_test_strings_are_disjoint():
+def test_train_validation_and_test_strings_are_disjoint():
   train = text.text_strings('train', 2000, seed=0)
   test = text.text_strings('test', 2000, seed=0)
+  validation = text.text_strings('validation', 300, seed=0)
   assert all(text.string_split(s) == 'train' for s in train)
   assert all(text.string_split(s) == 'test' for s in test)
+  assert all(text.string_split(s) == 'validation' for s in validation)
   assert not set(train) & set(test)
+  assert not (set(train) | set(test)) & set(validation)
   # The rule holds across seeds too, and strings are varied.
   assert not set(train) & set(text.text_strings('test', 1000, seed=5))
   assert len(set(train)) > 1950
@@ -99,6 +102,6 @@ def test_find_fonts_skips_broken_files(tmp_path):
 
 def test_bad_arguments_raise():
   with pytest.raises(ValueError, match='split'):
-    text.render_text_image(0, 'validation')
+    text.render_text_image(0, 'val')
   with pytest.raises(ValueError):
     text.render_text_image(-1)

@@ -56,6 +56,8 @@ def export(root_dir, export_dir, task=gin.REQUIRED, optimizer=None, num_steps=No
       "test_time": {"optimizer": optimizer.describe(),
                     "num_steps": num_steps or init.num_steps},
       "training": record["training"],
+      # Which data trained, validated and tested the init (older runs: unrecorded).
+      "splits": record.get("splits", {}),
   }
   return exports.export_params(task.field, init.params, export_dir, task=task,
                                optimizer=optimizer, manifest_extra=extra,

@@ -24,7 +24,15 @@ class Validation:
   def __init__(self, task, inner_steps, inner_opt, seed, num_signals, monitor):
     self.task, self.inner_steps, self.monitor = task, inner_steps, monitor
     self.latest = {}  # the last held-out metrics, for the progress bar
-    self.signals = contract.take(task.validation_signals(), slice(0, num_signals))
+    signals = task.validation_signals()
+    available = len(next(iter(signals.values())))
+    if available < num_signals:
+      raise ValueError(
+          f"meta_train.num_val_signals = {num_signals}, but the task's validation "
+          f"split holds {available} signals: lower meta_train.num_val_signals or "
+          f"raise the task's num_val (e.g. {type(task).__name__}.num_val = "
+          f"{num_signals}).")
+    self.signals = contract.take(signals, slice(0, num_signals))
 
     def adapted(signals):
       params = functional.batch_params(task.field.params(),

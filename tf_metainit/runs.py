@@ -4,6 +4,8 @@ Training writes <root_dir>/run.json (layout.record_path) before its first step a
 again at every checkpoint:
 
   task          the task's description (task.describe()): which signals
+  splits        which data trained it, chose its checkpoint and settings
+                (validation) and only scores it (test) (task.splits())
   field         the field's description (architecture, activation constants)
   algorithm, inner_steps
   inner_optimizer  the inner optimizer's own description; learned rates say their mode
@@ -37,20 +39,14 @@ class RunRecordError(ValueError):
   pass
 
 
-def per_setting(value, setting):
-  """A value that may be given per setting ({setting: value}, keys int or str)."""
-  if isinstance(value, dict):
-    return value[setting] if setting in value else value[str(setting)]
-  return value
-
-
 def write_record(root_dir, task, algorithm, inner_steps, inner_optimizer, test_time,
                  best=None, training=None):
   """Writes run.json (atomically). inner_optimizer: the built one; test_time:
   {'optimizer': its describe(), 'num_steps': int}; training: every hyperparameter
   (train.TrainConfig.describe())."""
   files.write_json(layout.record_path(root_dir), {
-      "format": FORMAT, "task": task.describe(), "field": task.field.describe(),
+      "format": FORMAT, "task": task.describe(), "splits": task.splits(),
+      "field": task.field.describe(),
       "algorithm": algorithm, "inner_steps": inner_steps,
       "inner_optimizer": inner_optimizer.describe(), "test_time": test_time,
       "best": best, "training": training or {}})

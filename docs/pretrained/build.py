@@ -16,6 +16,7 @@ import argparse
 import glob
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,24 @@ def _collapse_verdict(best, last, margin=3.0):
   return f"COLLAPSED, {best - last:.1f} dB below the best (the card's init is the best)"
 
 
+def _splits_line(splits):
+  """Which data trained, validated and tested the init, for the card."""
+  if not splits:
+    return ("not recorded (built before runs recorded their splits: its best "
+            "checkpoint was chosen on the first test signals).")
+  return "; ".join(f"{k}: {v}" for k, v in splits.items()) + "."
+
+
+def _cpu_name():
+  """The CPU this build ran on, as /proc/cpuinfo names it."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+  except OSError:
+    names = []
+  return f"{os.cpu_count()}-core {names[0] if names else platform.processor()}"
+
+
 def model_card(name, manifest, results_md, curve, train_s, eval_s, config_text):
   size = os.path.getsize(os.path.join(TARGET, name, "weights.npz"))
   training = manifest["training"]
@@ -74,6 +93,8 @@ def model_card(name, manifest, results_md, curve, train_s, eval_s, config_text):
   return f"""# Pretrained init `{name}`
 
 **Task:** {json.dumps(manifest["task"])}
+
+**Splits:** {_splits_line(manifest.get("splits"))}
 
 **Field:** {manifest["field"]["type"]}, width {manifest["field"].get("width")}, depth
 {manifest["field"].get("depth")}; weights float32, {size / 1e6:.2f} MB (`weights.npz`).
@@ -89,7 +110,7 @@ def model_card(name, manifest, results_md, curve, train_s, eval_s, config_text):
 outer batch {training.get("outer_batch_size")}, {training.get("inner_steps")} inner steps
 with {json.dumps(training.get("inner_optimizer"))}; this init is the checkpoint
 `{manifest["source"]["checkpoint"]}` (the best by held-out validation).
-Training took {train_s / 60:.1f} min on a 2-core AMD EPYC (AVX-512) CPU, no GPU;
+Training took {train_s / 60:.1f} min on a {_cpu_name()} CPU, no GPU;
 the evaluation below {eval_s / 60:.1f} min.
 
 **Test-time settings** (used by `tf-metainit-fit` and `adapt`): {json.dumps(test_time)}.

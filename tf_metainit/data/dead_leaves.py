@@ -12,9 +12,10 @@ parameters come from a numpy Generator seeded with
 SeedSequence([seed, split_id, index]), so any image can be rendered alone, in
 any order, by any worker.
 
-Disjointness rule: the split id ('train' = 0, 'test' = 1) enters the seed
-sequence, so the two splits draw from independent streams and share no image
-(a repeat would need thousands of continuous draws to coincide).
+Disjointness rule: the split id ('train' = 0, 'test' = 1, 'validation' = 2;
+validation came last, so the older splits kept their images) enters the seed
+sequence, so the splits draw from independent streams and share no image (a
+repeat would need thousands of continuous draws to coincide).
 
 Shapes are defined in units of the image side, rendered at `supersample` x the
 requested resolution and box-averaged down, so the same index gives the same
@@ -32,7 +33,7 @@ import numpy as np
 from tf_metainit import checks
 from tf_metainit.data import procedural
 
-SPLITS = ('train', 'test')
+SPLITS = ('train', 'test', 'validation')  # the order gives the split ids
 SHAPES = ('disc', 'ellipse', 'rectangle')
 SHAPE_PROBS = (0.35, 0.35, 0.3)
 TEXTURES = ('flat', 'gradient', 'stripes', 'noise')
@@ -311,7 +312,7 @@ def render_dead_leaves(index, split='train', resolution=64, seed=0,
 
   Args:
     index: non-negative image index within the split.
-    split: 'train' or 'test'; independent streams (see module doc).
+    split: 'train', 'validation' or 'test'; independent streams (see module doc).
     resolution: output side in pixels (any positive int).
     seed: dataset seed; a different seed gives a different dataset.
     r_min: smallest leaf radius, in image sides (0.01 = 0.64 px at 64 px).

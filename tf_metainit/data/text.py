@@ -6,10 +6,13 @@ this is a re-creation. Every image is a pure function of
 Generator seeded with SeedSequence([seed, split_id, index]), so any image can
 be rendered alone, in any order, by any worker.
 
-Disjointness rule: a string belongs to the split given by the lowest bit of
-its BLAKE2b digest (0 -> 'train', 1 -> 'test'). Each split redraws a string
-until the rule assigns it to that split, so no string is ever shared between
-the splits, whatever the seeds or indices (expected 2 draws per image).
+Disjointness rule: a string belongs to the split its BLAKE2b digest gives:
+the lowest bit of byte 0 set -> 'test'; else byte 1 divisible by 8 ->
+'validation' (1/16 of all strings, carved from the training half so the test
+strings stayed what they were), else 'train'. Each split redraws a string until
+the rule assigns it to that split, so no string is ever shared between the
+splits, whatever the seeds or indices (expected 2.3, 2 and 16 draws per train,
+test and validation image).
 
 Layout is in units of the image side, and glyphs are rendered at
 `supersample` x the requested resolution then box-averaged down, so the same
@@ -30,7 +33,7 @@ from PIL import ImageFont
 from tf_metainit import checks
 from tf_metainit.data import procedural
 
-SPLITS = ('train', 'test')
+SPLITS = ('train', 'test', 'validation')  # the order gives the seed's split id
 FONT_DIRS = (
     '/usr/share/fonts',
     '/usr/local/share/fonts',
@@ -48,9 +51,12 @@ _CHAR_GROUP_CUTS = np.cumsum(_CHAR_GROUP_PROBS)[:-1]  # Last group: the rest.
 
 
 def string_split(text):
-  """Returns the only split ('train' or 'test') that may contain `text`."""
+  """Returns the only split ('train', 'validation' or 'test') that may contain
+  `text`."""
   digest = hashlib.blake2b(text.encode('utf-8'), digest_size=8).digest()
-  return SPLITS[digest[0] & 1]
+  if digest[0] & 1:
+    return 'test'
+  return 'validation' if digest[1] % 8 == 0 else 'train'
 
 
 def _split_id(split):
@@ -155,7 +161,8 @@ def render_text_image(index, split='train', resolution=64, seed=0,
 
   Args:
     index: non-negative image index within the split.
-    split: 'train' or 'test'; their strings are disjoint (see module doc).
+    split: 'train', 'validation' or 'test'; their strings are disjoint (see
+      module doc).
     resolution: output side in pixels (any positive int).
     seed: dataset seed; a different seed gives a different dataset.
     fonts: font paths to draw from; None = `find_fonts()`, and an empty

@@ -6,7 +6,8 @@ tool and the benchmark call (through meta/inner.py's fit). Every tensor carries 
 leading signal batch dimension B, and `params` are per-signal (B, ...) weight lists.
 
   train_dataset(seed)               endless tf.data stream of training signals (dicts)
-  test_signals()                    held-out signals, dict of numpy arrays (N, ...)
+  test_signals()                    held-out test signals, dict of numpy arrays
+                                     (N, ...): only ever scored
   observe(signals, seed, setting)   raw signals -> what the optimiser may see
                                      (all pixels; N projections; rays of some views)
   inner_batch(obs, step, seed)      -> (inputs, targets) for one inner step
@@ -14,8 +15,12 @@ leading signal batch dimension B, and `params` are per-signal (B, ...) weight li
   metrics(params, signals)          -> {'psnr': (B,), ...} on the full held-out signal
   render(params, signals)           -> (B, H, W, C) pictures for summaries and grids
 
-Optional abilities are declared here with working defaults: validation_signals (the
-test signals), display (targets_for_display, inputs_for_display), the Mean and Matched
+Meta-training also needs validation_signals(), signals disjoint from train and test
+that pick the best checkpoint, watch for collapse and choose test-time settings, and
+splits(), which data each split holds, for the run record and the model cards; the
+base class refuses to train without them rather than peek at the test set.
+
+Optional abilities are declared here with working defaults: display (targets_for_display, inputs_for_display), the Mean and Matched
 baselines (mean_signals, output_as_signal), export (describe, export_signatures,
 fit_signature), classical reconstructions (classical_methods, classical), pictures
 from any camera (render_camera) and a procedural scene's truth (true_view).
@@ -124,8 +129,16 @@ class Task:
     return None
 
   def validation_signals(self):
-    """Held-out signals that monitor meta-training; default: the test signals."""
-    return self.test_signals()
+    """Signals disjoint from train and test, like test_signals in form."""
+    raise NotImplementedError(
+        f"{type(self).__name__} has no validation split: implement "
+        "validation_signals() with signals disjoint from its training and test sets "
+        "(the best checkpoint and every tuned setting are chosen on them, never on "
+        "the test signals).")
+
+  def splits(self):
+    """{'train', 'validation', 'test': which data each split holds, in words}."""
+    return {}
 
   def mean_signals(self):
     """The training set's mean signal, shaped like one element of test_signals."""

@@ -46,7 +46,10 @@ class CTReconstruction(contract.Task):
     allow_pickle: explicit opt-in to unpickle `path` (Python only; not a gin binding).
     resolution: phantom side in pixels (256 in the paper); also detector bins per view.
     num_train: training phantoms (procedural) or a cap on the file's.
-    num_test: held-out phantoms.
+    num_test: test phantoms: only ever scored.
+    num_val: validation phantoms, disjoint from train and test (procedural: their own
+      stream; files: the last num_val of data_train): they pick the best checkpoint
+      and the test-time settings.
     num_projections: random views per meta-training step (20 in the paper).
     settings: test-time view counts (1, 2, 4, 8 in the paper).
     projector: the projector's resampling, 'bilinear' or the reference's 'nearest'
@@ -58,7 +61,7 @@ class CTReconstruction(contract.Task):
   fit_setting = "image"
 
   def __init__(self, source="procedural", path=None, allow_pickle=False,
-               resolution=256, num_train=2048, num_test=8, num_projections=20,
+               resolution=256, num_train=2048, num_test=8, num_val=4, num_projections=20,
                settings=(1, 2, 4, 8), projector="bilinear", field=mlp.FourierMLP,
                seed=0):
     if source not in SOURCES:
@@ -71,6 +74,7 @@ class CTReconstruction(contract.Task):
     self.num_train = checks.optional(checks.positive_int, "CTReconstruction.num_train",
                                      num_train)
     self.num_test = checks.positive_int("CTReconstruction.num_test", num_test)
+    self.num_val = checks.positive_int("CTReconstruction.num_val", num_val)
     self.num_projections = checks.positive_int("CTReconstruction.num_projections",
                                                num_projections)
     self.seed = seed
@@ -95,8 +99,9 @@ class CTReconstruction(contract.Task):
       return self._arrays
     res = self.resolution
     if self.source == "procedural":
-      train = phantoms.phantom_arrays("train", self.num_train, res, self.seed)["image"]
-      test = phantoms.phantom_arrays("test", self.num_test, res, self.seed)["image"]
+      made = lambda split, n: phantoms.phantom_arrays(split, n, res, self.seed)["image"]
+      train, val, test = (made("train", self.num_train),
+                          made("validation", self.num_val), made("test", self.num_test))
     else:
       if not self.path:
         raise ValueError(f"CTReconstruction.source={self.source!r} needs "
@@ -105,12 +110,19 @@ class CTReconstruction(contract.Task):
         data = phantoms.load_npz(self.path)
       else:
         data = phantoms.load_reference_pickle(self.path, self.allow_pickle)
-      train, test = data["data_train"][:self.num_train], data["data_test"][:self.num_test]
+      train, test = data["data_train"], data["data_test"][:self.num_test]
       if train.shape[1:] != (res, res):
         raise ValueError(
             f"{self.path} holds {train.shape[1]}x{train.shape[2]} images but "
             f"CTReconstruction.resolution = {res}; set the resolution to match.")
-    self._arrays = {"train": train.astype(np.float32), "test": test.astype(np.float32)}
+      if len(train) <= self.num_val:
+        raise ValueError(
+            f"{self.path}: data_train holds {len(train)} images and its last "
+            f"CTReconstruction.num_val = {self.num_val} are the validation set, "
+            "leaving none to train on; lower num_val or add training images.")
+      train, val = train[:-self.num_val][:self.num_train], train[-self.num_val:]
+    self._arrays = {"train": train.astype(np.float32), "val": val.astype(np.float32),
+                    "test": test.astype(np.float32)}
     return self._arrays
 
   def train_dataset(self, seed):
@@ -118,6 +130,19 @@ class CTReconstruction(contract.Task):
 
   def test_signals(self):
     return {"image": self._load()["test"]}
+
+  def validation_signals(self):
+    return {"image": self._load()["val"]}
+
+  def splits(self):
+    if self.source == "procedural":
+      made = lambda split, n: f"procedural phantoms '{split}' 0-{n - 1}"
+      return {"train": made("train", self.num_train),
+              "validation": made("validation", self.num_val),
+              "test": made("test", self.num_test), "seed": self.seed}
+    return {"train": f"{self.path} data_train but its last {self.num_val}",
+            "validation": f"{self.path} data_train's last {self.num_val}",
+            "test": f"{self.path} data_test[:{self.num_test}]"}
 
   def mean_signals(self):
     return {"image": self._load()["train"].mean(0)}

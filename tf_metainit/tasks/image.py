@@ -70,10 +70,13 @@ class ImageRegression(contract.Task):
       'folder', 'celeb_a' or 'imagenette'.
     resolution: images are square, resolution x resolution (178 in the paper).
     num_train: training images (None = all for folders/TFDS).
-    num_test: held-out images used for evaluation and validation.
-    folder: image folder for dataset='folder' (the last num_test files are held out
-      unless test_folder is given).
-    test_folder: optional folder of held-out images.
+    num_test: held-out test images: only ever scored.
+    num_val: validation images, disjoint from train and test: they pick the best
+      checkpoint, watch for collapse and choose test-time settings.
+    folder: image folder for dataset='folder' (the last num_test files are the test
+      images unless test_folder is given, the num_val before them validation).
+    test_folder: optional folder of test images (validation: the folder's last
+      num_val).
     data_dir: TFDS data directory.
     download: let TFDS download and prepare celeb_a/imagenette into data_dir (needs
       network); off, data that is not there already is an error.
@@ -99,7 +102,7 @@ class ImageRegression(contract.Task):
   """
 
   def __init__(self, dataset="text", resolution=64, num_train=2000, num_test=16,
-               folder=None, test_folder=None, data_dir=None, download=False,
+               num_val=4, folder=None, test_folder=None, data_dir=None, download=False,
                pixels_per_step=None, field=siren.Siren, seed=0, train_resolutions=None,
                source_resolution=None, support_pixels=4096, query_pixels=4096,
                off_grid_fraction=0.25, sampling="window", chunk_pixels=32768):
@@ -116,6 +119,7 @@ class ImageRegression(contract.Task):
     self.num_train = checks.optional(checks.positive_int, "ImageRegression.num_train",
                                      num_train)
     self.num_test = checks.positive_int("ImageRegression.num_test", num_test)
+    self.num_val = checks.positive_int("ImageRegression.num_val", num_val)
     checks.optional(checks.positive_int, "ImageRegression.pixels_per_step",
                     pixels_per_step)
     self.folder, self.test_folder, self.data_dir = folder, test_folder, data_dir
@@ -153,6 +157,7 @@ class ImageRegression(contract.Task):
     self.coords = tf.constant(pixel_grid(self.resolution))
     self._train_images = None
     self._test_images = None
+    self._val_images = None
 
   @classmethod
   def for_field(cls, field):
@@ -172,42 +177,56 @@ class ImageRegression(contract.Task):
       return
     res, where = self.resolution, f"ImageRegression(dataset={self.dataset!r})"
     source = self._source_size()
-    if self.dataset == "text":
-      train = text.text_images("train", self.num_train, source, self.seed)
-      test = text.text_images("test", self.num_test, res, self.seed)
-    elif self.dataset == "dead_leaves":
-      train = dead_leaves.dead_leaves_images("train", self.num_train, source, self.seed)
-      test = dead_leaves.dead_leaves_images("test", self.num_test, res, self.seed)
+    if self.dataset in ("text", "dead_leaves"):
+      make = (text.text_images if self.dataset == "text"
+              else dead_leaves.dead_leaves_images)
+      train = make("train", self.num_train, source, self.seed)
+      val = make("validation", self.num_val, res, self.seed)
+      test = make("test", self.num_test, res, self.seed)
     elif self.dataset == "folder":
-      if not self.folder:
-        raise ValueError("dataset='folder' needs ImageRegression.folder = '/path/to/images'.")
-      images = image_folder.folder_images(self.folder, source)
-      if self.test_folder:
-        train = images[:self.num_train]
-        test = image_folder.folder_images(self.test_folder, res, self.num_test)
-      else:
-        if len(images) <= self.num_test:
-          raise ValueError(
-              f"Folder {self.folder} has {len(images)} images; with num_test="
-              f"{self.num_test} none are left for training. Add images, lower "
-              "ImageRegression.num_test or give ImageRegression.test_folder.")
-        train, test = images[:-self.num_test], images[-self.num_test:]
-        train = train[:self.num_train]
-        if source != res:
-          test = np.stack([image_folder.center_crop_resize(t, res).numpy()
-                           for t in test])
+      train, val, test = self._folder_splits(source)
     else:
       train = None  # streamed from TFDS
-      # Both TFDS sets have a 'validation' split; the reference evaluates CelebA
-      # images held out from training.
-      test = np.stack(list(tfds_images.tfds_dataset(
-          self.dataset, f"validation[:{self.num_test}]", res, self.data_dir,
-          download=self.download)
-                           .as_numpy_iterator()))
+      # Both TFDS sets have a 'validation' split (the reference evaluates CelebA
+      # images held out from training): its first num_test images are the test set,
+      # the next num_val validation.
+      val, test = (np.stack(list(tfds_images.tfds_dataset(
+          self.dataset, f"validation[{start}:{start + count}]", res, self.data_dir,
+          download=self.download).as_numpy_iterator()))
+                   for start, count in ((self.num_test, self.num_val),
+                                        (0, self.num_test)))
     if train is not None:
       train = check_images(train, source, self.channels, where + " train")
     self._train_images = train
+    self._val_images = check_images(val, res, self.channels, where + " validation")
     self._test_images = check_images(test, res, self.channels, where + " test")
+
+  def _folder_splits(self, source):
+    """(train, validation, test) of a folder: test the last num_test files (or
+    test_folder), validation the num_val before them, training the rest."""
+    if not self.folder:
+      raise ValueError("dataset='folder' needs ImageRegression.folder = '/path/to/images'.")
+    images = image_folder.folder_images(self.folder, source)
+    held_out = self.num_val + (0 if self.test_folder else self.num_test)
+    if len(images) <= held_out:
+      raise ValueError(
+          f"Folder {self.folder} has {len(images)} images; with num_val={self.num_val}"
+          + ("" if self.test_folder else f" and num_test={self.num_test}") +
+          " none are left for training. Add images, lower ImageRegression.num_val"
+          + ("" if self.test_folder else " or num_test, or give "
+             "ImageRegression.test_folder") + ".")
+    train, val = images[:-held_out], images[-held_out:][:self.num_val]
+    if self.test_folder:
+      test = image_folder.folder_images(self.test_folder, self.resolution, self.num_test)
+    else:
+      test = images[-self.num_test:]
+    resize = lambda ims: np.stack([image_folder.center_crop_resize(t, self.resolution)
+                                   .numpy() for t in ims])
+    if source != self.resolution:
+      val = resize(val)
+      if not self.test_folder:
+        test = resize(test)
+    return train[:self.num_train], val, test
 
   def _source_size(self):
     """The size training images are made at."""
@@ -232,6 +251,31 @@ class ImageRegression(contract.Task):
   def test_signals(self):
     self._load_arrays()
     return {"image": self._test_images}
+
+  def validation_signals(self):
+    self._load_arrays()
+    return {"image": self._val_images}
+
+  def splits(self):
+    if self.dataset in ("text", "dead_leaves"):
+      made = lambda split, n, res: f"{self.dataset} '{split}' images 0-{n - 1} at {res} px"
+      train = made("train", self.num_train, self._source_size())
+      val = made("validation", self.num_val, self.resolution)
+      test = made("test", self.num_test, self.resolution)
+    elif self.dataset == "folder":
+      kept = self.num_val + (0 if self.test_folder else self.num_test)
+      train = f"{self.folder}: files in sorted order but the last {kept}"
+      val = f"{self.folder}: the {self.num_val} files before " + (
+          "the end" if self.test_folder else f"the last {self.num_test}")
+      test = (f"{self.test_folder}: the first {self.num_test} files" if self.test_folder
+              else f"{self.folder}: the last {self.num_test} files")
+    else:
+      train = f"TFDS {self.dataset} 'train'" + (
+          "" if self.num_train is None else f"[:{self.num_train}]")
+      val = f"TFDS {self.dataset} 'validation[{self.num_test}:{self.num_test + self.num_val}]'"
+      test = f"TFDS {self.dataset} 'validation[:{self.num_test}]'"
+    seed = {"seed": self.seed} if self.dataset in ("text", "dead_leaves") else {}
+    return {"train": train, "validation": val, "test": test, **seed}
 
   def mean_signals(self):
     self._load_arrays()

@@ -256,6 +256,12 @@ class Phototourism(contract.Task):
   def validation_signals(self):
     return self.split_signals("val")
 
+  def splits(self):
+    where = f"{self.scene} photos"
+    train = "all from 25 on" if self.num_train is None else f"{self.num_train} from 25 on"
+    return {"train": f"{where}: {train}", "validation": f"{where} 20-{19 + self.num_val}",
+            "test": f"{where} 0-{self.num_test - 1}"}
+
   def mean_signals(self):
     raise NotImplementedError(
         "Phototourism has no Mean baseline (the paper compares Basic NeRF, Standard "

@@ -53,7 +53,8 @@ class ShapeNetViews(contract.Task):
     procedural: generate the stand-in data (no download) before reading it.
     resolution: image side in pixels (128 in the paper; the reader resamples).
     num_train, num_val, num_test: objects per split (None = all; procedural data
-      needs numbers). num_val objects are only generated, never read.
+      needs numbers). The validation objects pick the best checkpoint and the
+      test-time settings; the test objects are only scored.
     num_views: views per procedural object (50 as in the released data).
     num_train_views: views observed per object while meta-training (25 = MV Meta,
       1 = SV Meta).
@@ -82,7 +83,7 @@ class ShapeNetViews(contract.Task):
   """
 
   def __init__(self, category="chairs", data_dir=None, procedural=True,
-               resolution=32, num_train=100, num_val=0, num_test=8, num_views=50,
+               resolution=32, num_train=100, num_val=4, num_test=8, num_views=50,
                num_train_views=25, train_view_choice="first", settings=(1, 25),
                rays_per_step=128, test_rays_per_step=64, num_samples=128,
                near=shapenet_data.NEAR, far=shapenet_data.FAR, num_eval_views=None,
@@ -98,8 +99,8 @@ class ShapeNetViews(contract.Task):
           f"Procedural ShapeNet has categories {procedural_shapes.CATEGORIES}, not "
           f"{category!r}; for real data set ShapeNetViews.procedural = False and "
           "ShapeNetViews.data_dir.")
-    if procedural and (num_train is None or num_test is None):
-      raise ValueError("Procedural ShapeNet needs ShapeNetViews.num_train and "
+    if procedural and None in (num_train, num_val, num_test):
+      raise ValueError("Procedural ShapeNet needs ShapeNetViews.num_train, num_val and "
                        "num_test as numbers of objects to generate.")
     if not procedural and not data_dir:
       raise ValueError("ShapeNetViews.procedural = False needs ShapeNetViews.data_dir, "
@@ -125,7 +126,7 @@ class ShapeNetViews(contract.Task):
     for arg, value in (("num_train", num_train), ("num_test", num_test),
                        ("num_eval_views", num_eval_views)):
       checks.optional(checks.positive_int, name(arg), value)
-    checks.non_negative_int(name("num_val"), num_val)
+    checks.optional(checks.positive_int, name("num_val"), num_val)
     if checks.positive(name("near"), near) >= checks.positive(name("far"), far):
       raise ValueError(f"ShapeNetViews.near ({near}) must be below ShapeNetViews.far "
                        f"({far}).")
@@ -142,6 +143,7 @@ class ShapeNetViews(contract.Task):
                                   chunk_points=self.render_chunk_points)
     self._train = None
     self._test = None
+    self._val = None
     # Eager callers (grids, the Matched target) would run the chunk loop op by op.
     self._render_views_fn = tf.function(self.render_views, reduce_retracing=True)
 
@@ -190,6 +192,27 @@ class ShapeNetViews(contract.Task):
   def test_signals(self):
     self._load()
     return dict(self._test)
+
+  def validation_signals(self):
+    if self._val is None:
+      category_dir = self.category_dir()
+      if not shapenet_data.list_objects(category_dir, "val"):
+        raise ValueError(
+            f"{category_dir} has no 'val' objects in its splits file: the best "
+            "checkpoint is chosen on them, never on the test objects. List some "
+            "object folders under 'val' (the released splits have them).")
+      self._val = _arrays(shapenet_data.load_split(
+          category_dir, "val", max_objects=self.num_val,
+          resolution=self.resolution, allow_nonsquare_resize=self.allow_nonsquare_resize))
+    return dict(self._val)
+
+  def splits(self):
+    where = ("procedural " if self.procedural else "") + f"ShapeNet {self.category}"
+    count = lambda n: "all" if n is None else f"the first {n}"
+    return {split: f"{where} '{name}' objects: {count(n)}" for split, name, n in (
+        ("train", "train", self.num_train), ("validation", "val", self.num_val),
+        ("test", "test", self.num_test))} | (
+            {"seed": self.seed} if self.procedural else {})
 
   def mean_signals(self):
     raise NotImplementedError(
