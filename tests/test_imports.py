@@ -11,7 +11,8 @@ Layers, bottom to top; a module may import modules of its own layer or below:
   library  what the jobs share: testtime (test-time optimisation), monitor
          (validation, collapse), checkpoints, runs (a run's record and its Meta init),
          provenance, exports (the export format), baselines (the inits a comparison
-         starts from), fitting (what every fit writes), pretrained (the shipped inits)
+         starts from), fitting (what every fit writes), pretrained (the shipped inits),
+         tuning (test-time settings chosen on the validation split)
   jobs   train, evaluate, export, fit, fit_ct, fit_views, interpolate, appearance,
          benchmark: siblings over the library, none imports another
   cli    cli/: the binaries
@@ -43,7 +44,7 @@ LAYERS = (
     ("library", ("tf_metainit.testtime", "tf_metainit.monitor",
                  "tf_metainit.checkpoints", "tf_metainit.runs", "tf_metainit.provenance",
                  "tf_metainit.exports", "tf_metainit.baselines", "tf_metainit.fitting",
-                 "tf_metainit.pretrained", "tf_metainit.fitted_set")),
+                 "tf_metainit.pretrained", "tf_metainit.fitted_set", "tf_metainit.tuning")),
     ("jobs", JOBS),
     ("cli", ("tf_metainit.cli",)),
 )

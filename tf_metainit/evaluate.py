@@ -3,11 +3,16 @@ held-out signals, the paper's comparison.
 
 For every observation setting of the task (images: all pixels; CT: 1/2/4/8 views; ...)
 and every init, the held-out signals are optimised with that init's own optimizer,
-learning rate and step budget, all signals of a chunk at once (testtime.py). Writes
-under <root_dir>/eval/:
+learning rate and step budget, all signals of a chunk at once (testtime.py). With evaluate.choose_rate_factors bound, every init's learning rate and step count
+(and each classical method's settings) are first chosen per setting on the task's
+validation split (tuning.py), and the test signals are scored with those choices.
+Writes under <root_dir>/eval/:
   results.json   per init, setting and test signal: the metric after every traced step
   results.md     the table (PSNR after `report_step` steps and steps to match the
                  reference init, or PSNR after each init's budget when report_step=None)
+                 and, when chosen, the choices
+  chosen.gin, chosen.json  the choices as evaluate bindings, and every candidate's
+                 validation curve (when chosen)
   curves_<setting>.png, grid_<setting>.png, and TensorBoard scalars under eval/.
 The folder must be new, empty or hold this package's evaluation outputs
 (layout.EVAL_RECORDS);
@@ -15,6 +20,7 @@ these files are written into a new folder that replaces it whole, carrying over 
 appearance and interpolate wrote there (files.atomic_directory).
 """
 
+import itertools
 import os
 import time
 
@@ -30,8 +36,8 @@ from tf_metainit import files
 from tf_metainit import figures
 from tf_metainit import layout
 from tf_metainit import progress
-from tf_metainit import runs
 from tf_metainit import testtime
+from tf_metainit import tuning
 from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
 from tf_metainit.tasks import contract
@@ -66,35 +72,6 @@ def _check_arguments(task, optimizer_settings, num_steps, report_step, num_test,
   return optimizers.check(dict(optimizer_settings or {}), "evaluate.optimizer_settings")
 
 
-class _Choices:
-  """Each init's optimizer and budget in a setting: the user's evaluate bindings by
-  name ('meta:SV' falls back to 'meta'), a Meta init's learned rates before a
-  fallback, then the init's own test-time optimizer (its run record) or Table 1's
-  Adam for a baseline."""
-
-  def __init__(self, user, metas, num_steps):
-    self.user, self.metas, self.num_steps = user, metas, num_steps
-
-  def optimizer(self, name, setting):
-    if name in self.user:
-      return runs.per_setting(self.user[name], setting)
-    own = self.metas[name].optimizer if name in self.metas else None
-    base = name.split(":")[0]
-    if isinstance(own, learned_lr.LearnedRates) or (base not in self.user and
-                                                    own is not None):
-      return own
-    if base in self.user:
-      return runs.per_setting(self.user[base], setting)
-    return testtime.BASELINE_OPTIMIZERS[name]
-
-  def steps(self, name, setting):
-    if not isinstance(self.num_steps, dict):
-      return int(self.num_steps)
-    table = self.num_steps
-    return int(runs.per_setting(table[name] if name in table else
-                                table[name.split(":")[0]], setting))
-
-
 @gin.configurable(denylist=["root_dir", "checkpoint", "strategy"])
 def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
                                                   "shuffled", "meta"),
@@ -102,7 +79,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
              reference="meta", settings=None, num_test=None, chunk=16, trace_every=1,
              fit_steps=1000, fit_optimizer=testtime.STANDARD_OPTIMIZER,
              grid_signals=8, labels=None, seed=0, output_dir=None, export_fitted=(),
-             checkpoint="best", strategy=None, classical=None):
+             checkpoint="best", strategy=None, classical=None, choose_rate_factors=None,
+             choose_steps=True, choose_classical=None):
   """Runs the comparison and writes the results; returns the results dict.
 
   Args:
@@ -142,26 +120,45 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
       reconstructions scored on the same signals and observations as table rows after
       the inits, for tasks that have them (task.classical_methods; CT: {'fbp': {},
       'sart': {'iterations': 100}}, physics/classical_ct.py; needs scikit-image).
+    choose_rate_factors: if given (e.g. (0.3, 1, 3)), each init's learning rate is
+      chosen per setting on the validation split among its configured rate times
+      these factors (learned rates are kept), before the test signals are scored.
+    choose_steps: with choose_rate_factors, also choose the step count, up to the
+      configured budget (num_steps); False keeps the budgets.
+    choose_classical: {method: {keyword: candidate values}} chosen the same way,
+      e.g. {'sart': {'iterations': (1, 10, 50, 200)}}.
   """
   user = _check_arguments(task, optimizer_settings, num_steps, report_step, num_test,
                           chunk, trace_every, fit_steps, fit_optimizer,
                           grid_signals, classical)
+  if choose_rate_factors is not None:
+    choose_rate_factors = tuning.check_rate_factors(choose_rate_factors)
   output_dir = layout.eval_dir(root_dir, output_dir)
   layout.check_eval_dir(output_dir, "a tf-metainit-evaluate output")
-  signals = task.test_signals()
-  if num_test:
-    signals = contract.take(signals, slice(0, num_test))
   fits = {}
   params, metas = baselines.build(task, root_dir, inits, extra_runs, fit_steps,
                                   fit_optimizer, seed, checkpoint, fits)
-  choices = _Choices(user, metas, num_steps)
+  choices = testtime.Choices(user, metas, num_steps)
+  settings = list(settings or task.settings)
+  chosen = None
+  if choose_rate_factors is not None or choose_classical:
+    tto = testtime.TestTimeOptimizer(task, seed=seed, strategy=strategy)
+    chosen, choices, classical = _choose_on_validation(
+        task, tto, params, choices, settings, choose_rate_factors, choose_steps,
+        choose_classical, classical, trace_every, chunk)
+  # The test split is read only now: nothing above may depend on it.
+  signals = task.test_signals()
+  if num_test:
+    signals = contract.take(signals, slice(0, num_test))
   labels_given = dict(labels or {})
   labels = dict(LABELS, **labels_given)
   if "meta" in metas and "meta" not in labels_given:
     labels["meta"] = testtime.label(choices.optimizer("meta", task.default_setting))
-  settings = list(settings or task.settings)
   results = {"settings": [str(s) for s in settings], "report_step": report_step,
              "reference": reference, "inits": {}, "fits": fits}
+  if chosen is not None:
+    results["chosen_on_validation"] = _chosen_record(chosen, task, params, choices,
+                                                      settings)
   run = _Run(task, testtime.TestTimeOptimizer(task, seed=seed, strategy=strategy),
              signals, choices, results, labels, trace_every, chunk, report_step,
              grid_signals)
@@ -179,6 +176,10 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     _summarise(results, params)
     files.write_json(os.path.join(out, "results.json"), results)
     files.write_text(os.path.join(out, "results.md"), results_table(results))
+    if chosen is not None:
+      files.write_text(os.path.join(out, "chosen.gin"), tuning.gin_bindings(
+          chosen, settings, _CHOSEN_HEADER.format(root_dir=os.path.abspath(root_dir))))
+      files.write_json(os.path.join(out, "chosen.json"), chosen.candidates)
     _figures(results, grid_rows, params, out)
   print(results_table(results))
   return results
@@ -187,8 +188,52 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
 def _replaced(name):
   """Whether `name` in the output folder is evaluate's own: the rest (appearance and
   interpolation share <root_dir>/eval) is carried into the new folder."""
-  return name in ("results.json", "results.md", "tensorboard", "fitted") or (
+  return name in ("results.json", "results.md", "tensorboard", "fitted", "chosen.gin",
+                  "chosen.json") or (
       name.endswith(".png") and name.startswith(("curves_", "grid_")))
+
+
+_CHOSEN_HEADER = """Test-time settings chosen on the validation split by tf-metainit-evaluate
+(evaluate.choose_rate_factors) for the run {root_dir}. Rebuild its table without the
+sweep: tf-metainit-evaluate ... --gin_file=<this file>"""
+
+
+def _choose_on_validation(task, tto, params, choices, settings, rate_factors,
+                          choose_steps, choose_classical, classical, trace_every,
+                          chunk):
+  """(tuning.Chosen, the Choices and classical settings it gives) from the
+  validation split: the test signals are not read until the choices are made."""
+  factors = rate_factors or (1.0,)  # classical choices alone: the rates as given
+  signals = task.validation_signals()
+  count = len(next(iter(signals.values())))
+  logging.info("Choosing test-time settings on %d validation signals.", count)
+  with progress.Bar(len(settings) * (len(params) + len(choose_classical or {})),
+                    "row", "choosing on validation") as bar:
+    rows_done = itertools.count(1)
+    chosen = tuning.choose(
+        tto, params, choices, signals, settings, factors, choose_steps, trace_every,
+        chunk, choose_classical, task,
+        on_row=lambda s, name, text: (logging.info("chosen on validation: %s / %s: %s",
+                                                   s, name, text),
+                                      bar.update(next(rows_done))))
+  user = dict(choices.user)
+  for name, per_setting in chosen.optimizers.items():
+    fixed = {s: o for s, o in per_setting.items() if o is not None}
+    if fixed:
+      user[name] = fixed
+  classical = dict(classical or {})
+  classical.update(chosen.classical)
+  return chosen, testtime.Choices(user, choices.metas, chosen.steps), classical
+
+
+def _chosen_record(chosen, task, params, choices, settings):
+  """What results.json says of the choices: the split and each row's choice."""
+  rows = {name: {str(s): tuning.choice_text(chosen, name, s, choices.optimizer(name, s))
+                 for s in settings} for name in params}
+  rows.update({f"classical:{m}": {str(s): v[str(s)] for s in settings}
+               for m, v in chosen.classical.items()})
+  return {"split": task.splits().get("validation", "the task's validation signals"),
+          "rows": rows}
 
 
 class _Run:
@@ -285,7 +330,7 @@ def _classical_settings(value, setting):
   """Keyword settings of a classical method, given once or per setting."""
   value = dict(value or {})
   if setting in value or str(setting) in value:
-    return dict(runs.per_setting(value, setting) or {})
+    return dict(testtime.per_setting(value, setting) or {})
   return value
 
 
@@ -358,6 +403,7 @@ def results_table(results):
                                   f"{e['num_steps']} steps")
         cells.append(f"{e['psnr_at_report_mean']:.2f} ({how})")
       lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
+  lines += _chosen_table(results)
   targets = {"mean": "the training set's mean signal", "matched": "the Meta init's output"}
   for name, fit in results.get("fits", {}).items():
     label = results["inits"].get(name, {}).get("label", name)
@@ -366,6 +412,23 @@ def results_table(results):
                  f"{how['name'].capitalize()} steps (lr {how['learning_rate']:g}); then "
                  f"{fit.get('psnr', float('nan')):.2f} dB PSNR against it.")
   return "\n".join(lines) + "\n"
+
+
+def _chosen_table(results):
+  """The rows' settings chosen on the validation split, as table lines (none when
+  the bindings were used as given)."""
+  chosen = results.get("chosen_on_validation")
+  if not chosen:
+    return []
+  settings = results["settings"]
+  lines = [f"\nTest-time settings chosen on the validation split ({chosen['split']}), "
+           "never on these test signals:\n",
+           "| Row | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+  for name, per_setting in chosen["rows"].items():
+    label = results["inits"].get(name, {}).get("label", name)
+    lines.append(f"| {label} | " + " | ".join(str(per_setting[s]) for s in settings)
+                 + " |")
+  return lines
 
 
 def _figures(results, grid_rows, params, output_dir):

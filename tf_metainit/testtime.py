@@ -49,6 +49,42 @@ BASELINES = ("standard", "mean", "matched", "shuffled")
 BASELINE_OPTIMIZERS = dict.fromkeys(BASELINES, STANDARD_OPTIMIZER)
 
 
+def per_setting(value, setting):
+  """A value that may be given per setting ({setting: value}, keys int or str)."""
+  if isinstance(value, dict):
+    return value[setting] if setting in value else value[str(setting)]
+  return value
+
+
+class Choices:
+  """Each init's optimizer and budget in a setting: the user's evaluate bindings by
+  name ('meta:SV' falls back to 'meta'), a Meta init's learned rates before a
+  fallback, then the init's own test-time optimizer (its run record) or Table 1's
+  Adam for a baseline."""
+
+  def __init__(self, user, metas, num_steps):
+    self.user, self.metas, self.num_steps = user, metas, num_steps
+
+  def optimizer(self, name, setting):
+    if name in self.user:
+      return per_setting(self.user[name], setting)
+    own = self.metas[name].optimizer if name in self.metas else None
+    base = name.split(":")[0]
+    if isinstance(own, learned_lr.LearnedRates) or (base not in self.user and
+                                                    own is not None):
+      return own
+    if base in self.user:
+      return per_setting(self.user[base], setting)
+    return BASELINE_OPTIMIZERS[name]
+
+  def steps(self, name, setting):
+    if not isinstance(self.num_steps, dict):
+      return int(self.num_steps)
+    table = self.num_steps
+    return int(per_setting(table[name] if name in table else
+                                table[name.split(":")[0]], setting))
+
+
 def label(optimizer, default="Meta"):
   """The table's row name of a Meta init fitted with `optimizer`."""
   if isinstance(optimizer, learned_lr.LearnedRates):

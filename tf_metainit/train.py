@@ -35,6 +35,7 @@ from tf_metainit import monitor
 from tf_metainit import progress
 from tf_metainit import provenance
 from tf_metainit import runs
+from tf_metainit import testtime
 from tf_metainit.meta import learned_lr
 from tf_metainit.meta import optimizers
 from tf_metainit.meta import outer
@@ -352,12 +353,12 @@ def testtime_settings(task, inner_optimizer, inner_steps):
   bound = _bound("evaluate.optimizer_settings") or {}
   optimizer = inner_optimizer
   if not learned_lr.rates_of(inner_optimizer) and "meta" in bound:
-    optimizer = runs.per_setting(optimizers.check(bound["meta"],
+    optimizer = testtime.per_setting(optimizers.check(bound["meta"],
                                                   "evaluate.optimizer_settings"),
                                  setting)
   steps = _bound("evaluate.num_steps")
   if isinstance(steps, dict):
-    steps = runs.per_setting(steps["meta"], setting) if "meta" in steps else None
+    steps = testtime.per_setting(steps["meta"], setting) if "meta" in steps else None
   return optimizer, int(steps or inner_steps)
 
 
