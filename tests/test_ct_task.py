@@ -87,3 +87,23 @@ def test_bad_sources_give_clear_errors(tmp_path):
     task.test_signals()
   task = small_task(source="npz", path=str(tmp_path / "ct.npz"), resolution=8, num_val=1)
   assert task.test_signals()["image"].shape == (2, 8, 8)
+
+
+def test_a_test_file_replaces_the_test_split_resized_by_area(tmp_path):
+  slices = np.zeros((3, 32, 32), np.float32)
+  slices[:, :16] = 1.0  # top half bright: a 2x2 area mean keeps it exactly
+  slices[1, :, :8] = 0.5
+  np.savez(tmp_path / "real.npz", image=slices)
+  task = small_task(test_file=str(tmp_path / "real.npz"), num_test=2)
+  test = task.test_signals()["image"]
+  expected = slices[:2].reshape(2, 16, 2, 16, 2).mean(axis=(2, 4))
+  np.testing.assert_allclose(test, expected, atol=1e-6)
+  assert task.splits()["test"].endswith("real.npz image[:2]")
+  # Validation stays the source's own: a file of real slices is only ever scored.
+  assert task.validation_signals()["image"].shape == (4, 16, 16)
+  np.savez(tmp_path / "bad.npz", slices=slices)
+  with pytest.raises(ValueError, match="expected one named 'image'"):
+    small_task(test_file=str(tmp_path / "bad.npz")).test_signals()
+  np.savez(tmp_path / "wide.npz", image=np.zeros((1, 8, 16), np.float32))
+  with pytest.raises(ValueError, match="crop them to squares"):
+    small_task(test_file=str(tmp_path / "wide.npz")).test_signals()

@@ -496,6 +496,31 @@ def load_npz(path):
     return _check_pair(data, path)
 
 
+def load_images(path, resolution):
+  """The (N, H, W) images in [0, 1] of an .npz's array `image` (held-out slices a
+  user brings, e.g. docs/anatomy/real_slices.npz), area-resized to resolution."""
+  path = os.fspath(path)
+  _require_file(path)
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      arrays = {k: np.asarray(data[k]) for k in data.files}
+  except (OSError, ValueError, AttributeError) as e:
+    raise ValueError(f"{path} is not a readable .npz of plain arrays ({e}); save the "
+                     "slices with np.savez(path, image=...).") from e
+  if "image" not in arrays:
+    raise ValueError(f"{path} has arrays {sorted(arrays)}; expected one named 'image' "
+                     "of (N, H, W) slices in [0, 1] (np.savez(path, image=...)).")
+  images = _check_images(arrays["image"].astype(np.float32), "image", path)
+  if images.shape[1] != images.shape[2]:
+    raise ValueError(f"{path}: the slices are {images.shape[1]}x{images.shape[2]}; "
+                     "the projector's grid is square: crop them to squares first.")
+  if images.shape[1:] != (resolution, resolution):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    images = tf.image.resize(images[..., None], (resolution, resolution), "area",
+                             antialias=True).numpy()[..., 0]
+  return images
+
+
 # Set only by a binary's --allow_pickle flag (grant_unpickling): no config file, such
 # as a run's stored config.gin, can grant it.
 _UNPICKLING_GRANTED = False

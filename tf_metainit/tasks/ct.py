@@ -47,6 +47,9 @@ class CTReconstruction(contract.Task):
     resolution: phantom side in pixels (256 in the paper); also detector bins per view.
     num_train: training phantoms (procedural) or a cap on the file's.
     num_test: test phantoms: only ever scored.
+    test_file: an .npz whose array `image` (N, H, W) in [0, 1] replaces the test
+      signals, area-resized to `resolution` (held-out real slices such as
+      docs/anatomy/real_slices.npz); None: the source's own test split.
     num_val: validation phantoms, disjoint from train and test (procedural: their own
       stream; files: the last num_val of data_train): they pick the best checkpoint
       and the test-time settings.
@@ -63,7 +66,7 @@ class CTReconstruction(contract.Task):
   def __init__(self, source="procedural", path=None, allow_pickle=False,
                resolution=256, num_train=2048, num_test=8, num_val=4, num_projections=20,
                settings=(1, 2, 4, 8), projector="bilinear", field=mlp.FourierMLP,
-               seed=0):
+               seed=0, test_file=None):
     if source not in SOURCES:
       raise ValueError(f"Unknown CT source {source!r}; use one of {SOURCES}.")
     if source == "procedural":
@@ -77,7 +80,7 @@ class CTReconstruction(contract.Task):
     self.num_val = checks.positive_int("CTReconstruction.num_val", num_val)
     self.num_projections = checks.positive_int("CTReconstruction.num_projections",
                                                num_projections)
-    self.seed = seed
+    self.seed, self.test_file = seed, test_file
     if projector not in ct.INTERPOLATIONS:
       raise ValueError(f"CTReconstruction.projector must be one of "
                        f"{ct.INTERPOLATIONS}, got {projector!r}.")
@@ -121,6 +124,8 @@ class CTReconstruction(contract.Task):
             f"CTReconstruction.num_val = {self.num_val} are the validation set, "
             "leaving none to train on; lower num_val or add training images.")
       train, val = train[:-self.num_val][:self.num_train], train[-self.num_val:]
+    if self.test_file:
+      test = phantoms.load_images(self.test_file, res)[:self.num_test]
     self._arrays = {"train": train.astype(np.float32), "val": val.astype(np.float32),
                     "test": test.astype(np.float32)}
     return self._arrays
@@ -137,12 +142,16 @@ class CTReconstruction(contract.Task):
   def splits(self):
     if self.source == "procedural":
       made = lambda split, n: f"procedural phantoms '{split}' 0-{n - 1}"
-      return {"train": made("train", self.num_train),
-              "validation": made("validation", self.num_val),
-              "test": made("test", self.num_test), "seed": self.seed}
-    return {"train": f"{self.path} data_train but its last {self.num_val}",
-            "validation": f"{self.path} data_train's last {self.num_val}",
-            "test": f"{self.path} data_test[:{self.num_test}]"}
+      out = {"train": made("train", self.num_train),
+             "validation": made("validation", self.num_val),
+             "test": made("test", self.num_test), "seed": self.seed}
+    else:
+      out = {"train": f"{self.path} data_train but its last {self.num_val}",
+             "validation": f"{self.path} data_train's last {self.num_val}",
+             "test": f"{self.path} data_test[:{self.num_test}]"}
+    if self.test_file:
+      out["test"] = f"{self.test_file} image[:{self.num_test}]"
+    return out
 
   def mean_signals(self):
     return {"image": self._load()["train"].mean(0)}
