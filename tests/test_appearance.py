@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tf_metainit import appearance
 from tf_metainit.fields import functional
@@ -75,6 +76,7 @@ def _binary(name, root_dir, *bindings, gin_files=()):
   return result
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_phototourism_binaries_end_to_end(tmp_path):
   scene = f"Phototourism.scene_dir = '{tmp_path / 'scene'}'"
   meta, basic = tmp_path / "meta", tmp_path / "basic"

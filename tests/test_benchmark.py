@@ -226,6 +226,7 @@ def test_quick_time_to_psnr_counts_the_steps_it_times():
   assert "## From an image file to 25 and 30 dB" in text
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_quick_folder_throughput_times_the_steps_every_image_needs(tmp_path):
   # Through the driver, as a user runs it: its progress line and report included.
   out = tmp_path / "bench.md"

@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COMMON_FLAGS = ("--gin_file", "--gin_bindings", "--[no]debug", "--[no]allow_pickle")
 # binary: (its docstring's example, flags its --help must list)
@@ -95,6 +97,7 @@ def test_help_as_a_console_script_and_with_h(tmp_path):
   assert BINARIES["fit"][0] in out and "  --image:" in out
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_start_up_is_quiet_unless_asked(tmp_path):
   procs = {"quiet": _start([str(REPO / "bin" / "meta_train.py"),
                             f"--root_dir={tmp_path / 'quiet'}", *TINY_TRAIN], tmp_path),

@@ -90,7 +90,9 @@ def _cluster(index, ports):
           "task": {"type": "worker", "index": index}}
 
 
-@pytest.mark.parametrize("algorithm", ["maml", "reptile"])
+# Reptile's replica path is MAML's with another step: slow-marked, MAML kept by default.
+@pytest.mark.parametrize("algorithm", [
+    "maml", pytest.param("reptile", marks=pytest.mark.slow)])
 def test_mirrored_over_two_cpus_matches_one_device(tmp_path, algorithm):
   bindings = ALGORITHMS[algorithm] + ("meta_train.num_iterations = 3",)
   procs = {name: _start(tmp_path / name, bindings + (
@@ -104,6 +106,7 @@ def test_mirrored_over_two_cpus_matches_one_device(tmp_path, algorithm):
   assert difference <= 1e-5
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_two_workers_match_one_device_and_only_the_chief_writes(tmp_path):
   bindings = ALGORITHMS["maml"] + ("meta_train.num_iterations = 3",
                                    "train/distribute.strategy = 'multi_worker'")
@@ -122,6 +125,7 @@ def test_two_workers_match_one_device_and_only_the_chief_writes(tmp_path):
   assert os.listdir(tmp_path / "tmp") == []  # the other worker's folder is removed
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_a_lost_worker_stops_the_other_and_both_resume(tmp_path):
   steps = 600
   bindings = ALGORITHMS["reptile"] + (f"meta_train.num_iterations = {steps}",
@@ -265,6 +269,7 @@ print("shape", out["mirrored"][0].shape)
 """
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_evaluation_over_replicas_gives_each_signal_its_one_device_result(tmp_path):
   # 5 signals in chunks of 4 over 2 replicas: one chunk splits 2+2, the other 1 + a pad.
   result = subprocess.run([sys.executable, "-c", EVALUATION_SCRIPT], capture_output=True,

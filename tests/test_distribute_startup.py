@@ -83,7 +83,8 @@ def test_a_worker_nobody_listens_on_ends_the_start_up_in_one_line(tmp_path):
   assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [
+    signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_a_stop_during_the_start_up_ends_the_trainer_in_one_line(tmp_path, signum):
   # TensorFlow's coordination service would hold the GIL in that wait and swallow
   # SIGTERM (its preemption notifier); the strategy is built without it.

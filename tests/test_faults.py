@@ -387,6 +387,7 @@ def test_options_the_dataset_never_reads_are_refused(tmp_path, binding, message)
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_sigterm_saves_the_step_and_resumes_bit_identical(tmp_path):
   """A scheduler's SIGTERM: the trainer saves the step it is on, exits 143 with one
   line, and the rerun ends where an uninterrupted run does."""

@@ -128,6 +128,7 @@ def test_fit_binary_from_a_run_directory(trained, tmp_path):
   assert saved["optimizer"]["name"] == "learned_sgd" and len(saved["psnr"]) == 4
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_fit_binary_takes_a_shipped_init_by_name_and_one_input(trained, tmp_path):
   def run(*args):
     return subprocess.run(

@@ -100,6 +100,7 @@ def test_each_image_gets_the_weights_of_fitting_it_alone(tmp_path):
   assert (tmp_path / "out" / "fields.npz").read_bytes() == before
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_a_kill_and_a_resume_give_the_uninterrupted_weights(tmp_path):
   folder = _folder(tmp_path / "photos", 24)
   flags = ("--steps=2", f"--resolution={SIZE}", "--batch=2")
@@ -144,6 +145,7 @@ def test_two_shards_and_two_replicas_give_the_one_process_weights(tmp_path):
     np.testing.assert_allclose(a[key], b[key], atol=1e-6)
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_other_settings_and_foreign_folders_are_refused_in_one_line(tmp_path):
   folder = _folder(tmp_path / "photos", 2)
   out = tmp_path / "out"

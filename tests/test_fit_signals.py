@@ -157,6 +157,7 @@ def test_views_in_neither_format_and_wrong_kind_of_init(ct_init, tmp_path):
     fit_views.fit(ct_init, os.path.join(folder, "test_0000"), str(tmp_path / "out"))
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_a_fresh_process_rebuilds_every_shipped_field_type(tmp_path):
   import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
   from tf_metainit import pretrained  # pylint: disable=g-import-not-at-top

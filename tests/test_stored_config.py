@@ -128,6 +128,7 @@ def test_a_hostile_config_is_refused_in_one_line_and_runs_nothing(
   assert not planted.exists()
 
 
+@pytest.mark.slow  # over 35 s on 2 cores; run with --runslow
 def test_the_same_payloads_run_under_gin_s_full_power(stored, tmp_path):
   """What the refusals prevent: parsed as a user's own --gin_file (full power, as a
   run's config.gin was before), the payloads above create their markers."""
