@@ -107,3 +107,13 @@ def test_a_test_file_replaces_the_test_split_resized_by_area(tmp_path):
   np.savez(tmp_path / "wide.npz", image=np.zeros((1, 8, 16), np.float32))
   with pytest.raises(ValueError, match="crop them to squares"):
     small_task(test_file=str(tmp_path / "wide.npz")).test_signals()
+
+
+def test_the_anatomy_source_gives_the_generator_s_three_splits():
+  from tf_metainit.data import anatomy  # pylint: disable=import-outside-toplevel
+  task = small_task(source="anatomy", num_train=3, num_val=2)
+  for split, signals, n in (("train", task._load()["train"], 3),
+                            ("validation", task.validation_signals()["image"], 2),
+                            ("test", task.test_signals()["image"], 2)):
+    np.testing.assert_array_equal(signals, anatomy.slice_arrays(split, n, 16)["image"])
+  assert task.splits()["validation"] == "anatomy slices 'validation' 0-1"

@@ -15,13 +15,19 @@ import numpy as np
 import tensorflow as tf
 
 from tf_metainit import checks
+from tf_metainit.data import anatomy
 from tf_metainit.data import phantoms
 from tf_metainit.fields import mlp
 from tf_metainit.physics import classical_ct
 from tf_metainit.physics import ct
 from tf_metainit.tasks import contract
 
-SOURCES = ("procedural", "npz", "reference_pickle")
+SOURCES = ("procedural", "anatomy", "npz", "reference_pickle")
+# The generated sources: {source: (split, count, resolution, seed) -> (N, H, W) images}.
+_GENERATED = {
+    "procedural": lambda *a: phantoms.phantom_arrays(*a)["image"],
+    "anatomy": lambda *a: anatomy.slice_arrays(*a)["image"],
+}
 
 
 def pixel_grid_xy(resolution):
@@ -38,7 +44,9 @@ class CTReconstruction(contract.Task):
   """Meta-learns a field over a class of 2-D phantoms observed by projections.
 
   Args:
-    source: 'procedural' (random Shepp-Logan-style phantoms, no download), 'npz'
+    source: 'procedural' (random Shepp-Logan-style phantoms, no download),
+      'anatomy' (procedural head, chest and abdomen slices with a body wall, organs,
+      bone and air, data/anatomy.py: a prior for real anatomy), 'npz'
       (arrays data_train / data_test) or 'reference_pickle' (the reference's
       ct_256.pkl; needs --allow_pickle on the command line because unpickling can
       run code).
@@ -69,7 +77,7 @@ class CTReconstruction(contract.Task):
                seed=0, test_file=None):
     if source not in SOURCES:
       raise ValueError(f"Unknown CT source {source!r}; use one of {SOURCES}.")
-    if source == "procedural":
+    if source in _GENERATED:
       checks.unread("CTReconstruction", {"path": path},
                     "source = 'npz' or 'reference_pickle'")
     self.source, self.path, self.allow_pickle = source, path, allow_pickle
@@ -101,8 +109,8 @@ class CTReconstruction(contract.Task):
     if self._arrays is not None:
       return self._arrays
     res = self.resolution
-    if self.source == "procedural":
-      made = lambda split, n: phantoms.phantom_arrays(split, n, res, self.seed)["image"]
+    if self.source in _GENERATED:
+      made = lambda split, n: _GENERATED[self.source](split, n, res, self.seed)
       train, val, test = (made("train", self.num_train),
                           made("validation", self.num_val), made("test", self.num_test))
     else:
@@ -140,8 +148,9 @@ class CTReconstruction(contract.Task):
     return {"image": self._load()["val"]}
 
   def splits(self):
-    if self.source == "procedural":
-      made = lambda split, n: f"procedural phantoms '{split}' 0-{n - 1}"
+    if self.source in _GENERATED:
+      kind = "procedural phantoms" if self.source == "procedural" else "anatomy slices"
+      made = lambda split, n: f"{kind} '{split}' 0-{n - 1}"
       out = {"train": made("train", self.num_train),
              "validation": made("validation", self.num_val),
              "test": made("test", self.num_test), "seed": self.seed}
