@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from tf_metainit import evaluate
+from tf_metainit import testtime
 from tf_metainit import train
 from tf_metainit.cli import common
 from tf_metainit.data import procedural_shapes
@@ -258,7 +259,7 @@ def test_gin_files_parse(files, clean_gin):
   # A deep copy evaluates gin's references: the optimizer objects evaluate gets.
   settings = copy.deepcopy(gin.query_parameter("evaluate.optimizer_settings"))
   # No Meta init here: every name's optimizer must come from the config.
-  lookup = lambda settings, name, setting: evaluate._Choices(  # pylint: disable=protected-access
+  lookup = lambda settings, name, setting: testtime.Choices(
       settings, {}, 1).optimizer(name, setting)
   for name in ("standard", "matched", "shuffled", "meta", "meta:SV"):
     for setting in (1, 25):
