@@ -111,8 +111,8 @@ class CTReconstruction(contract.Task):
     res = self.resolution
     if self.source in _GENERATED:
       made = lambda split, n: _GENERATED[self.source](split, n, res, self.seed)
-      train, val, test = (made("train", self.num_train),
-                          made("validation", self.num_val), made("test", self.num_test))
+      train, val = made("train", self.num_train), made("validation", self.num_val)
+      test = None if self.test_file else made("test", self.num_test)
     else:
       if not self.path:
         raise ValueError(f"CTReconstruction.source={self.source!r} needs "
