@@ -3,8 +3,9 @@ held-out signals, the paper's comparison.
 
 For every observation setting of the task (images: all pixels; CT: 1/2/4/8 views; ...)
 and every init, the held-out signals are optimised with that init's own optimizer,
-learning rate and step budget, all signals of a chunk at once (testtime.py). With evaluate.choose_rate_factors bound, every init's learning rate and step count
-(and each classical method's settings) are first chosen per setting on the task's
+learning rate and step budget, all signals of a chunk at once (testtime.py). With
+evaluate.choose_rate_factors bound, every init's learning rate and step count (and
+each classical method's settings) are first chosen per setting on the task's
 validation split (tuning.py), and the test signals are scored with those choices.
 Writes under <root_dir>/eval/:
   results.json   per init, setting and test signal: the metric after every traced step
@@ -141,8 +142,9 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   choices = testtime.Choices(user, metas, num_steps)
   settings = list(settings or task.settings)
   chosen = None
+  # One optimizer for the choice and the table: its compiled fits are reused.
+  tto = testtime.TestTimeOptimizer(task, seed=seed, strategy=strategy)
   if choose_rate_factors is not None or choose_classical:
-    tto = testtime.TestTimeOptimizer(task, seed=seed, strategy=strategy)
     chosen, choices, classical = _choose_on_validation(
         task, tto, params, choices, settings, choose_rate_factors, choose_steps,
         choose_classical, classical, trace_every, chunk)
@@ -159,9 +161,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
   if chosen is not None:
     results["chosen_on_validation"] = _chosen_record(chosen, task, params, choices,
                                                       settings)
-  run = _Run(task, testtime.TestTimeOptimizer(task, seed=seed, strategy=strategy),
-             signals, choices, results, labels, trace_every, chunk, report_step,
-             grid_signals)
+  run = _Run(task, tto, signals, choices, results, labels, trace_every, chunk,
+             report_step, grid_signals)
   # Everything goes into a new folder swapped in whole: a kill or a full disk leaves
   # the earlier evaluation or this one, never a mix.
   with files.atomic_directory(output_dir, replaces=_replaced) as out:
