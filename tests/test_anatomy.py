@@ -124,3 +124,37 @@ def test_tissues_appear():
   assert air >= 0.2 * len(images)
   assert fat >= 0.3 * len(images)
   assert soft == len(images)
+
+
+def test_mr_contrast_is_its_own_stream():
+  # A slice drawn as CT is the same slice whatever mr_fraction is.
+  ct_slices = [i for i in range(12) if anatomy.slice_contrast(i, "train", 0, 0.5) == "ct"]
+  assert ct_slices
+  for i in ct_slices[:3]:
+    np.testing.assert_array_equal(anatomy.render_slice(i, "train", 32, mr_fraction=0.5),
+                                  anatomy.render_slice(i, "train", 32))
+  contrasts = [anatomy.slice_contrast(i, "train", 0, 0.5) for i in range(400)]
+  assert 0.42 < contrasts.count("ct") / 400 < 0.58
+  assert 0.18 < contrasts.count("t1") / 400 < 0.32
+  assert all(anatomy.slice_contrast(i, "test", 0, 0.0) == "ct" for i in range(50))
+  with pytest.raises(ValueError, match="mr_fraction"):
+    anatomy.slice_contrast(0, mr_fraction=1.5)
+
+
+def test_mr_levels_invert_bone_and_fat():
+  # The same geometry with MR levels (point samples, so no pixel mixes tissues):
+  # CT's bright cortical bone is dark (both T1 and T2 bone levels lie in
+  # [0.02, 0.08]), and T1's fat outshines its muscle.
+  checked = 0
+  for i in range(16):
+    ct_image = anatomy.render_slice(i, "train", 128, supersample=1)
+    mr_image = anatomy.render_slice(i, "train", 128, supersample=1, mr_fraction=1.0)
+    bone = ct_image > 0.85
+    if bone.sum() >= 5:
+      assert np.median(mr_image[bone]) < 0.15, i
+      checked += 1
+    assert set(anatomy.MR_TISSUES[anatomy.slice_contrast(i, "train", 0, 1.0)]) == \
+        set(anatomy.TISSUES)
+  assert checked >= 4
+  t1 = anatomy.MR_TISSUES["t1"]
+  assert t1["fat"][0] > t1["muscle"][1] and t1["bone"][1] < t1["muscle"][0]

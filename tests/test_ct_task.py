@@ -117,3 +117,16 @@ def test_the_anatomy_source_gives_the_generator_s_three_splits():
                             ("test", task.test_signals()["image"], 2)):
     np.testing.assert_array_equal(signals, anatomy.slice_arrays(split, n, 16)["image"])
   assert task.splits()["validation"] == "anatomy slices 'validation' 0-1"
+
+
+def test_mr_fraction_reaches_the_anatomy_slices_and_is_refused_elsewhere():
+  from tf_metainit.data import anatomy  # pylint: disable=import-outside-toplevel
+  task = small_task(source="anatomy", num_train=3, num_val=2, mr_fraction=1.0)
+  np.testing.assert_array_equal(
+      task.validation_signals()["image"],
+      anatomy.slice_arrays("validation", 2, 16, mr_fraction=1.0)["image"])
+  assert task.splits()["mr_fraction"] == 1.0
+  with pytest.raises(ValueError, match="only read when CTReconstruction.source = 'anatomy'"):
+    small_task(mr_fraction=0.5)
+  with pytest.raises(ValueError, match=r"mr_fraction must be in \[0, 1\]"):
+    small_task(source="anatomy", mr_fraction=2.0)

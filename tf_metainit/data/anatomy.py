@@ -38,6 +38,15 @@ organs 0.4-0.6, enhanced vessels up to 0.75, bone 0.8-1.0. One per-slice
 contrast scaling), plus a per-tissue jitter. Textures are smooth random fields
 (sums of plane waves) of small amplitude, so organs are not flat.
 
+MR-like contrasts. With `mr_fraction` > 0 a slice is, with that probability, drawn
+with T1- or T2-weighted-like levels instead (MR_TISSUES, half each): the same
+geometry, but fat bright and cortical bone dark, and in T2 fluid and CSF the
+brightest. Real held-out slices are often MR, and a CT-only prior teaches that
+bone is the brightest and fat dark, which MR inverts; the mix makes the prior one
+of shapes and edges more than of one modality's levels. The contrast is drawn
+from its own stream, so a slice drawn as CT is the same slice whatever
+mr_fraction is.
+
 Conventions as phantoms.py. Pixel (r, c) of an H x W image has its centre at
 normalised (x, y) = (c/W - 0.5, r/H - 0.5); the slice frame is X = 2x
 (rightwards) and Y = -2y (upwards), [-1, 1]^2. Anatomy is built in a local
@@ -94,6 +103,32 @@ TISSUES = {
     "gas": (0.0, 0.05),
 }
 
+# MR-like levels of the same tissues: intensity-like in [0, 1] after a
+# percentile normalisation, so fat (T1) or fluid (T2) reaches the top.
+MR_TISSUES = {
+    "t1": {
+        "skin": (0.4, 0.55), "fat": (0.8, 0.95), "visceral_fat": (0.75, 0.92),
+        "scalp": (0.6, 0.85), "muscle": (0.28, 0.4), "soft": (0.35, 0.5),
+        "mediastinum": (0.6, 0.8), "fluid": (0.1, 0.2), "csf": (0.08, 0.18),
+        "grey": (0.42, 0.52), "white": (0.58, 0.7), "organ": (0.35, 0.5),
+        "liver": (0.45, 0.58), "kidney": (0.38, 0.5), "blood": (0.1, 0.35),
+        "enhanced": (0.6, 0.8), "marrow": (0.6, 0.85), "diploe": (0.5, 0.75),
+        "bone": (0.02, 0.08), "calcification": (0.05, 0.2), "lung": (0.0, 0.05),
+        "gas": (0.0, 0.04),
+    },
+    "t2": {
+        "skin": (0.35, 0.5), "fat": (0.55, 0.75), "visceral_fat": (0.5, 0.72),
+        "scalp": (0.45, 0.65), "muscle": (0.15, 0.25), "soft": (0.3, 0.45),
+        "mediastinum": (0.45, 0.65), "fluid": (0.85, 1.0), "csf": (0.85, 1.0),
+        "grey": (0.42, 0.52), "white": (0.3, 0.38), "organ": (0.35, 0.5),
+        "liver": (0.2, 0.3), "kidney": (0.45, 0.6), "blood": (0.05, 0.2),
+        "enhanced": (0.3, 0.5), "marrow": (0.4, 0.6), "diploe": (0.35, 0.55),
+        "bone": (0.02, 0.08), "calcification": (0.02, 0.1), "lung": (0.0, 0.05),
+        "gas": (0.0, 0.04),
+    },
+}
+CONTRASTS = ("ct",) + tuple(MR_TISSUES)
+
 # Texture fields: (name, shortest, longest wavelength) in slice-frame units.
 # Wavelengths are >= 0.1 (3 pixels at 64 px), so 64 px renders do not alias.
 FIELDS = (("low", 0.3, 1.2), ("mid", 0.1, 0.3), ("gyri", 0.12, 0.28),
@@ -111,6 +146,17 @@ def _split_id(split):
 def _rng(index, split, seed):
   return np.random.default_rng(
       np.random.SeedSequence([seed, _split_id(split), index]))
+
+
+def slice_contrast(index, split="train", seed=0, mr_fraction=0.0):
+  """'ct', 't1' or 't2': drawn from the slice's own contrast stream."""
+  if not 0.0 <= mr_fraction <= 1.0:
+    raise ValueError(f"mr_fraction must be in [0, 1], got {mr_fraction!r}")
+  u = np.random.default_rng(
+      np.random.SeedSequence([seed, _split_id(split), index, 1])).uniform(size=2)
+  if u[0] >= mr_fraction:
+    return "ct"
+  return "t1" if u[1] < 0.5 else "t2"
 
 
 def _resolution(resolution):
@@ -435,8 +481,9 @@ class _Draw:
   the spine) so the anatomy builders below can place organs relative to it.
   """
 
-  def __init__(self, rng):
+  def __init__(self, rng, contrast="ct"):
     self.rng = rng
+    self.tissues = TISSUES if contrast == "ct" else MR_TISSUES[contrast]
     self.window = rng.uniform()  # overall contrast: where tissues sit in range
     self.ops = []
 
@@ -451,7 +498,7 @@ class _Draw:
 
   def level(self, tissue, field=None, amp=0.0):
     """(level, field, amplitude): the window place plus a tissue jitter."""
-    low, high = TISSUES[tissue]
+    low, high = self.tissues[tissue]
     place = np.clip(self.window + self.rng.normal(0.0, 0.25), 0.0, 1.0)
     return (float(low + (high - low) * place), field, float(amp))
 
@@ -858,11 +905,11 @@ def slice_kind(index, split="train", seed=0):
   return KINDS[_rng(index, split, seed).choice(len(KINDS), p=KIND_PROBS)]
 
 
-def _scene(index, split, seed):
+def _scene(index, split, seed, contrast):
   """Pose, texture waves and painting operations of one slice."""
   rng = _rng(index, split, seed)
   kind = KINDS[rng.choice(len(KINDS), p=KIND_PROBS)]  # as slice_kind
-  d = _Draw(rng)
+  d = _Draw(rng, contrast)
   d.body, size = _outline(d, kind)
   d.scale = 0.5 * sum(d.body.axes)
   pose = _pose(d, size)
@@ -876,7 +923,8 @@ def _scene(index, split, seed):
   return pose, waves, d.ops
 
 
-def render_slice(index, split="train", resolution=64, seed=0, supersample=2):
+def render_slice(index, split="train", resolution=64, seed=0, supersample=2,
+                 mr_fraction=0.0):
   """Slice `index` of `split` as float32 (H, W) in [0, 1].
 
   Args:
@@ -885,10 +933,12 @@ def render_slice(index, split="train", resolution=64, seed=0, supersample=2):
     resolution: int N for N x N, or (H, W).
     seed: non-negative dataset seed.
     supersample: point samples per pixel side, averaged (anti-aliasing).
+    mr_fraction: probability of MR-like (T1 / T2) levels instead of CT ones.
   """
   _check_request(index, seed, supersample)
   height, width = _resolution(resolution)
-  pose, waves, ops = _scene(int(index), split, int(seed))
+  contrast = slice_contrast(int(index), split, int(seed), mr_fraction)
+  pose, waves, ops = _scene(int(index), split, int(seed), contrast)
   canvas = _Canvas(height, width, int(supersample), pose, waves)
   for op in ops:
     op.paint(canvas)
@@ -897,11 +947,12 @@ def render_slice(index, split="train", resolution=64, seed=0, supersample=2):
   return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
-def slice_arrays(split, num, resolution, seed=0, supersample=2):
+def slice_arrays(split, num, resolution, seed=0, supersample=2, mr_fraction=0.0):
   """Slices 0..num-1 of a split: {'image': (num, H, W) float32}."""
   _split_id(split)
   height, width = _resolution(resolution)
   images = np.empty((num, height, width), np.float32)
   for i in range(num):
-    images[i] = render_slice(i, split, (height, width), seed, supersample)
+    images[i] = render_slice(i, split, (height, width), seed, supersample,
+                             mr_fraction)
   return {"image": images}

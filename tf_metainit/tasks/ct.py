@@ -23,10 +23,11 @@ from tf_metainit.physics import ct
 from tf_metainit.tasks import contract
 
 SOURCES = ("procedural", "anatomy", "npz", "reference_pickle")
-# The generated sources: {source: (split, count, resolution, seed) -> (N, H, W) images}.
+# The generated sources: {source: (split, count, resolution, seed, mr_fraction) ->
+# (N, H, W) images}; only anatomy has MR-like contrasts.
 _GENERATED = {
-    "procedural": lambda *a: phantoms.phantom_arrays(*a)["image"],
-    "anatomy": lambda *a: anatomy.slice_arrays(*a)["image"],
+    "procedural": lambda *a: phantoms.phantom_arrays(*a[:4])["image"],
+    "anatomy": lambda *a: anatomy.slice_arrays(*a[:4], mr_fraction=a[4])["image"],
 }
 
 
@@ -67,6 +68,8 @@ class CTReconstruction(contract.Task):
       (physics/ct.py).
     field: a callable building the field (gin: @FourierMLP).
     seed: data seed.
+    mr_fraction: 'anatomy' only: the share of slices drawn with MR-like (T1 / T2)
+      levels instead of CT ones, in every split (data/anatomy.py).
   """
 
   fit_setting = "image"
@@ -74,12 +77,19 @@ class CTReconstruction(contract.Task):
   def __init__(self, source="procedural", path=None, allow_pickle=False,
                resolution=256, num_train=2048, num_test=8, num_val=4, num_projections=20,
                settings=(1, 2, 4, 8), projector="bilinear", field=mlp.FourierMLP,
-               seed=0, test_file=None):
+               seed=0, test_file=None, mr_fraction=None):
     if source not in SOURCES:
       raise ValueError(f"Unknown CT source {source!r}; use one of {SOURCES}.")
     if source in _GENERATED:
       checks.unread("CTReconstruction", {"path": path},
                     "source = 'npz' or 'reference_pickle'")
+    if source != "anatomy":
+      checks.unread("CTReconstruction", {"mr_fraction": mr_fraction},
+                    "source = 'anatomy'")
+    if mr_fraction is not None and not 0.0 <= mr_fraction <= 1.0:
+      raise ValueError(f"CTReconstruction.mr_fraction must be in [0, 1], got "
+                       f"{mr_fraction!r}.")
+    self.mr_fraction = mr_fraction or 0.0
     self.source, self.path, self.allow_pickle = source, path, allow_pickle
     self.resolution = checks.positive_int("CTReconstruction.resolution", resolution)
     self.num_train = checks.optional(checks.positive_int, "CTReconstruction.num_train",
@@ -110,7 +120,8 @@ class CTReconstruction(contract.Task):
       return self._arrays
     res = self.resolution
     if self.source in _GENERATED:
-      made = lambda split, n: _GENERATED[self.source](split, n, res, self.seed)
+      made = lambda split, n: _GENERATED[self.source](split, n, res, self.seed,
+                                                      self.mr_fraction)
       train, val = made("train", self.num_train), made("validation", self.num_val)
       test = None if self.test_file else made("test", self.num_test)
     else:
@@ -154,6 +165,8 @@ class CTReconstruction(contract.Task):
       out = {"train": made("train", self.num_train),
              "validation": made("validation", self.num_val),
              "test": made("test", self.num_test), "seed": self.seed}
+      if self.mr_fraction:
+        out["mr_fraction"] = self.mr_fraction
     else:
       out = {"train": f"{self.path} data_train but its last {self.num_val}",
              "validation": f"{self.path} data_train's last {self.num_val}",
