@@ -9,7 +9,9 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from tf_metainit import baselines
 from tf_metainit import evaluate
+from tf_metainit import export
 from tf_metainit import train
 from tf_metainit.fields import siren
 from tf_metainit.meta import inits
@@ -155,3 +157,21 @@ def test_chunks_smaller_than_the_grid_give_the_same_results(tiny_run, tmp_path,
   grids = [np.asarray(Image.open(tmp_path / f"chunk{c}" / "grid_full.png"))
            for c in (1, 3)]
   np.testing.assert_array_equal(grids[0].shape, grids[1].shape)
+
+
+def test_an_exported_init_is_an_extra_run(tiny_run, tmp_path):
+  # The run's own init, exported, scores exactly as the run's Meta row; a field of
+  # other shapes is refused by name.
+  task = gin.query_parameter("meta_train.task").scoped_configurable_fn()
+  exported = str(tmp_path / "exported")
+  export.export(tiny_run, exported, task=task)
+  results = evaluate.evaluate(tiny_run, task=task, inits=("meta",),
+                              extra_runs={"Exported": exported}, num_steps=2,
+                              grid_signals=1)
+  runs_ = results["inits"]
+  np.testing.assert_allclose(runs_["meta:Exported"]["settings"]["full"]["metric"],
+                             runs_["meta"]["settings"]["full"]["metric"], rtol=1e-5)
+  wide = image.ImageRegression(resolution=8, num_train=6, num_test=3,
+                               field=lambda: siren.Siren(width=16, depth=3))
+  with pytest.raises(ValueError, match="this task's field has"):
+    baselines._extra_init(wide, exported, "best")  # pylint: disable=protected-access

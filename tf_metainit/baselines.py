@@ -5,6 +5,7 @@ import time
 
 from absl import logging
 
+from tf_metainit import exports
 from tf_metainit import runs
 from tf_metainit import testtime
 from tf_metainit.meta import inits as inits_lib
@@ -41,6 +42,19 @@ def build(task, root_dir, names, extra_runs=None, fit_steps=1000,
                        "or a key of evaluate.extra_runs.")
   for label, run_dir in (extra_runs or {}).items():
     name = f"meta:{label}"
-    metas[name] = runs.load_init(task, run_dir, checkpoint)
+    metas[name] = _extra_init(task, run_dir, checkpoint)
     out[name] = metas[name].params
   return out, {k: v for k, v in metas.items() if k in out}
+
+
+def _extra_init(task, folder, checkpoint):
+  """A run's Meta init, or an exported one (e.g. a shipped init) in `task`'s field."""
+  if not exports.is_export(folder):
+    return runs.load_init(task, folder, checkpoint)
+  init = exports.load_init(folder)
+  want = [tuple(v.shape) for v in task.field.trainable_variables]
+  have = [tuple(p.shape) for p in init.params]
+  if want != have:
+    raise ValueError(f"The export {folder} holds weights of shapes {have}, but this "
+                     f"task's field has {want}: give an init exported for this field.")
+  return init._replace(field=task.field)

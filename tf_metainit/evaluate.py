@@ -88,7 +88,8 @@ def evaluate(root_dir, task=gin.REQUIRED, inits=("standard", "mean", "matched",
     root_dir: a finished meta-training run (its checkpoint is the Meta init).
     task: the task (gin: the same binding as meta_train's).
     inits: which inits to compare, in table order.
-    extra_runs: {label: root_dir} of more meta-trained inits (e.g. {'Reptile': dir});
+    extra_runs: {label: root_dir or export} of more meta-trained inits (e.g.
+      {'Reptile': dir}, or a shipped init's folder, pretrained.path(name));
       they appear as 'meta:<label>' and use the 'meta' optimizer settings unless
       optimizer_settings has their own key.
     optimizer_settings: {init: optimizer or {setting: optimizer}}, optimizers as

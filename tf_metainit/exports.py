@@ -290,12 +290,12 @@ def check_export_dir(export_dir, root_dir=None):
     if os.path.commonpath([target, run]) in (target, run):
       raise ExportError(f"--export_dir={export_dir} is inside or above the run "
                         f"{root_dir}; export outside it (e.g. {run}_export).")
-  problem = files.target_dir_problem(target, _is_export, "a tf_metainit export")
+  problem = files.target_dir_problem(target, is_export, "a tf_metainit export")
   if problem:
     raise ExportError(f"--export_dir={export_dir} {problem}")
 
 
-def _is_export(directory):
+def is_export(directory):
   try:
     with open(os.path.join(directory, MANIFEST)) as f:
       return json.load(f).get("format") == FORMAT
@@ -337,7 +337,7 @@ def load(export_dir):
   the export and a plain .npz, every array it names present, real, finite and of the
   shapes the field description implies.
   """
-  if not _is_export(export_dir):
+  if not is_export(export_dir):
     raise ExportError(f"{export_dir} is not a tf_metainit export (no {MANIFEST} of "
                       f"format {FORMAT}); give a folder tf-metainit-export wrote.")
   with open(os.path.join(export_dir, MANIFEST)) as f:
