@@ -13,6 +13,8 @@ import tensorflow as tf
 from tf_metainit.meta import learned_lr
 from tf_metainit.meta import maml
 from tf_metainit.meta import optimizers
+from tf_metainit.meta import outer
+from tf_metainit.meta import reptile
 
 from test_meta import TinyTask, _sgd_adapt, _signal_loss, _signals, _tiny_siren
 
@@ -134,3 +136,107 @@ def test_from_arrays_reads_the_mode_from_the_description():
     learned_lr.from_arrays({"name": "learned_sgd"}, [np.zeros(3)])
   with pytest.raises(ValueError, match="LearnedSGD.mode must be one of"):
     learned_lr.LearnedSGD(0.1, "fixed")
+
+
+# --- Reptile's first-order rate gradients ----------------------------------------------
+
+
+def _reptile_rate_grads(field, signals, opt, num_steps):
+  """The package's rate gradients (float32, as the rates); theta0 in float64 for the
+  float64 references."""
+  task = TinyTask(field, tf.float32)
+  _, after, grads = reptile.reptile_grads(task, field.trainable_variables, signals,
+                                          tf.constant([0, 0]), num_steps, opt)
+  theta = [tf.constant(np.asarray(v), tf.float64) for v in field.trainable_variables]
+  n = len(theta)
+  return theta, task, float(tf.reduce_mean(after)), [
+      np.asarray(tf.convert_to_tensor(g)) for g in grads[n:]]
+
+
+def test_reptile_one_step_rate_gradients_are_exact():
+  # With one inner step nothing is dropped: d loss(theta0 - r g0) / d r is the
+  # derivative of the true post-adaptation loss, checked by central differences.
+  field, _, signals = _setup()
+  rates = 0.05 + 0.01 * np.arange(len(field.trainable_variables))[:, None]
+  opt = learned_lr.LearnedRates("per_layer_step", list(rates.astype(np.float32)))
+  theta, task64, after, got = _reptile_rate_grads(field, signals, opt, 1)
+
+  def reference(r):
+    return np.mean([float(_signal_loss(
+        _sgd_adapt(theta, task64.coords, v.astype(np.float64), 1, lambda i, k: r[i, k]),
+        task64.coords, v.astype(np.float64), 1)) for v in signals["values"]])
+
+  np.testing.assert_allclose(after, reference(rates.astype(np.float32)), rtol=1e-5)
+  eps, fd = 1e-6, np.zeros_like(rates)
+  for i in range(len(rates)):
+    plus = rates.astype(np.float32).astype(np.float64)
+    minus = plus.copy()
+    plus[i, 0] += eps
+    minus[i, 0] -= eps
+    fd[i, 0] = (reference(plus) - reference(minus)) / (2 * eps)
+  err = np.linalg.norm(np.stack(got) - fd) / np.linalg.norm(fd)
+  assert err < 2e-3, err
+  assert np.all(np.abs(fd) > 1e-6)
+
+
+def test_reptile_rate_gradients_drop_only_the_hessian_terms():
+  # K = 2 by hand: g_k the gradient at step k's weights (support k), q the query
+  # gradient at theta_2; the first-order gradient of rate (layer i, step k) is
+  # -<q_i, g_k,i>, averaged over the signals.
+  field, _, signals = _setup()
+  rates = (0.04 + 0.01 * np.arange(len(field.trainable_variables) * 2)).reshape(-1, 2)
+  rates = rates.astype(np.float32)
+  opt = learned_lr.LearnedRates("per_layer_step", list(rates))
+  theta, task64, _, got = _reptile_rate_grads(field, signals, opt, 2)
+
+  def grad_at(params, coords, values, step):
+    with tf.GradientTape() as tape:
+      tape.watch(params)
+      loss = _signal_loss(params, coords, values, step)
+    return tape.gradient(loss, params)
+
+  expected = np.zeros(rates.shape)
+  for values in signals["values"].astype(np.float64):
+    params, history = list(theta), []
+    for k in range(2):
+      g = grad_at(params, task64.coords, values, k)
+      history.append(g)
+      params = [p - float(rates[i, k]) * gi for i, (p, gi) in enumerate(zip(params, g))]
+    q = grad_at(params, task64.coords, values, 2)
+    for i in range(len(theta)):
+      for k in range(2):
+        expected[i, k] -= float(tf.reduce_sum(q[i] * history[k][i])) / len(
+            signals["values"])
+  err = np.linalg.norm(np.stack(got) - expected) / np.linalg.norm(expected)
+  assert err < 2e-3, err
+  # It is not the exact (second-order) gradient: step 0's rates differ from MAML's.
+  _, _, exact = _package_grads(field, TinyTask(field, tf.float32), signals,
+                               learned_lr.LearnedRates("per_layer_step", list(rates)))
+  gap = np.linalg.norm(np.stack(exact)[:, 0] - expected[:, 0])
+  assert gap > 0.05 * np.linalg.norm(expected[:, 0])
+
+
+def test_reptile_rates_step_their_own_optimizer():
+  # The rates move by their own SGD (lr 0.5 times their gradient) while theta0 takes
+  # Reptile's interpolation with the outer SGD at 1.
+  field, task, signals = _setup()
+  theta0 = [v.numpy().copy() for v in field.trainable_variables]
+  rates = [np.full([2], 0.05, np.float32) for _ in theta0]
+  inner = learned_lr.LearnedRates("per_layer_step", rates)
+  _, _, grads = reptile.reptile_grads(task, field.trainable_variables, signals,
+                                      outer.contract.stateless_seed(0, tf.constant(0)),
+                                      2, inner)
+  expected_rates = [r - 0.5 * np.asarray(tf.convert_to_tensor(g))
+                    for r, g in zip(rates, grads[len(theta0):])]
+  expected_theta = [t - np.asarray(g) for t, g in zip(theta0, grads[:len(theta0)])]
+  theta_opt = optimizers.SGD(1.0).keras_optimizer(1.0)
+  theta_opt.build(field.trainable_variables)
+  rates_opt = optimizers.SGD(0.5).keras_optimizer(0.5)
+  rates_opt.build(inner.rates)
+  outer.build_step(field, task, theta_opt, inner, "reptile", 2,
+                   rates_optimizer=rates_opt)(signals, tf.constant(0))
+  for v, e in zip(inner.rates, expected_rates):
+    np.testing.assert_allclose(v.numpy(), e, rtol=1e-5, atol=1e-8)
+  assert max(np.abs(v.numpy() - 0.05).max() for v in inner.rates) > 1e-5
+  for v, e in zip(field.trainable_variables, expected_theta):
+    np.testing.assert_allclose(v.numpy(), e, rtol=1e-4, atol=1e-6)

@@ -236,16 +236,17 @@ def _bad_cases(tmp_path):
       "outer_optimizer_as_a_name": (
           (TEXT_CPU,), ("meta_train.outer_optimizer = 'adam'",),
           ["meta_train.outer_optimizer is 'adam'", "@outer/Adam()"]),
-      "learned_rates_need_maml": (
+      "reptile_rates_need_their_optimizer": (
           (TEXT_CPU,), ("meta_train.algorithm = 'reptile'",),
-          ["LearnedSGD meta-learns its rates", "algorithm 'maml'"]),
+          ["Reptile with meta_train.inner_optimizer = LearnedSGD",
+           "meta_train.rates_optimizer = @rates/Adam()"]),
   }
 
 
 BAD_CASES = ("unknown_parameter", "unknown_configurable", "missing_gin_file",
              "empty_folder", "unreadable_image", "wrong_channel_count",
              "optimizer_as_a_name", "outer_optimizer_as_a_name",
-             "learned_rates_need_maml")
+             "reptile_rates_need_their_optimizer")
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

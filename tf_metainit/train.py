@@ -82,7 +82,12 @@ class TrainConfig:
   inner_steps: inner-loop steps K.
   inner_optimizer: the inner loop's optimizer (gin: @inner/SGD() with
     inner/SGD.learning_rate = 1e-2, the paper; @inner/Adam(); or @inner/LearnedSGD(),
-    meta-learned rates of inner/LearnedSGD.mode, second-order MAML only).
+    meta-learned rates of inner/LearnedSGD.mode: second-order MAML, or Reptile with
+    their first-order gradient and rates_optimizer).
+  rates_optimizer: Reptile with LearnedSGD only: the optimizer of the learned inner
+    rates with its peak rate, on the outer schedule's warm-up and decay (gin:
+    @rates/Adam(), rates/Adam.learning_rate = 1e-4). MAML updates them with
+    outer_optimizer, as theta0; Reptile's outer step is not a gradient step.
   first_order: FOMAML: no gradient through the inner gradients.
   seed: seeds the field init, data order and per-step randomness.
   jit_compile: compile the outer step with XLA (faster on GPU, slower on CPU).
@@ -104,6 +109,7 @@ class TrainConfig:
   clip_global_norm: float = _hp(None, lambda n, v: checks.optional(checks.positive, n, v))
   inner_steps: int = _hp(2, checks.positive_int)
   inner_optimizer: object = optimizers.SGD(1e-2)
+  rates_optimizer: object = None
   first_order: bool = False
   seed: int = _hp(0, checks.non_negative_int)
   jit_compile: bool = False
@@ -132,11 +138,24 @@ class TrainConfig:
     if not hasattr(self.outer_optimizer, "keras_optimizer"):
       raise ValueError(f"meta_train.outer_optimizer is {self.outer_optimizer!r}: bind "
                        "@outer/Adam() or @outer/SGD() with its learning_rate.")
-    if isinstance(self.inner_optimizer, learned_lr.LearnedSGD) and (
-        self.algorithm != "maml" or self.first_order):
+    learned = isinstance(self.inner_optimizer, learned_lr.LearnedSGD)
+    if learned and self.algorithm == "maml" and self.first_order:
       raise ValueError("meta_train.inner_optimizer = LearnedSGD meta-learns its rates "
-                       "through the inner loop: it needs algorithm 'maml' and "
-                       "first_order = False.")
+                       "through the inner loop: with algorithm 'maml' it needs "
+                       "first_order = False (or use algorithm 'reptile').")
+    reptile_rates = learned and self.algorithm == "reptile"
+    if reptile_rates and self.rates_optimizer is None:
+      raise ValueError("Reptile with meta_train.inner_optimizer = LearnedSGD needs the "
+                       "rates' own optimizer: bind meta_train.rates_optimizer = "
+                       "@rates/Adam() and rates/Adam.learning_rate (e.g. 1e-4).")
+    if self.rates_optimizer is not None and not reptile_rates:
+      raise ValueError("meta_train.rates_optimizer is only read with algorithm "
+                       "'reptile' and inner_optimizer = @inner/LearnedSGD(); this run "
+                       "would ignore it. Remove the binding.")
+    if self.rates_optimizer is not None and not hasattr(self.rates_optimizer,
+                                                        "keras_optimizer"):
+      raise ValueError(f"meta_train.rates_optimizer is {self.rates_optimizer!r}: bind "
+                       "@rates/Adam() or @rates/SGD() with its learning_rate.")
 
   @classmethod
   def resumable(cls):
@@ -229,17 +248,22 @@ class Trainer:
     changes = (provenance.check_resume(root, config_text, self.accept_config_changes,
                                        TrainConfig.resumable())
                if _has_checkpoints(root) else None)
-    schedule = outer.OuterSchedule(c.outer_optimizer.learning_rate, c.num_iterations,
-                                   c.outer_warmup_steps, c.outer_lr_decay,
-                                   c.outer_final_lr_fraction)
+    schedule, rates_schedule = (
+        None if opt is None else
+        outer.OuterSchedule(opt.learning_rate, c.num_iterations, c.outer_warmup_steps,
+                            c.outer_lr_decay, c.outer_final_lr_fraction)
+        for opt in (c.outer_optimizer, c.rates_optimizer))
     parts = outer.assemble(c.task, c.algorithm, c.inner_steps, c.inner_optimizer,
                            c.outer_optimizer, schedule, c.first_order, c.seed,
                            c.clip_global_norm, c.jit_compile or _on_tpu(self.strategy),
-                           self.strategy if self.distributed else None)
+                           self.strategy if self.distributed else None,
+                           c.rates_optimizer, rates_schedule)
     self.inner_opt = parts.inner_optimizer
     step_var = tf.Variable(0, dtype=tf.int64, name="step")
     meta_state = checkpoints.meta_state(c.task.field, self.inner_opt)
     state = dict(optimizer=parts.optimizer, step=step_var, **meta_state)
+    if parts.rates_optimizer is not None:
+      state["rates_optimizer"] = parts.rates_optimizer
     if not self.distributed:  # a distributed run derives its data position instead
       dataset = c.task.train_dataset(c.seed).batch(c.outer_batch_size,
                                                    drop_remainder=True)

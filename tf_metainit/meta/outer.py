@@ -57,17 +57,21 @@ class OuterSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 # What meta-training runs: the built inner optimizer (its learned rates, if any), the
-# outer Keras optimizer (built over theta0 and those rates) and the compiled step.
-Assembly = collections.namedtuple("Assembly", ["inner_optimizer", "optimizer", "step"])
+# outer Keras optimizer (built over theta0, and those rates unless they have their
+# own), the rates' own Keras optimizer (Reptile; else None) and the compiled step.
+Assembly = collections.namedtuple("Assembly", ["inner_optimizer", "optimizer",
+                                               "rates_optimizer", "step"])
 
 
 def assemble(task, algorithm, inner_steps, inner_optimizer, outer_optimizer,
              schedule=None, first_order=False, seed=0, clip_global_norm=None,
-             jit_compile=False, strategy=None):
+             jit_compile=False, strategy=None, rates_optimizer=None, rates_schedule=None):
   """The outer step of meta-training `task.field`, ready to run.
 
   inner_optimizer / outer_optimizer: gin objects (meta/optimizers.py, learned_lr.py);
   schedule: the outer learning rate (default: outer_optimizer's, constant);
+  rates_optimizer / rates_schedule: the learned inner rates' own optimizer and rate
+    (Reptile, whose outer step for theta0 is not a gradient step);
   strategy: run the step on its replicas (None: one device). Build it in the
   strategy's scope, as the field.
   """
@@ -76,10 +80,17 @@ def assemble(task, algorithm, inner_steps, inner_optimizer, outer_optimizer,
                                 inner_steps)
   optimizer = outer_optimizer.keras_optimizer(
       outer_optimizer.learning_rate if schedule is None else schedule)
-  optimizer.build(learned_lr.meta_variables(field, inner))
+  rates = None
+  if rates_optimizer is not None:
+    rates = rates_optimizer.keras_optimizer(
+        rates_optimizer.learning_rate if rates_schedule is None else rates_schedule)
+    rates.build(learned_lr.rates_of(inner))
+    optimizer.build(field.trainable_variables)
+  else:
+    optimizer.build(learned_lr.meta_variables(field, inner))
   step = build_step(field, task, optimizer, inner, algorithm, inner_steps, first_order,
-                    seed, clip_global_norm)
-  return Assembly(inner, optimizer, compiled_step(step, jit_compile, strategy))
+                    seed, clip_global_norm, rates)
+  return Assembly(inner, optimizer, rates, compiled_step(step, jit_compile, strategy))
 
 
 def compiled_step(step, jit_compile, strategy=None):
@@ -96,13 +107,15 @@ def compiled_step(step, jit_compile, strategy=None):
 
 
 def build_step(field, task, optimizer, inner_optimizer, algorithm="maml", inner_steps=2,
-               first_order=False, seed=0, clip_global_norm=None):
+               first_order=False, seed=0, clip_global_norm=None, rates_optimizer=None):
   """Returns step(signals, step) -> (mean loss before the inner loop, mean loss after,
   outer-gradient global norm, whether every updated weight is finite), each the same
   on every replica.
 
   Each step's randomness (inner batches) is derived from (seed, step), so a resumed
-  run repeats it exactly. `clip_global_norm` clips the averaged meta-gradient.
+  run repeats it exactly. `clip_global_norm` clips the averaged meta-gradient;
+  `rates_optimizer` (a built Keras optimizer) updates the learned inner rates instead
+  of `optimizer`.
   """
   if algorithm not in ALGORITHMS:
     raise ValueError(f"meta_train.algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
@@ -127,7 +140,13 @@ def build_step(field, task, optimizer, inner_optimizer, algorithm="maml", inner_
     if clip_global_norm is not None:
       grads, _ = tf.clip_by_global_norm(grads, clip_global_norm)
     # Keras sums the gradients of all replicas before it updates mirrored weights.
-    optimizer.apply_gradients(zip([g / count for g in grads], variables))
+    grads = [g / count for g in grads]
+    if rates_optimizer is None:
+      optimizer.apply_gradients(zip(grads, variables))
+    else:
+      split = len(field.trainable_variables)
+      optimizer.apply_gradients(zip(grads[:split], variables[:split]))
+      rates_optimizer.apply_gradients(zip(grads[split:], variables[split:]))
     # The losses are those of the weights before this update; the update itself can
     # still produce inf/NaN weights, which must not be checkpointed either.
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
